@@ -1,0 +1,1 @@
+"""Readers and Kedro datasets for the project's own file formats."""
