@@ -30,14 +30,19 @@ def cyrillic_share(text: str) -> float:
     return sum(1 for ch in letters if _CYRILLIC.match(ch)) / len(letters)
 
 
+def _isin(allowed: tuple[str, ...], name: str) -> pa.Check:
+    """``isin`` with a readable rule name (pandera reports built-in checks by their repr)."""
+    return pa.Check(lambda s: s.isin(allowed), name=name)
+
+
 def document_schema(min_chars: int = 20, max_chars: int = 20_000,
                     min_cyrillic_share: float = 0.5) -> pa.DataFrameSchema:
     """The document table's schema; the bounds come from ``parameters_ingestion.yml``."""
     return pa.DataFrameSchema(
         {
             "doc_id": pa.Column(str, nullable=False, unique=True, report_duplicates="exclude_first",
-                                checks=pa.Check.str_length(min_value=1, name="non_empty_id")),
-            "lang": pa.Column(str, checks=pa.Check.isin(LANGS, name="known_lang"), nullable=False),
+                                checks=pa.Check(lambda s: s.str.len() > 0, name="non_empty_id")),
+            "lang": pa.Column(str, checks=_isin(LANGS, "known_lang"), nullable=False),
             "source": pa.Column(str, nullable=False),
             "title": pa.Column(str, nullable=True),
             "text": pa.Column(
@@ -64,9 +69,9 @@ PROMPT_SCHEMA = pa.DataFrameSchema(
     {
         "prompt_id": pa.Column(str, unique=True),
         "doc_id": pa.Column(str),
-        "task_type": pa.Column(str, pa.Check.isin(TASKS, name="known_task")),
-        "lang": pa.Column(str, pa.Check.isin(LANGS, name="known_lang")),
-        "split": pa.Column(str, pa.Check.isin(SPLITS, name="known_split")),
+        "task_type": pa.Column(str, _isin(TASKS, "known_task")),
+        "lang": pa.Column(str, _isin(LANGS, "known_lang")),
+        "split": pa.Column(str, _isin(SPLITS, "known_split")),
         "prompt": pa.Column(str, pa.Check(lambda s: s.str.strip().str.len() > 0, name="non_empty_prompt")),
         "reference": pa.Column(str, pa.Check(lambda s: s.str.strip().str.len() > 0,
                                              name="non_empty_reference")),
@@ -79,10 +84,10 @@ DEMONSTRATION_SCHEMA = pa.DataFrameSchema(
     {
         "demo_id": pa.Column(str, unique=True),
         "prompt_id": pa.Column(str),
-        "variant": pa.Column(str, pa.Check.isin(VARIANTS, name="known_variant")),
+        "variant": pa.Column(str, _isin(VARIANTS, "known_variant")),
         "response": pa.Column(str, pa.Check(lambda s: s.str.strip().str.len() > 0,
                                             name="non_empty_response")),
-        "split": pa.Column(str, pa.Check.isin(SPLITS, name="known_split")),
+        "split": pa.Column(str, _isin(SPLITS, "known_split")),
     },
     strict=False,
     name="demonstrations",

@@ -185,7 +185,7 @@ def _facts(s: Story) -> list[dict]:
     rows = [
         ("event", s.event, "", ev[f"{s.lang}_nom"]),
         ("place", s.place, "", pl["ru_prep"] if s.lang == "ru" else pl["tt_loc"]),
-        ("date", "%04d-%02d-%02d" % s.date, "", date_surface(*s.date, s.lang)),
+        ("date", "{:04d}-{:02d}-{:02d}".format(*s.date), "", date_surface(*s.date, s.lang)),
         ("q1", str(s.q1[1]), s.q1[0], quantity_surface(s.q1[0], s.q1[1], s.lang)),
     ]
     if "quote" in s.slots:

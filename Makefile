@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv if it is
+# missing and install the project (torch first, pinned to the CPU wheel) before they run.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KEDRO := $(VENV)/bin/kedro
+ENV ?= base
+
+# No telemetry, and nothing is fetched from a model hub at run time.
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint world clean-data
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(KEDRO) run --env $(ENV)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+
+# Regenerate the committed bundled world byte-identically.
+world: install
+	$(PY) -m ru_rlhf.world --out data/01_raw

@@ -1,0 +1,64 @@
+"""Shared fixtures: the project root, the real data beside the checkout, a small bundled world."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public data in ../shared/data (CI provides it beside the checkout)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the real data is expected at {SHARED_DATA} (../shared/data beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_world() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A small bundled world (60 Russian, 20 Tatar documents) as raw corpus and fact tables."""
+    from ru_rlhf.io.readers import RECORD_FIELDS
+    from ru_rlhf.world import generate_world
+
+    docs, facts = generate_world(seed=11, n_ru=60, n_tt=20)
+    raw = pd.DataFrame([{**{k: None for k in RECORD_FIELDS}, **d, "source_file": "mem.jsonl",
+                         "source_row": i + 1} for i, d in enumerate(docs)], columns=list(RECORD_FIELDS))
+    return raw, pd.DataFrame(facts).astype(str)
+
+
+def run_kedro(args: list[str], cwd: Path = PROJECT_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the kedro CLI of this interpreter's environment in a subprocess."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    kedro = Path(sys.executable).with_name("kedro")
+    return subprocess.run([str(kedro), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def keep_catalog(inputs: dict, keep: list[str]):
+    """An in-memory DataCatalog with ``inputs`` and ``keep`` datasets the runner does not release.
+
+    Kedro's runners release intermediate MemoryDatasets after their last consumer; a test that
+    wants to read them afterwards registers them here.
+    """
+    from kedro.io import DataCatalog, MemoryDataset
+
+    class _Kept(MemoryDataset):
+        def _release(self) -> None:  # keep the data for the test to read
+            pass
+
+    datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
+    datasets.update({name: _Kept() for name in keep})
+    return DataCatalog(datasets)

@@ -1,0 +1,69 @@
+"""End to end: every env loads; `kedro run` in smoke and on the real corpora (external)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from tests.conftest import run_kedro
+
+
+@pytest.mark.parametrize("env", ["base", "smoke", "external", "hub"])
+def test_every_env_loads(project_root, env):
+    bootstrap_project(project_root)
+    with KedroSession.create(project_path=project_root, env=env) as session:
+        ctx = session.load_context()
+        params = ctx.params
+        assert params["ingestion"]["seed"] == 2024  # base values survive the env's soft merge
+        assert "raw_corpus" in ctx.catalog
+        if env == "smoke":
+            assert params["ingestion"]["prompts"]["per_task"] == 30
+            assert params["ingestion"]["prompts"]["max_items_per_doc"]["qa"] == 3
+        if env == "hub":
+            assert params["hub_models"]["policy"] == "ai-forever/rugpt3small_based_on_gpt2"
+
+
+def test_telemetry_is_off(project_root):
+    assert (project_root / ".telemetry").read_text().strip() == "consent: false"
+
+
+@pytest.mark.e2e
+def test_smoke_run_of_ingestion(project_root):
+    out = project_root / "data" / "smoke" / "08_reporting" / "ingestion_summary.json"
+    out.unlink(missing_ok=True)
+    res = run_kedro(["run", "--env", "smoke", "--pipelines", "ingestion"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads(out.read_text(encoding="utf-8"))
+    assert summary["prompts"]["by_task"] == {"dialogue": 30, "qa": 30, "summarization": 30}
+    d = summary["documents"]
+    assert d["read"] == d["kept"] + d["quarantined"] == 1250
+    prompts = pd.read_parquet(project_root / "data" / "smoke" / "03_primary" / "prompts.parquet")
+    assert prompts.groupby("doc_id")["split"].nunique().max() == 1
+
+
+@pytest.mark.e2e
+def test_the_older_pipeline_flag_still_works(project_root):
+    res = run_kedro(["run", "--env", "smoke", "--pipeline", "ingestion", "--nodes", "normalise_documents"])
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+@pytest.mark.e2e
+@pytest.mark.shared_data
+def test_external_env_ingests_the_real_corpora(project_root, shared_data):
+    out = project_root / "data" / "external" / "08_reporting" / "ingestion_summary.json"
+    out.unlink(missing_ok=True)
+    res = run_kedro(["run", "--env", "external", "--pipelines", "ingestion"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    d = json.loads(out.read_text(encoding="utf-8"))["documents"]
+    # 240 XQuAD paragraphs, 255 factRuEval news files, 148 UD Tatar sentences
+    assert d["read_by_source"] == {"UD_Tatar-NMCTT": 148, "factRuEval-2016": 255, "xquad": 240}
+    assert d["read"] == d["kept"] + d["quarantined"] == 643
+    q = pd.read_parquet(project_root / "data" / "external" / "02_intermediate" / "document_quarantine.parquet")
+    # every quarantined row names its file, row and rule
+    assert q[["source_file", "source_row", "rule"]].notna().all().all()
+    docs = pd.read_parquet(project_root / "data" / "external" / "02_intermediate" / "documents.parquet")
+    assert not docs["text"].str.startswith("\ufeff").any()  # XQuAD's BOMs are normalised away
