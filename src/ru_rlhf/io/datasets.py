@@ -52,3 +52,61 @@ class CorpusDataset(AbstractDataset[None, pd.DataFrame]):
         from pathlib import Path
 
         return all(Path(s["path"]).exists() for s in self._sources)
+
+
+class HFModelDataset(AbstractDataset[Any, Any]):
+    """A model or tokenizer saved with ``save_pretrained`` (safetensors) and loaded by our loaders.
+
+    Saving writes to a temporary sibling directory and renames it into place, so a killed run
+    never leaves a half-written model that a later run would load.
+
+    Args:
+        path: the directory.
+        kind: ``causal_lm`` (loaded with :func:`ru_rlhf.models.policy.load_policy`) or
+            ``tokenizer`` (loaded with :func:`ru_rlhf.models.policy.load_tokenizer`).
+        load_args: extra keyword arguments for the loader (``dtype``, ``device``).
+    """
+
+    KINDS = ("causal_lm", "tokenizer")
+
+    def __init__(self, path: str, kind: str = "causal_lm", load_args: dict | None = None,
+                 metadata: dict | None = None) -> None:
+        if kind not in self.KINDS:
+            raise DatasetError(f"HFModelDataset kind must be one of {self.KINDS}, not {kind!r}")
+        self._path, self._kind, self._load_args = path, kind, dict(load_args or {})
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        from pathlib import Path
+
+        from ru_rlhf.models.policy import load_policy, load_tokenizer
+
+        if not Path(self._path).exists():
+            raise DatasetError(f"{self._path}: no saved {self._kind} here; run the pipeline that writes it first")
+        if self._kind == "tokenizer":
+            return load_tokenizer(self._path)
+        return load_policy(self._path, **self._load_args)
+
+    def save(self, data: Any) -> None:
+        import shutil
+        from pathlib import Path
+
+        target = Path(self._path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        data.save_pretrained(tmp)
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path, "kind": self._kind}
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return (Path(self._path) / ("tokenizer_config.json" if self._kind == "tokenizer" else "config.json")).exists()

@@ -1,4 +1,4 @@
-"""The sft pipeline (not built yet: issue 3: tokenizer, SFT policy, 6 candidates per prompt)."""
+"""The sft pipeline: tokenizer, pre-trained and SFT policy, and 6 candidate answers per prompt."""
 
 from ru_rlhf.pipelines.sft.pipeline import create_pipeline
 

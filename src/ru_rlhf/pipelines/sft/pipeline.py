@@ -1,12 +1,27 @@
-"""Wiring of the sft pipeline.
+"""Wiring of the sft pipeline."""
 
-Not built yet (issue 3: tokenizer, SFT policy, 6 candidates per prompt). It is registered empty so that the project's graph and
-`kedro run --pipelines sft` exist; it runs no node and produces nothing.
-"""
+from kedro.pipeline import Node, Pipeline
 
-from kedro.pipeline import Pipeline
+from ru_rlhf.pipelines.sft import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty pipeline until its issue lands."""
-    return Pipeline([])
+    """Tokenizer → pre-trained policy → SFT policy → evaluation → 6 candidates per prompt → summary."""
+    return Pipeline(
+        [
+            Node(nodes.build_tokenizer, ["documents", "demonstrations", "params:sft"], "policy_tokenizer",
+                 name="build_tokenizer"),
+            Node(nodes.pretrain_policy, ["documents", "doc_splits", "policy_tokenizer", "params:sft"],
+                 ["pretrained_policy", "pretrain_log"], name="pretrain_policy"),
+            Node(nodes.sft_policy, ["pretrained_policy", "policy_tokenizer", "demonstrations", "params:sft"],
+                 ["sft_policy", "sft_log"], name="sft_policy"),
+            Node(nodes.evaluate_sft,
+                 ["pretrained_policy", "sft_policy", "policy_tokenizer", "demonstrations", "prompts", "params:sft"],
+                 "sft_eval", name="evaluate_sft"),
+            Node(nodes.generate_candidates, ["sft_policy", "policy_tokenizer", "prompts", "params:sft"],
+                 ["candidates", "candidate_stats"], name="generate_candidates"),
+            Node(nodes.write_candidates_jsonl, "candidates", "candidates_jsonl", name="write_candidates_jsonl"),
+            Node(nodes.summarise_sft, ["pretrain_log", "sft_log", "sft_eval", "candidates", "candidate_stats"],
+                 "sft_summary", name="summarise_sft"),
+        ]
+    )

@@ -1,0 +1,141 @@
+"""The policy: its tokenizer, its prompt format, and the one loader of causal LMs.
+
+The prompt format is fixed here, once: every pipeline that trains on or generates from a
+prompt calls :func:`format_prompt`. ``load_policy`` builds a small Llama-style model from a size
+config or loads a hub id / local directory with ``from_pretrained`` (safetensors only,
+``trust_remote_code`` off), so the ``hub`` env runs the same code the tests run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+USER, ASSISTANT = "<|user|>", "<|assistant|>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, USER, ASSISTANT]
+
+
+def format_prompt(prompt: str) -> str:
+    """The model's view of a prompt: a user turn, then the start of the assistant's turn."""
+    return f"{USER}\n{prompt}\n{ASSISTANT}\n"
+
+
+class PolicySize(BaseModel):
+    """Size of a policy built from scratch (a Llama-style decoder)."""
+
+    hidden_size: int = 256
+    intermediate_size: int = 704
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    max_position_embeddings: int = 512
+    tie_word_embeddings: bool = True
+
+
+class ModelLoadError(ValueError):
+    """A model directory or hub id that cannot be loaded safely (names the path and the reason)."""
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 8000, min_frequency: int = 2,
+                    model_max_length: int = 512):
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it as a Hugging Face tokenizer.
+
+    The tokenizer pads on the left (for batched generation) and truncates from the left (so the
+    question at the end of a long prompt survives).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        additional_special_tokens=[USER, ASSISTANT], model_max_length=model_max_length,
+        padding_side="left", truncation_side="left",
+    )
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """Load a tokenizer from a hub id or a local directory; pad and truncate on the left."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
+    tok.padding_side, tok.truncation_side = "left", "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _check_local_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: not a directory")
+    if not (path / "config.json").exists():
+        raise ModelLoadError(f"{path}: no config.json, not a saved model")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+        found = sorted(p.name for p in path.iterdir())
+        raise ModelLoadError(
+            f"{path}: no safetensors weights (found {found}); only safetensors are loaded, never pickles"
+        )
+
+
+def load_policy(name_or_path: str | Path | None = None, *, size: PolicySize | dict | None = None,
+                tokenizer=None, dtype: str | None = None, device: str | None = None, seed: int = 0):
+    """Build or load a causal LM.
+
+    Args:
+        name_or_path: a hub id or a local directory to load with ``from_pretrained``; ``None``
+            builds a fresh Llama-style model from ``size`` (random weights, seeded).
+        size: the size config for a model built from scratch.
+        tokenizer: the tokenizer whose vocabulary and special tokens a fresh model uses.
+        dtype: ``"float32"``, ``"bfloat16"`` … (default float32).
+        device: where to put the model (default CPU).
+        seed: seed of the random initialisation of a fresh model.
+
+    Raises:
+        ModelLoadError: a local directory without safetensors weights or without a config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+    if name_or_path is None:
+        if tokenizer is None:
+            raise ValueError("a fresh policy needs the tokenizer it will use")
+        s = size if isinstance(size, PolicySize) else PolicySize.model_validate(size or {})
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, **s.model_dump(),
+        )
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).to(torch_dtype)
+        log.info("built a fresh Llama-style policy with %.2fM parameters", model.num_parameters() / 1e6)
+    else:
+        path = Path(str(name_or_path))
+        local = path.exists() or str(name_or_path).startswith((".", "/"))
+        if local:
+            _check_local_dir(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), dtype=torch_dtype, trust_remote_code=False, use_safetensors=True,
+        )
+    if device:
+        model = model.to(device)
+    return model
+
+
+def model_card_facts(model: Any) -> dict:
+    """A few facts about a model for reports (parameter count, layers, vocabulary)."""
+    cfg = model.config
+    return {"parameters": int(model.num_parameters()), "layers": getattr(cfg, "num_hidden_layers", None),
+            "hidden_size": getattr(cfg, "hidden_size", None), "vocab_size": getattr(cfg, "vocab_size", None)}

@@ -1,0 +1,58 @@
+"""Training loops shared by the pipelines that fine-tune a causal LM with TRL's SFTTrainer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def trl_common_args(seed: int, output_dir: str | Path) -> dict:
+    """TRL/Trainer arguments every CPU run needs: no bf16, CPU, no reporting, seeded, no workers."""
+    return {
+        "output_dir": str(output_dir), "use_cpu": True, "bf16": False, "fp16": False, "report_to": "none",
+        "seed": seed, "data_seed": seed, "dataloader_num_workers": 0, "gradient_checkpointing": False,
+        "disable_tqdm": False,
+    }
+
+
+def history_table(log_history: list[dict], stage: str) -> pd.DataFrame:
+    """Trainer's ``log_history`` as a table, one row per logged training step."""
+    rows = [{"stage": stage, **h} for h in log_history if "loss" in h]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["stage", "step", "loss"])
+    keep = [c for c in ("stage", "step", "epoch", "loss", "learning_rate", "grad_norm", "mean_token_accuracy",
+                        "num_tokens", "entropy") if c in df.columns]
+    return df[keep].reset_index(drop=True)
+
+
+def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, output_dir: str | Path,
+                    stage: str) -> tuple[Any, pd.DataFrame]:
+    """Train ``model`` with TRL's SFTTrainer on a ``text`` or ``prompt``/``completion`` dataset.
+
+    Loss is on the completion only for prompt/completion data (TRL's default for that format),
+    on every token for plain text. Checkpoints go to ``output_dir`` every ``save_steps``.
+
+    Returns:
+        ``(model, history)``: the trained model and its per-step loss table.
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    s = stage_params
+    cfg = SFTConfig(
+        **trl_common_args(seed, output_dir),
+        num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
+        logging_steps=s.logging_steps, save_strategy="steps", save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit, max_length=s.max_length, eval_strategy="no",
+    )
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    result = trainer.train()
+    log.info("%s: %d steps, final train loss %.4f, %.1f s", stage, result.global_step, result.training_loss,
+             result.metrics.get("train_runtime", float("nan")))
+    return trainer.model, history_table(trainer.state.log_history, stage)
