@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint world clean-data
+.PHONY: install run test lint world bench
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -37,3 +37,8 @@ lint: install
 # Regenerate the committed bundled world byte-identically.
 world: install
 	$(PY) -m ru_rlhf.world --out data/01_raw
+
+# Benchmarks (not tests): each appends its figures to docs/benchmarks.md.
+bench: install
+	$(KEDRO) run --pipelines ingestion,sft
+	$(PY) benchmarks/bench_generation.py

@@ -62,3 +62,24 @@ def keep_catalog(inputs: dict, keep: list[str]):
     datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
     datasets.update({name: _Kept() for name in keep})
     return DataCatalog(datasets)
+
+
+TINY_SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "num_key_value_heads": 2, "max_position_embeddings": 256}
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(small_world):
+    """A BPE tokenizer trained on the small world's text."""
+    from ru_rlhf.models.policy import train_tokenizer
+
+    raw, _ = small_world
+    return train_tokenizer(raw["text"].tolist(), vocab_size=600, model_max_length=256)
+
+
+@pytest.fixture()
+def tiny_policy(tiny_tokenizer):
+    """A fresh one-layer Llama-style policy (random weights, seeded)."""
+    from ru_rlhf.models.policy import load_policy
+
+    return load_policy(size=TINY_SIZE, tokenizer=tiny_tokenizer, seed=0)

@@ -116,6 +116,8 @@ def split_by_schema(df: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.Da
         raise ValueError(f"{schema.name}: the table as a whole breaks its schema: {problems}")
     rules: dict[int, list[str]] = {}
     for col, check, idx in row_cases[["column", "check", "index"]].itertuples(index=False):
+        if str(check) == "multiple_fields_uniqueness":  # a unique key of several columns
+            col, check = "+".join(schema.unique), "unique"
         name = "unique" if str(check) == "field_uniqueness" else str(check)
         rules.setdefault(int(idx), [])
         rule = f"{col}:{name}"
@@ -125,3 +127,38 @@ def split_by_schema(df: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.Da
     quarantined = df.loc[bad].assign(rule=[";".join(rules[i]) for i in bad])
     kept = df.drop(index=bad).reset_index(drop=True)
     return kept, quarantined.reset_index(drop=True)
+
+
+class TableError(ValueError):
+    """A table that breaks its schema; the message names each failing row and rule."""
+
+
+def check_table(df: pd.DataFrame, schema: pa.DataFrameSchema, id_column: str | None = None,
+                source: str = "") -> pd.DataFrame:
+    """Validate a table that must be whole (no quarantine): raise naming the rows and rules.
+
+    Args:
+        df: the table.
+        schema: its schema.
+        id_column: a column that identifies rows in the message (e.g. ``prompt_id``).
+        source: where the table came from (a dataset name or file), for the message.
+
+    Raises:
+        TableError: ``<source>: row <i> (<id>): <column>:<rule>`` for up to 20 failures.
+    """
+    missing = [c for c, col in schema.columns.items() if c not in df.columns and col.required]
+    if missing:
+        raise TableError(f"{source or schema.name}: missing column(s) {missing}")
+    try:
+        return schema.validate(df, lazy=True)
+    except SchemaErrors as err:
+        lines = []
+        for col, check, idx in err.failure_cases[["column", "check", "index"]].itertuples(index=False):
+            if pd.isna(idx):
+                lines.append(f"{col}: {check}")
+                continue
+            ident = f" ({df.loc[idx, id_column]})" if id_column and id_column in df.columns else ""
+            name = "unique" if str(check) == "field_uniqueness" else check
+            lines.append(f"row {int(idx)}{ident}: {col}:{name}")
+        more = f" … and {len(lines) - 20} more" if len(lines) > 20 else ""
+        raise TableError(f"{source or schema.name} breaks its schema: " + "; ".join(lines[:20]) + more) from None

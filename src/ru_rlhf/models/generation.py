@@ -80,7 +80,10 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
 def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
                    seeds: list[int], max_new_tokens: int = 64, max_prompt_tokens: int | None = None,
                    stats: GenerationStats | None = None) -> list[str]:
-    """Generate one continuation per prompt in a single batch (left padding, KV cache).
+    """Generate one continuation per row in a single batch (left padding, KV cache).
+
+    Rows with the same prompt share one prefill (the prompt is encoded once and its KV cache
+    repeated); ``stats.truncated_prompts`` counts distinct prompts cut to fit the context.
 
     Args:
         prompts: the model-formatted prompts (see ``ru_rlhf.models.policy.format_prompt``).
@@ -98,7 +101,12 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     device = next(model.parameters()).device
     ctx = getattr(model.config, "max_position_embeddings", 1024)
     limit = max_prompt_tokens or max(8, ctx - max_new_tokens)
-    enc, cut = _encode_prompts(tokenizer, prompts, limit)
+    # rows that share a prompt share its prefill: encode each distinct prompt once, then repeat
+    # its KV cache for every row that samples from it (the candidate grid has 6 rows per prompt)
+    unique = list(dict.fromkeys(prompts))
+    where = {p: i for i, p in enumerate(unique)}
+    expand = torch.tensor([where[p] for p in prompts], dtype=torch.long, device=device)
+    enc, cut = _encode_prompts(tokenizer, unique, limit)
     ids, mask = _left_pad(enc, tokenizer.pad_token_id)
     ids, mask = ids.to(device), mask.to(device)
     n = len(prompts)
@@ -110,7 +118,10 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     eos = tokenizer.eos_token_id
     position = (mask.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
-    cache, logits = out.past_key_values, out.logits[:, -1, :]
+    cache = out.past_key_values
+    if len(unique) < n:
+        cache.reorder_cache(expand)
+    logits, mask, position = out.logits[expand, -1, :], mask[expand], position[expand]
     next_pos = position[:, -1:] + 1
     generated = torch.full((n, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)

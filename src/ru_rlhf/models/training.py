@@ -50,6 +50,7 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
         lr_scheduler_type="cosine", warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
         logging_steps=s.logging_steps, save_strategy="steps", save_steps=s.save_steps,
         save_total_limit=s.save_total_limit, max_length=s.max_length, eval_strategy="no",
+        train_sampling_strategy="group_by_length",  # batches of similar length pad less
     )
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train()

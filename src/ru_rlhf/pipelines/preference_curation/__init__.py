@@ -1,4 +1,4 @@
-"""The preference_curation pipeline (not built yet: issue 4: gold judges, annotator panel, the alpha gate, preference pairs)."""
+"""The preference_curation pipeline: gold judges, annotator panel, human labels, the α gate, pairs."""
 
 from ru_rlhf.pipelines.preference_curation.pipeline import create_pipeline
 

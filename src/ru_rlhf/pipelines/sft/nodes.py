@@ -16,6 +16,8 @@ from ru_rlhf.metrics import distinct_n, is_tatar
 from ru_rlhf.models.generation import generate, sequence_logprobs
 from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer, train_tokenizer
 from ru_rlhf.models.training import run_sft_trainer
+from ru_rlhf.schemas import PROMPT_SCHEMA, check_table
+from ru_rlhf.world.tasks import reading_text
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class PolicyParams(BaseModel):
 class StageParams(BaseModel):
     """One training stage (pre-training or SFT) run through TRL's SFTTrainer."""
 
+    with_questions: bool = False  # pre-training only: follow each document with the questions it answers
     epochs: float = 1.0
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -101,10 +104,13 @@ def build_tokenizer(documents: pd.DataFrame, demonstrations: pd.DataFrame, param
     return tok
 
 
-def pretrain_policy(documents: pd.DataFrame, doc_splits: pd.DataFrame, policy_tokenizer,
+def pretrain_policy(documents: pd.DataFrame, facts: pd.DataFrame, doc_splits: pd.DataFrame, policy_tokenizer,
                     params: dict) -> tuple[Any, pd.DataFrame]:
     """Causal-LM pre-training of the policy on the training documents' text.
 
+    With ``pretrain.with_questions``, each training document is followed by the questions it
+    answers and their answers (reading-comprehension text from the fact table), which teaches a
+    small model to copy from its context; validation and test documents are never read here.
     A model built from scratch starts here; a hub model (``policy.name_or_path``) is loaded and,
     if ``pretrain.epochs`` is 0, passed on unchanged.
 
@@ -117,7 +123,13 @@ def pretrain_policy(documents: pd.DataFrame, doc_splits: pd.DataFrame, policy_to
     model = load_policy(p.policy.name_or_path, size=p.policy.size, tokenizer=policy_tokenizer,
                         dtype=p.policy.dtype, device=p.policy.device, seed=p.seed)
     train_ids = set(doc_splits.loc[doc_splits["split"] == "train", "doc_id"])
-    texts = documents.loc[documents["doc_id"].isin(train_ids), "text"].tolist()
+    train_docs = documents[documents["doc_id"].isin(train_ids)]
+    if p.pretrain.with_questions:
+        facts_by_doc = {k: g.to_dict("records") for k, g in facts.groupby("doc_id", sort=False)}
+        texts = [reading_text(d.doc_id, d.lang, d.title, d.text, d.qas, facts_by_doc.get(d.doc_id, []))
+                 for d in train_docs.itertuples(index=False)]
+    else:
+        texts = train_docs["text"].tolist()
     if p.pretrain.epochs <= 0:
         return model, pd.DataFrame(columns=["stage", "step", "loss"])
     ds = datasets.Dataset.from_dict({"text": texts})
@@ -198,6 +210,7 @@ def generate_candidates(sft_policy, policy_tokenizer, prompts: pd.DataFrame,
         prompt_id, lang, split`` and ``sampling`` (each response's temperature, top-p and seed).
     """
     p = _params(params)
+    check_table(prompts, PROMPT_SCHEMA, "prompt_id", source="prompts")
     c = p.candidates
     grid = [(t, tp) for t in c.temperatures for tp in c.top_ps]
     rows, temps, tops, seeds = [], [], [], []

@@ -1,0 +1,85 @@
+"""Generation: a per-prompt `model.generate` loop (as in the HelpSteer2 notebook) against the batched node.
+
+Both generate the same candidate grid (6 sampling settings) for the same prompts with the same
+model; each reports new tokens per second, and the ratio is taken in this one run.
+
+    python benchmarks/bench_generation.py [--prompts 48] [--max-new-tokens 64]
+
+The model is the trained SFT policy in data/06_models/sft_policy when it exists (run
+`kedro run --pipelines ingestion,sft` first), else a fresh model of the default size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, append_result  # noqa: E402
+
+from ru_rlhf.models.generation import generate  # noqa: E402
+from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer  # noqa: E402
+
+
+def per_prompt_loop(model, tok, prompts, temps, tops, max_new_tokens) -> tuple[int, float]:
+    """The notebook's way: one `model.generate` call per prompt and sampling setting."""
+    new_tokens, start = 0, time.perf_counter()
+    for p, t, tp in zip(prompts, temps, tops):
+        enc = tok(p, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, do_sample=True, temperature=t, top_p=tp, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        new_tokens += int(out.shape[1] - enc["input_ids"].shape[1])
+    return new_tokens, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=48)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=96)
+    args = ap.parse_args()
+
+    model_dir, tok_dir = ROOT / "data/06_models/sft_policy", ROOT / "data/06_models/tokenizer"
+    prompts_path = ROOT / "data/03_primary/prompts.parquet"
+    if not (tok_dir.exists() and prompts_path.exists()):
+        sys.exit("run `kedro run --pipelines ingestion,sft` first (the benchmark uses its tokenizer and prompts)")
+    tok = load_tokenizer(tok_dir)
+    if model_dir.exists():
+        model, which = load_policy(model_dir), "trained SFT policy"
+    else:
+        model, which = load_policy(size=PolicySize(), tokenizer=tok, seed=0), "fresh default-size policy"
+    model.eval()
+    prompts = pd.read_parquet(prompts_path).sample(n=args.prompts, random_state=0)["prompt"].map(format_prompt)
+    grid = [(t, p) for t in (0.3, 0.7, 1.0) for p in (0.85, 0.95)]
+    rows = [(x, t, p) for x in prompts for t, p in grid]
+    texts, temps, tops = zip(*rows)
+    torch.manual_seed(0)
+
+    loop_tokens, loop_s = per_prompt_loop(model, tok, texts, temps, tops, args.max_new_tokens)
+    _, stats = generate(model, tok, list(texts), temperatures=list(temps), top_ps=list(tops),
+                        seeds=list(range(len(texts))), max_new_tokens=args.max_new_tokens,
+                        batch_size=args.batch_size, progress=False)
+    loop_tps, batch_tps = loop_tokens / loop_s, stats.tokens_per_second
+    ratio = batch_tps / loop_tps
+    table = [
+        ("model", f"{which}, {model.num_parameters() / 1e6:.2f}M parameters"),
+        ("sequences (prompts x 6 settings)", f"{len(texts)} ({args.prompts} x 6)"),
+        ("max new tokens", str(args.max_new_tokens)),
+        ("per-prompt loop: new tokens, seconds, tokens/s", f"{loop_tokens}, {loop_s:.1f}, {loop_tps:.1f}"),
+        (f"batched node (batch {args.batch_size}): new tokens, seconds, tokens/s",
+         f"{stats.new_tokens}, {stats.seconds:.1f}, {batch_tps:.1f}"),
+        ("ratio batched / loop (tokens/s)", f"{ratio:.1f}x (target >= 20x)"),
+    ]
+    for k, v in table:
+        print(f"{k}: {v}")
+    append_result("Generation: batched vs per-prompt loop", table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The sft pipeline as a slice on an in-memory catalog, with a tiny model and a few prompts."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from kedro.runner import SequentialRunner
+
+from ru_rlhf.pipelines.ingestion import create_pipeline as ingestion
+from ru_rlhf.pipelines.sft import create_pipeline as sft
+from ru_rlhf.pipelines.sft.nodes import generate_candidates
+from ru_rlhf.schemas import TableError
+from tests.conftest import TINY_SIZE, keep_catalog
+
+INGEST = {"seed": 3, "prompts": {"per_task": 8, "min_tatar_share": 0.25}}
+
+
+def sft_params(tmp_path) -> dict:
+    stage = {"epochs": 1, "batch_size": 16, "logging_steps": 1, "save_steps": 5, "max_length": 256}
+    return {"seed": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "tokenizer": {"vocab_size": 600},
+            "policy": {"size": TINY_SIZE}, "pretrain": stage, "sft": stage,
+            "candidates": {"max_new_tokens": 8, "batch_size": 48}, "evaluation": {"max_prompts": 8}}
+
+
+@pytest.fixture(scope="module")
+def sft_run(small_world, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sft")
+    raw, facts = small_world
+    keep = ["prompts", "candidates", "candidates_jsonl", "sft_summary", "pretrain_log", "sft_log", "sft_policy",
+            "policy_tokenizer"]
+    catalog = keep_catalog({"raw_corpus": raw, "world_facts": facts, "params:ingestion": INGEST,
+                            "params:sft": sft_params(tmp)}, keep=keep)
+    SequentialRunner().run(ingestion() + sft(), catalog)
+    return catalog, tmp
+
+
+def test_six_candidates_per_prompt_with_their_sampling(sft_run):
+    catalog, _ = sft_run
+    prompts, cands = catalog.load("prompts"), catalog.load("candidates")
+    assert len(cands) == len(prompts) == 24
+    assert cands["responses"].map(len).eq(6).all()
+    grid = {(s["temperature"], s["top_p"]) for s in cands.loc[0, "sampling"]}
+    assert grid == {(t, p) for t in (0.3, 0.7, 1.0) for p in (0.85, 0.95)}
+    seeds = [s["seed"] for ss in cands["sampling"] for s in ss]
+    assert len(set(seeds)) == len(seeds)
+    jsonl = catalog.load("candidates_jsonl")
+    assert list(jsonl.columns[:3]) == ["prompt", "responses", "task_type"]
+    assert {"prompt_id", "lang", "split", "sampling"} <= set(jsonl.columns)
+
+
+def test_losses_are_logged_per_step_and_checkpoints_written(sft_run):
+    catalog, tmp = sft_run
+    for name in ("pretrain_log", "sft_log"):
+        log = catalog.load(name)
+        assert len(log) >= 2 and log["step"].is_monotonic_increasing and log["loss"].notna().all()
+    assert list((tmp / "ckpt" / "pretrain").glob("checkpoint-*"))
+    summary = catalog.load("sft_summary")
+    for key in ("qa_answer_rate", "pretrained_validation_perplexity", "sft_validation_perplexity"):
+        assert key in summary
+    assert 0 <= summary["candidates"]["mean_distinct_2"] <= 1
+    assert summary["candidates"]["pairs"] == 24 * 6
+
+
+def test_empty_prompt_is_a_schema_error_naming_the_row(sft_run):
+    catalog, tmp = sft_run
+    prompts = catalog.load("prompts").copy()
+    prompts.loc[3, "prompt"] = "  "
+    with pytest.raises(TableError, match=rf"row 3 \({prompts.loc[3, 'prompt_id']}\): prompt:non_empty_prompt"):
+        generate_candidates(catalog.load("sft_policy"), catalog.load("policy_tokenizer"), prompts, sft_params(tmp))
+    with pytest.raises(TableError, match=r"missing column\(s\) \['split'\]"):
+        generate_candidates(None, None, prompts.drop(columns=["split"]), sft_params(tmp))
+
+
+def test_candidate_frame_round_trips_through_parquet(sft_run, tmp_path):
+    cands = sft_run[0].load("candidates")
+    cands.to_parquet(tmp_path / "c.parquet")
+    back = pd.read_parquet(tmp_path / "c.parquet")
+    assert list(back.loc[0, "responses"]) == list(cands.loc[0, "responses"])
