@@ -73,13 +73,14 @@ def mean_alpha(long: pd.DataFrame, level: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.005,
+def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.02,
                     max_drop: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Remove the least reliable annotators one at a time while agreement rises.
 
     At each step, the annotator whose removal raises the mean α over criteria the most is dropped,
-    if it raises it by at least ``min_gain``; it stops when no removal does. (The caller checks
-    the threshold again afterwards.)
+    if it raises it by at least ``min_gain``; it stops when no removal does. A careless annotator
+    raises α by far more when left out than an honest but noisy one, so ``min_gain`` separates
+    them. The caller checks the threshold again afterwards.
 
     Returns:
         ``(kept_long, dropped)``: ``dropped`` lists ``annotator_id``, the mean α before and after,
@@ -103,3 +104,4 @@ def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.005,
         log.info("gate: dropped %s (mean α %.3f → %.3f)", best, base, best_alpha)
         current = current[current["annotator_id"] != best]
     return current, dropped
+

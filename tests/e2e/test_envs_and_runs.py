@@ -67,3 +67,25 @@ def test_external_env_ingests_the_real_corpora(project_root, shared_data):
     assert q[["source_file", "source_row", "rule"]].notna().all().all()
     docs = pd.read_parquet(project_root / "data" / "external" / "02_intermediate" / "documents.parquet")
     assert not docs["text"].str.startswith("\ufeff").any()  # XQuAD's BOMs are normalised away
+
+
+@pytest.mark.e2e
+def test_smoke_run_of_the_whole_default_pipeline(project_root):
+    """`kedro run --env smoke`: every built stage runs end to end at toy sizes and writes its report."""
+    reports = project_root / "data" / "smoke" / "08_reporting"
+    outputs = [reports / "ingestion_summary.json", reports / "sft_summary.json", reports / "agreement.json",
+               reports / "curation_summary.json", reports / "reward_model" / "metrics.json",
+               reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png"]
+    for out in outputs:
+        out.unlink(missing_ok=True)
+    res = run_kedro(["run", "--env", "smoke"], timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for out in outputs:
+        assert out.exists(), out
+    sft = json.loads((reports / "sft_summary.json").read_text(encoding="utf-8"))
+    assert sft["candidates"]["pairs"] == 90 * 6
+    assert {"qa_answer_rate", "sft_validation_perplexity", "pretrained_validation_perplexity"} <= set(sft)
+    cand = pd.read_json(project_root / "data" / "smoke" / "03_primary" / "candidates.jsonl", lines=True)
+    assert len(cand) == 90 and cand["responses"].map(len).eq(6).all()
+    metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
+    assert {"multi_head", "distributional", "calibration"} <= set(metrics)

@@ -62,12 +62,16 @@ class HFModelDataset(AbstractDataset[Any, Any]):
 
     Args:
         path: the directory.
-        kind: ``causal_lm`` (loaded with :func:`ru_rlhf.models.policy.load_policy`) or
-            ``tokenizer`` (loaded with :func:`ru_rlhf.models.policy.load_tokenizer`).
+        kind: ``causal_lm`` (loaded with :func:`ru_rlhf.models.policy.load_policy`),
+            ``tokenizer`` (loaded with :func:`ru_rlhf.models.policy.load_tokenizer`), ``encoder``
+            (a ``(model, tokenizer)`` pair saved in one directory, loaded with
+            :func:`ru_rlhf.models.encoder.load_encoder`), or ``reward_model`` (a
+            ``(RewardModel, tokenizer)`` pair, loaded with
+            :func:`ru_rlhf.models.reward.load_reward_model`).
         load_args: extra keyword arguments for the loader (``dtype``, ``device``).
     """
 
-    KINDS = ("causal_lm", "tokenizer")
+    KINDS = ("causal_lm", "tokenizer", "encoder", "reward_model")
 
     def __init__(self, path: str, kind: str = "causal_lm", load_args: dict | None = None,
                  metadata: dict | None = None) -> None:
@@ -85,6 +89,14 @@ class HFModelDataset(AbstractDataset[Any, Any]):
             raise DatasetError(f"{self._path}: no saved {self._kind} here; run the pipeline that writes it first")
         if self._kind == "tokenizer":
             return load_tokenizer(self._path)
+        if self._kind == "encoder":
+            from ru_rlhf.models.encoder import load_encoder, load_encoder_tokenizer
+
+            return load_encoder(self._path, **self._load_args), load_encoder_tokenizer(self._path)
+        if self._kind == "reward_model":
+            from ru_rlhf.models.reward import load_reward_model
+
+            return load_reward_model(self._path)
         return load_policy(self._path, **self._load_args)
 
     def save(self, data: Any) -> None:
@@ -97,7 +109,15 @@ class HFModelDataset(AbstractDataset[Any, Any]):
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-        data.save_pretrained(tmp)
+        if isinstance(data, tuple):  # (model, tokenizer) saved side by side
+            model, tokenizer = data
+            if self._kind == "reward_model":
+                model.save_pretrained(tmp, tokenizer)
+            else:
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+        else:
+            data.save_pretrained(tmp)
         if target.exists():
             target.rename(old)
         tmp.rename(target)
@@ -109,4 +129,5 @@ class HFModelDataset(AbstractDataset[Any, Any]):
     def _exists(self) -> bool:
         from pathlib import Path
 
-        return (Path(self._path) / ("tokenizer_config.json" if self._kind == "tokenizer" else "config.json")).exists()
+        marker = {"tokenizer": "tokenizer_config.json", "reward_model": "reward_config.json"}.get(self._kind, "config.json")
+        return (Path(self._path) / marker).exists()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from ru_rlhf import phrases
@@ -24,7 +24,7 @@ from ru_rlhf.text import extract_mentions, words
 CRITERIA = ("helpfulness", "truthfulness", "harmlessness")
 
 
-@lru_cache(maxsize=None)
+@cache
 def lexicon(name: str, lang: str) -> tuple[re.Pattern, ...]:
     """The compiled patterns of ``lexicons/<lang>_<name>.txt`` (comments and blanks skipped)."""
     text = resources.files("ru_rlhf.judges").joinpath("lexicons", f"{lang}_{name}.txt").read_text("utf-8")

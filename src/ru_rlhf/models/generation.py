@@ -30,6 +30,14 @@ class GenerationStats:
     empty_outputs: int = 0
     extra: dict = field(default_factory=dict)
 
+    def merge(self, other: GenerationStats) -> None:
+        """Add another call's counts to these."""
+        self.sequences += other.sequences
+        self.new_tokens += other.new_tokens
+        self.seconds += other.seconds
+        self.truncated_prompts += other.truncated_prompts
+        self.empty_outputs += other.empty_outputs
+
     @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds else 0.0

@@ -46,11 +46,12 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
     s = stage_params
     cfg = SFTConfig(
         **trl_common_args(seed, output_dir),
-        num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
+        num_train_epochs=s.epochs, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
         logging_steps=s.logging_steps, save_strategy="steps", save_steps=s.save_steps,
         save_total_limit=s.save_total_limit, max_length=s.max_length, eval_strategy="no",
-        train_sampling_strategy="group_by_length",  # batches of similar length pad less
+        train_sampling_strategy="group_by_length" if s.group_by_length else "random",
     )
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
     result = trainer.train()

@@ -199,15 +199,3 @@ def document_items(doc_id: str, lang: str, title: str, text: str, qas_json: str 
             "dialogue": real_dialogue_items(lang, title, text, fact_ids),
             "summarization": real_summary_items(text, fact_ids)}
 
-
-def reading_text(doc_id: str, lang: str, title: str, text: str, qas_json: str | None, facts: list[dict]) -> str:
-    """A document followed by every question it answers and the answers (reading-comprehension text).
-
-    Used as pre-training text: a model of a few million parameters learns to copy a date or a
-    number from its context much sooner when the corpus shows questions answered from it.
-    """
-    items = document_items(doc_id, lang, title, text, qas_json, facts)["qa"]
-    lab = _LABELS[lang]
-    answer = "Ответ" if lang == "ru" else "Җавап"
-    qa = "\n".join(f"{lab['question']}: {it['input']}\n{answer}: {it['reference']}" for it in items)
-    return f"{text}\n{qa}" if qa else text

@@ -158,3 +158,4 @@ def test_toloka_rejected_dropped_and_golden_used_as_control(tmp_path):
     assert acc.loc["w1", "control_accuracy"] == 1.0  # scored only where a golden answer exists
     assert acc.loc["w2", "control_accuracy"] == 0.0
     assert acc.loc["w1", "control_answers"] == 1
+

@@ -19,7 +19,16 @@ def sft_params(tmp_path) -> dict:
     stage = {"epochs": 1, "batch_size": 16, "logging_steps": 1, "save_steps": 5, "max_length": 256}
     return {"seed": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "tokenizer": {"vocab_size": 600},
             "policy": {"size": TINY_SIZE}, "pretrain": stage, "sft": stage,
+            "reading": {"documents": 10, "stage": {**stage, "max_steps": 3}},
             "candidates": {"max_new_tokens": 8, "batch_size": 48}, "evaluation": {"max_prompts": 8}}
+
+
+@pytest.fixture(scope="module")
+def world_tables_for_sft(project_root):
+    import json
+
+    lines = (project_root / "data/01_raw/world_corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    return pd.DataFrame([json.loads(x) for x in lines])
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +61,9 @@ def test_losses_are_logged_per_step_and_checkpoints_written(sft_run):
     catalog, tmp = sft_run
     for name in ("pretrain_log", "sft_log"):
         log = catalog.load(name)
-        assert len(log) >= 2 and log["step"].is_monotonic_increasing and log["loss"].notna().all()
+        for _, stage in log.groupby("stage"):
+            assert len(stage) >= 2 and stage["step"].is_monotonic_increasing and stage["loss"].notna().all()
+    assert set(catalog.load("pretrain_log")["stage"]) == {"pretrain", "reading"}
     assert list((tmp / "ckpt" / "pretrain").glob("checkpoint-*"))
     summary = catalog.load("sft_summary")
     for key in ("qa_answer_rate", "pretrained_validation_perplexity", "sft_validation_perplexity"):
@@ -76,3 +87,13 @@ def test_candidate_frame_round_trips_through_parquet(sft_run, tmp_path):
     cands.to_parquet(tmp_path / "c.parquet")
     back = pd.read_parquet(tmp_path / "c.parquet")
     assert list(back.loc[0, "responses"]) == list(cands.loc[0, "responses"])
+
+
+def test_reading_examples_come_from_fresh_documents(world_tables_for_sft):
+    from ru_rlhf.pipelines.sft.nodes import reading_examples
+
+    ex = reading_examples(20, seed=99, tatar_share=0.25)
+    assert len(ex) >= 20 * 4 and {"prompt", "completion"} == set(ex.columns)
+    assert ex["prompt"].str.startswith("<|user|>").all()
+    corpus_texts = set(world_tables_for_sft["text"])
+    assert not any(t in p for p in ex["prompt"] for t in list(corpus_texts)[:50])

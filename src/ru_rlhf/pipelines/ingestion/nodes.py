@@ -59,7 +59,7 @@ class PromptParams(BaseModel):
 
 class DemonstrationParams(BaseModel):
     rates: dict[str, float] = {"hedge": 0.1, "flattery": 0.15, "refusal": 0.05,
-                               "wrong_fact": 0.1, "rude": 0.05}
+                               "wrong_fact": 0.1, "rude": 0.15}
 
 
 class IngestionParams(BaseModel):

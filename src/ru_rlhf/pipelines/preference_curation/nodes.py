@@ -7,8 +7,6 @@ preference pairs (per criterion and overall) → a Hugging Face DatasetDict and 
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,7 +41,7 @@ class AgreementParams(BaseModel):
     level: str = "ordinal"
     threshold: float = 0.65
     on_fail: str = Field("drop_annotators", pattern="^(fail|drop_annotators)$")
-    min_gain: float = 0.005
+    min_gain: float = 0.02
 
 
 class PairParams(BaseModel):

@@ -1,4 +1,4 @@
-"""The reward_modeling pipeline (not built yet: issue 5: multi-head and distributional reward models)."""
+"""The reward_modeling pipeline: encoder, multi-head and distributional reward models, validation."""
 
 from ru_rlhf.pipelines.reward_modeling.pipeline import create_pipeline
 

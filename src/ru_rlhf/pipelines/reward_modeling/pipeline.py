@@ -1,12 +1,36 @@
-"""Wiring of the reward_modeling pipeline.
+"""Wiring of the reward_modeling pipeline."""
 
-Not built yet (issue 5: multi-head and distributional reward models). It is registered empty so that the project's graph and
-`kedro run --pipelines reward_modeling` exist; it runs no node and produces nothing.
-"""
+from kedro.pipeline import Node, Pipeline
 
-from kedro.pipeline import Pipeline
+from ru_rlhf.pipelines.reward_modeling import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty pipeline until its issue lands."""
-    return Pipeline([])
+    """Encoder (MLM) → multi-head, distributional and Russian-only RMs → validation, calibration,
+    UMAP projection, trade-off table, metrics."""
+    return Pipeline(
+        [
+            Node(nodes.pretrain_encoder, ["documents", "doc_splits", "params:reward_modeling"],
+                 ["encoder", "encoder_log"], name="pretrain_encoder"),
+            Node(nodes.train_multi_head_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
+                 ["reward_model", "reward_model_log"], name="train_multi_head_rm"),
+            Node(nodes.train_distributional_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
+                 ["distributional_reward_model", "distributional_reward_model_log"],
+                 name="train_distributional_rm"),
+            Node(nodes.train_russian_only_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
+                 ["russian_only_reward_model", "russian_only_reward_model_log"], name="train_russian_only_rm"),
+            Node(nodes.validate_reward_models,
+                 ["reward_model", "distributional_reward_model", "russian_only_reward_model", "preference_pairs",
+                  "gold_scores", "annotations", "prompts", "params:reward_modeling"],
+                 ["reward_validation", "reward_scored_test_pairs"], name="validate_reward_models"),
+            Node(nodes.calibrate, ["reward_model", "preference_pairs", "params:reward_modeling"],
+                 ["reward_calibration", "reward_reliability_plot"], name="calibrate_reward_model"),
+            Node(nodes.project_umap, ["reward_model", "gold_scores", "prompts", "params:reward_modeling"],
+                 "reward_umap_plot", name="project_umap"),
+            Node(nodes.tradeoff_report, ["reward_model", "gold_scores", "prompts", "params:reward_modeling"],
+                 "reward_tradeoff", name="tradeoff_report"),
+            Node(nodes.reward_metrics_report,
+                 ["reward_validation", "reward_calibration", "reward_model_log", "distributional_reward_model_log"],
+                 "reward_metrics", name="reward_metrics_report"),
+        ]
+    )

@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(nodes.build_tokenizer, ["documents", "demonstrations", "params:sft"], "policy_tokenizer",
                  name="build_tokenizer"),
-            Node(nodes.pretrain_policy, ["documents", "facts", "doc_splits", "policy_tokenizer", "params:sft"],
+            Node(nodes.pretrain_policy, ["documents", "doc_splits", "policy_tokenizer", "params:sft"],
                  ["pretrained_policy", "pretrain_log"], name="pretrain_policy"),
             Node(nodes.sft_policy, ["pretrained_policy", "policy_tokenizer", "demonstrations", "params:sft"],
                  ["sft_policy", "sft_log"], name="sft_policy"),

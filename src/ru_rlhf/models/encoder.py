@@ -1,0 +1,81 @@
+"""The encoder: a small BERT built from a size config, or a hub id / local directory.
+
+It is the reward model's backbone and the BERTScore / MAUVE feature model of the evaluation.
+Built from scratch it gets a WordPiece tokenizer trained on the corpus and a brief masked-LM
+pre-training. Loading follows the policy's rules: safetensors only, ``trust_remote_code`` off.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ru_rlhf.models.policy import ModelLoadError, _check_local_dir
+
+log = logging.getLogger(__name__)
+
+
+class EncoderSize(BaseModel):
+    """Size of an encoder built from scratch (BERT)."""
+
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 512
+
+
+def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 8000, model_max_length: int = 512):
+    """Train a WordPiece tokenizer (cased, BERT special tokens) on ``texts``; truncate from the left."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerFast
+
+    wp = BertWordPieceTokenizer(lowercase=False, strip_accents=False, clean_text=True)
+    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok = BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=model_max_length,
+                            do_lower_case=False, truncation_side="left")
+    tok.unk_token, tok.pad_token, tok.cls_token, tok.sep_token, tok.mask_token = \
+        "[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"
+    return tok
+
+
+def load_encoder(name_or_path: str | Path | None = None, *, size: EncoderSize | dict | None = None,
+                 tokenizer=None, masked_lm: bool = False, seed: int = 0, dtype: str | None = None):
+    """Build or load an encoder (``AutoModel``), or with ``masked_lm`` its masked-LM model.
+
+    Raises:
+        ModelLoadError: a local directory without safetensors weights or without a config.
+    """
+    import torch
+    from transformers import AutoModel, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertModel
+
+    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+    if name_or_path is None:
+        if tokenizer is None:
+            raise ValueError("a fresh encoder needs the tokenizer it will use")
+        s = size if isinstance(size, EncoderSize) else EncoderSize.model_validate(size or {})
+        config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **s.model_dump())
+        torch.manual_seed(seed)
+        model = (BertForMaskedLM if masked_lm else BertModel)(config)
+        log.info("built a fresh BERT encoder with %.2fM parameters", model.num_parameters() / 1e6)
+        return model.to(torch_dtype)
+    path = Path(str(name_or_path))
+    if path.exists() or str(name_or_path).startswith((".", "/")):
+        _check_local_dir(path)
+    cls = AutoModelForMaskedLM if masked_lm else AutoModel
+    return cls.from_pretrained(str(name_or_path), dtype=torch_dtype, trust_remote_code=False, use_safetensors=True)
+
+
+def load_encoder_tokenizer(name_or_path: str | Path):
+    """The encoder's tokenizer (prompts are cut from the left so the response survives)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
+    tok.truncation_side = "left"
+    return tok
+
+
+__all__ = ["EncoderSize", "ModelLoadError", "load_encoder", "load_encoder_tokenizer", "train_wordpiece_tokenizer"]

@@ -1,0 +1,214 @@
+"""Reward models: an encoder with a multi-head (H, T, S) or a distributional head.
+
+* ``multi_head``: a linear head with one output per criterion, trained with a Bradley–Terry
+  loss per criterion on that criterion's pairs (the other heads masked).
+* ``distributional``: per criterion a softmax over ``n_bins`` rating bins, trained on
+  −log P(chosen ≻ rejected) with P = Σ_{i>j} p_chosen[i]·p_rejected[j] (the HelpSteer2
+  notebook's loss); the head's reward is the expected bin.
+
+Both expose the per-head scores and the scalar reward, a weighted sum of the heads whose
+weights are a parameter (the trade-off knob). Saved as the encoder's ``save_pretrained``
+(safetensors) plus ``head.safetensors`` and ``reward_config.json`` (head names, weights, kind).
+The training loop is our own (TRL's RewardTrainer has one scalar head and no masking per
+criterion); it is plain PyTorch with a progress bar, a loss table and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+HEADS = ("helpfulness", "truthfulness", "harmlessness")
+
+
+class RewardModel(nn.Module):
+    """An encoder, mean-pooled, with a linear head (``multi_head`` or ``distributional``)."""
+
+    def __init__(self, encoder, heads: tuple[str, ...] = HEADS, kind: str = "multi_head", n_bins: int = 10,
+                 weights: dict[str, float] | None = None):
+        super().__init__()
+        if kind not in ("multi_head", "distributional"):
+            raise ValueError(f"unknown reward model kind {kind!r}")
+        self.encoder, self.heads, self.kind, self.n_bins = encoder, tuple(heads), kind, n_bins
+        self.weights = dict(weights or {h: 1 / len(heads) for h in heads})
+        width = len(heads) * (n_bins if kind == "distributional" else 1)
+        self.head = nn.Linear(encoder.config.hidden_size, width)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the last hidden states over real tokens."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``scores``: [batch, heads]; for the distributional kind also ``probs``: [batch, heads, bins]."""
+        out = self.head(self.pooled(input_ids, attention_mask))
+        if self.kind == "multi_head":
+            return {"scores": out}
+        probs = out.view(out.shape[0], len(self.heads), self.n_bins).softmax(-1)
+        bins = torch.arange(1, self.n_bins + 1, dtype=probs.dtype, device=probs.device)
+        return {"scores": (probs * bins).sum(-1), "probs": probs}
+
+    def scalar(self, scores: torch.Tensor, weights: dict[str, float] | None = None) -> torch.Tensor:
+        """The weighted sum of the head scores (weights default to the model's own)."""
+        w = weights or self.weights
+        vec = torch.tensor([w.get(h, 0.0) for h in self.heads], dtype=scores.dtype, device=scores.device)
+        return scores @ vec
+
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(path / "encoder")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path / "encoder")
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / "head.safetensors"))
+        (path / "reward_config.json").write_text(json.dumps(
+            {"kind": self.kind, "heads": list(self.heads), "weights": self.weights, "n_bins": self.n_bins},
+            indent=2), encoding="utf-8")
+
+
+def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
+    """Load a saved reward model and its tokenizer (safetensors only)."""
+    from safetensors.torch import load_file
+
+    from ru_rlhf.models.encoder import load_encoder, load_encoder_tokenizer
+    from ru_rlhf.models.policy import ModelLoadError
+
+    path = Path(path)
+    if not (path / "reward_config.json").exists() or not (path / "head.safetensors").exists():
+        raise ModelLoadError(f"{path}: not a saved reward model (needs reward_config.json and head.safetensors)")
+    cfg = json.loads((path / "reward_config.json").read_text(encoding="utf-8"))
+    rm = RewardModel(load_encoder(path / "encoder"), tuple(cfg["heads"]), cfg["kind"], cfg["n_bins"], cfg["weights"])
+    rm.head.load_state_dict(load_file(str(path / "head.safetensors")))
+    return rm.eval(), load_encoder_tokenizer(path / "encoder")
+
+
+# --------------------------------------------------------------------------- losses
+def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
+    """−log σ(r_c(chosen) − r_c(rejected)), each pair on its own criterion's head c (others masked)."""
+    idx = head_index.unsqueeze(-1)
+    diff = s_chosen.gather(-1, idx).squeeze(-1) - s_rejected.gather(-1, idx).squeeze(-1)
+    return -F.logsigmoid(diff).mean()
+
+
+def preference_probability(p_chosen: torch.Tensor, p_rejected: torch.Tensor) -> torch.Tensor:
+    """P(chosen ≻ rejected) = Σ_{i>j} p_chosen[i] · p_rejected[j] over the last (bin) dimension."""
+    below = torch.cumsum(p_rejected, dim=-1) - p_rejected  # Σ_{j<i} p_rejected[j]
+    return (p_chosen * below).sum(-1)
+
+
+def distributional_loss(p_chosen: torch.Tensor, p_rejected: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
+    """−log P(chosen ≻ rejected) on each pair's own criterion (probs: [batch, heads, bins])."""
+    idx = head_index.view(-1, 1, 1).expand(-1, 1, p_chosen.shape[-1])
+    pc, pr = p_chosen.gather(1, idx).squeeze(1), p_rejected.gather(1, idx).squeeze(1)
+    return -torch.log(preference_probability(pc, pr).clamp_min(1e-8)).mean()
+
+
+# --------------------------------------------------------------------------- scoring
+def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """Encode (prompt, response) pairs; the prompt is cut (from the left) before the response."""
+    return tokenizer(prompts, responses, truncation="only_first", max_length=max_length, padding=True,
+                     return_tensors="pt")
+
+
+@torch.no_grad()
+def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
+          max_length: int = 256, weights: dict[str, float] | None = None, pooled: bool = False) -> pd.DataFrame:
+    """Per-head scores and the scalar reward of each (prompt, response); optionally the pooled states."""
+    rm.eval()
+    rows, states = [], []
+    for b in range(0, len(prompts), batch_size):
+        enc = encode(tokenizer, prompts[b:b + batch_size], responses[b:b + batch_size], max_length)
+        if pooled:
+            h = rm.pooled(enc["input_ids"], enc["attention_mask"])
+            states.append(h)
+            out = rm.head(h)
+            s = out if rm.kind == "multi_head" else (
+                out.view(len(h), len(rm.heads), rm.n_bins).softmax(-1)
+                * torch.arange(1, rm.n_bins + 1, dtype=out.dtype)).sum(-1)
+        else:
+            s = rm(enc["input_ids"], enc["attention_mask"])["scores"]
+        rows.append(torch.cat([s, rm.scalar(s, weights).unsqueeze(-1)], dim=-1))
+    data = torch.cat(rows).numpy() if rows else []
+    df = pd.DataFrame(data, columns=[*rm.heads, "scalar"])
+    if pooled:
+        df.attrs["pooled"] = torch.cat(states).numpy() if states else None
+    return df
+
+
+# --------------------------------------------------------------------------- training
+def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epochs: float = 2.0, batch_size: int = 32,
+                       learning_rate: float = 2e-4, max_length: int = 256, seed: int = 0,
+                       checkpoint_dir: str | Path | None = None, save_steps: int = 500,
+                       desc: str = "reward model") -> tuple[RewardModel, pd.DataFrame]:
+    """Train on ``pairs`` (``prompt, chosen, rejected, criterion``), each pair on its criterion's head.
+
+    Returns:
+        ``(model, log)``: one log row per step with ``step, epoch, loss, accuracy`` (share of the
+        batch where the chosen response scored higher on its head).
+
+    Raises:
+        FloatingPointError: a NaN or infinite loss (names the step); nothing is saved then.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    head_of = {h: i for i, h in enumerate(rm.heads)}
+    data = pairs[pairs["criterion"].isin(head_of)].reset_index(drop=True)
+    order = list(range(len(data)))
+    steps_per_epoch = math.ceil(len(data) / batch_size)
+    total = max(1, int(steps_per_epoch * epochs))
+    opt = torch.optim.AdamW(rm.parameters(), lr=learning_rate, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * max(0.0, 1 - s / total))
+    rng = random.Random(seed)
+    logs = []
+    step = 0
+    bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0)
+    while step < total:
+        rng.shuffle(order)
+        for b in range(0, len(order), batch_size):
+            if step >= total:
+                break
+            rows = data.iloc[order[b:b + batch_size]]
+            n = len(rows)
+            enc = encode(tokenizer, list(rows["prompt"]) * 2, list(rows["chosen"]) + list(rows["rejected"]),
+                         max_length)
+            rm.train()
+            out = rm(enc["input_ids"], enc["attention_mask"])
+            idx = torch.tensor([head_of[c] for c in rows["criterion"]])
+            if rm.kind == "multi_head":
+                loss = bradley_terry_loss(out["scores"][:n], out["scores"][n:], idx)
+            else:
+                loss = distributional_loss(out["probs"][:n], out["probs"][n:], idx)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}; nothing was saved")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            with torch.no_grad():
+                s = out["scores"].detach()
+                acc = (s[:n].gather(-1, idx.unsqueeze(-1)) > s[n:].gather(-1, idx.unsqueeze(-1))).float().mean()
+            step += 1
+            logs.append({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(loss),
+                         "accuracy": float(acc), "learning_rate": sched.get_last_lr()[0]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            if checkpoint_dir and step % save_steps == 0:
+                rm.save_pretrained(Path(checkpoint_dir) / f"checkpoint-{step}", tokenizer)
+    bar.close()
+    return rm.eval(), pd.DataFrame(logs)

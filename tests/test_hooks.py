@@ -1,0 +1,32 @@
+"""A stage run on a checkout whose earlier stages have not run stops at once, naming them."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+
+from ru_rlhf.hooks import MissingInputsError, MissingInputsHook
+from ru_rlhf.pipelines.preference_curation import create_pipeline as curation
+from ru_rlhf.pipelines.reward_modeling import create_pipeline as reward
+
+
+def test_missing_inputs_name_the_pipeline_to_run_first():
+    catalog = DataCatalog({"prompts": MemoryDataset(pd.DataFrame()), "facts": MemoryDataset(pd.DataFrame()),
+                           "documents": MemoryDataset(pd.DataFrame()), "candidates": MemoryDataset()})
+    with pytest.raises(MissingInputsError, match=r"candidates: run `kedro run --pipelines sft` first"):
+        MissingInputsHook().before_pipeline_run({}, curation(), catalog)
+
+
+def test_several_missing_stages_are_all_named():
+    with pytest.raises(MissingInputsError) as err:
+        MissingInputsHook().before_pipeline_run({}, reward(), DataCatalog({"documents": MemoryDataset()}))
+    msg = str(err.value)
+    assert "preference_pairs: run `kedro run --pipelines preference_curation` first" in msg
+    assert "documents: run `kedro run --pipelines ingestion` first" in msg
+    assert "run first: kedro run --pipelines ingestion,preference_curation" in msg
+
+
+def test_present_inputs_pass():
+    catalog = DataCatalog({n: MemoryDataset(pd.DataFrame()) for n in ("prompts", "facts", "documents", "candidates")})
+    MissingInputsHook().before_pipeline_run({}, curation(), catalog)
