@@ -73,14 +73,14 @@ def mean_alpha(long: pd.DataFrame, level: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.02,
-                    max_drop: int | None = None) -> tuple[pd.DataFrame, list[dict]]:
+def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.005, max_drop: int | None = None,
+                    threshold: float | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Remove the least reliable annotators one at a time while agreement rises.
 
     At each step, the annotator whose removal raises the mean α over criteria the most is dropped,
-    if it raises it by at least ``min_gain``; it stops when no removal does. A careless annotator
-    raises α by far more when left out than an honest but noisy one, so ``min_gain`` separates
-    them. The caller checks the threshold again afterwards.
+    if it raises it by at least ``min_gain``; it stops when no removal does, or (with a
+    ``threshold``) as soon as every criterion's α has reached it: the gate removes annotators
+    only while it fails, never to polish agreement further. The caller checks again afterwards.
 
     Returns:
         ``(kept_long, dropped)``: ``dropped`` lists ``annotator_id``, the mean α before and after,
@@ -90,6 +90,8 @@ def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.02,
     current = long
     limit = max_drop if max_drop is not None else max(0, long["annotator_id"].nunique() - 2)
     while len(dropped) < limit:
+        if threshold is not None and _passes(current, level, threshold):
+            break
         base = mean_alpha(current, level)
         best, best_alpha = None, base
         for ann in sorted(current["annotator_id"].unique()):
@@ -105,3 +107,8 @@ def drop_unreliable(long: pd.DataFrame, level: str, min_gain: float = 0.02,
         current = current[current["annotator_id"] != best]
     return current, dropped
 
+
+
+def _passes(long: pd.DataFrame, level: str, threshold: float) -> bool:
+    values = [alpha(g, level) for _, g in long.groupby("criterion")]
+    return all(not math.isnan(v) and v >= threshold for v in values)

@@ -61,13 +61,16 @@ def test_the_gate_drops_exactly_the_careless_annotators():
     panel = nodes.draw_panel(params)
     ann = nodes.simulate_annotations(gold, panel, params).merge(gold[["response_id", "lang"]], on="response_id")
     gated, report, per_ann = nodes.apply_agreement_gate(ann, pd.DataFrame(), panel, params)
+    careless = set(panel.loc[panel["careless"], "annotator_id"])
     assert min(report["before"].values()) < 0.65  # the careless annotators sink agreement
-    assert {d["annotator_id"] for d in report["dropped"]} == set(panel.loc[panel["careless"], "annotator_id"])
+    dropped = {d["annotator_id"] for d in report["dropped"]}
+    assert dropped and dropped <= careless  # only careless ones, and only until the gate passes
     assert min(report["after"].values()) >= 0.65
     assert set(report["by_lang_before"]) == {"ru", "tt"}
-    careless = per_ann.set_index("annotator_id").loc[["ann_03", "ann_09"]]
-    assert (careless.filter(like="loo_delta_") > 0).all().all()
-    assert not gated["annotator_id"].isin(["ann_03", "ann_09"]).any()
+    loo = per_ann.set_index("annotator_id").filter(like="loo_delta_").mean(axis=1)
+    assert set(loo.nlargest(2).index) == careless  # leaving a careless one out helps most
+    assert (loo.drop(index=list(careless)) < loo[list(careless)].min()).all()
+    assert not gated["annotator_id"].isin(list(dropped)).any()
 
 
 def test_the_fail_policy_stops_with_alpha_per_criterion():

@@ -41,7 +41,7 @@ class AgreementParams(BaseModel):
     level: str = "ordinal"
     threshold: float = 0.65
     on_fail: str = Field("drop_annotators", pattern="^(fail|drop_annotators)$")
-    min_gain: float = 0.02
+    min_gain: float = 0.005
 
 
 class PairParams(BaseModel):
@@ -307,7 +307,7 @@ def apply_agreement_gate(annotations: pd.DataFrame, control: pd.DataFrame, annot
         message = ", ".join(f"{r.criterion} α={r.alpha:.3f}" for r in before.itertuples())
         if p.on_fail == "fail":
             raise AgreementGateError(f"agreement below {p.threshold}: {message} (policy: fail)")
-        kept, dropped = drop_unreliable(scored, p.level, p.min_gain)
+        kept, dropped = drop_unreliable(scored, p.level, p.min_gain, threshold=p.threshold)
     after = alpha_table(kept, p.level)
     try:
         schema.validate(after, lazy=True)
