@@ -42,7 +42,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=48)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=384)
     args = ap.parse_args()
 
     model_dir, tok_dir = ROOT / "data/06_models/sft_policy", ROOT / "data/06_models/tokenizer"

@@ -60,3 +60,13 @@ def test_sequence_logprobs_match_a_manual_computation(tiny_policy, tiny_tokenize
     (_, again) = sequence_logprobs(tiny_policy, tok, [format_prompt("длинный вопрос " * 5), prompt],
                                    ["ответ", response])
     assert math.isclose(again["logprob"], manual, rel_tol=1e-4)
+
+
+def test_partial_sort_gives_the_same_tokens_as_a_full_sort():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 500) * 3
+    temp, top_p, u = torch.full((64,), 1.0), torch.full((64,), 0.95), torch.rand(64)
+    # top_k_first=500 sorts everything; 8 forces the fallback on most rows; 128 on some
+    full = _sample(logits, temp, top_p, u, top_k_first=500)
+    assert torch.equal(_sample(logits, temp, top_p, u, top_k_first=8), full)
+    assert torch.equal(_sample(logits, temp, top_p, u, top_k_first=128), full)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import StaticCache
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,24 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 
 def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
-            u: torch.Tensor) -> torch.Tensor:
-    """One token per row: greedy where temperature is 0, else top-p sampling by inverse CDF at ``u``."""
+            u: torch.Tensor, top_k_first: int = 128) -> torch.Tensor:
+    """One token per row: greedy where temperature is 0, else top-p sampling by inverse CDF at ``u``.
+
+    The nucleus is found among the ``top_k_first`` most likely tokens (a partial sort, much cheaper
+    than sorting the whole vocabulary every step); rows whose nucleus is not inside them (their
+    top tokens hold less than ``top_p``) are sorted in full, so the result is exact either way.
+    """
     greedy = logits.argmax(-1)
     t = temperature.clamp_min(1e-5).unsqueeze(-1)
     probs = torch.softmax(logits.float() / t, dim=-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
+    k = min(top_k_first, probs.shape[-1])
+    sorted_p, order = probs.topk(k, dim=-1)
+    short = sorted_p.sum(-1) < top_p
+    if bool(short.any()):
+        full_p, full_order = probs[short].sort(dim=-1, descending=True)
+        sorted_p = torch.cat([sorted_p, sorted_p.new_zeros(len(probs), probs.shape[-1] - k)], dim=-1)
+        order = torch.cat([order, order.new_zeros(len(probs), probs.shape[-1] - k)], dim=-1)
+        sorted_p[short], order[short] = full_p, full_order
     cum = sorted_p.cumsum(-1)
     keep = (cum - sorted_p) < top_p.unsqueeze(-1)  # the smallest prefix whose mass reaches top_p
     sorted_p = sorted_p * keep
@@ -126,9 +139,13 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     eos = tokenizer.eos_token_id
     position = (mask.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
-    cache = out.past_key_values
-    if len(unique) < n:
-        cache.reorder_cache(expand)
+    prompt_len = ids.shape[1]
+    # decode into a preallocated (static) cache: a growing cache copies all of itself every step,
+    # which costs more than the model itself at a few hundred rows
+    cache = StaticCache(config=model.config, max_cache_len=prompt_len + max_new_tokens)
+    prefill = torch.arange(prompt_len, device=device)
+    for layer, dyn in zip(cache.layers, out.past_key_values.layers):
+        layer.update(dyn.keys[expand], dyn.values[expand], cache_kwargs={"cache_position": prefill})
     logits, mask, position = out.logits[expand, -1, :], mask[expand], position[expand]
     next_pos = position[:, -1:] + 1
     generated = torch.full((n, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
@@ -144,8 +161,9 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
             break
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=-1)
         out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+                    past_key_values=cache, use_cache=True,
+                    cache_position=torch.tensor([prompt_len + step], device=device))
+        logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
     texts = []
     new_tokens = 0

@@ -320,7 +320,7 @@ def summarise_sft(pretrain_log: pd.DataFrame, sft_log: pd.DataFrame, sft_eval: d
     tt = candidates[candidates["lang"] == "tt"]["responses"].explode()
     ru = candidates[candidates["lang"] == "ru"]["responses"].explode()
     summary = {
-        "pretrain": first_last(pretrain_log),
+        **{stage: first_last(g) for stage, g in pretrain_log.groupby("stage")},
         "sft": first_last(sft_log),
         **{k: v for k, v in sft_eval.items()},
         "candidates": {
