@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ru_rlhf.io.readers import read_file_text
+
 LONG_COLUMNS = ["item_id", "prompt_id", "response_id", "annotator_id", "criterion", "score", "choice", "source"]
 REQUIRED = ("item_id", "annotator_id", "criterion")
 
@@ -34,15 +36,7 @@ class AnnotationReadError(ValueError):
 
 
 def _text(path: Path) -> str:
-    if not path.exists():
-        raise AnnotationReadError(f"{path}: file not found (rule: missing_file)")
-    data = path.read_bytes()
-    if not data:
-        raise AnnotationReadError(f"{path}: zero-byte file (rule: empty_file)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise AnnotationReadError(f"{path}: not UTF-8 at byte {err.start} (rule: non_utf8)") from err
+    return read_file_text(path, AnnotationReadError)
 
 
 def empty_long_table() -> pd.DataFrame:
@@ -94,8 +88,6 @@ def read_long_table(path: str | Path, default_source: str = "human") -> pd.DataF
     df["score"] = pd.to_numeric(df["score"], errors="coerce")
     not_number = [_present(r) and pd.isna(n) for r, n in zip(raw_scores, df["score"])]
     df.loc[pd.Series(not_number, index=df.index) & df["read_error"].isna(), "read_error"] = "score_not_a_number"
-    extra = sorted(columns - set(LONG_COLUMNS) - {"source_row", "read_error"})
-    df.attrs["extra_columns"] = extra
     return df[[*LONG_COLUMNS, "source_file", "source_row", "read_error"]]
 
 

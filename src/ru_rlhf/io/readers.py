@@ -37,20 +37,25 @@ def _record(source_file: str, source_row: int, **fields) -> dict:
     return rec
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_file_bytes(path: Path, error: type[ValueError] | None = None) -> bytes:
+    """A file's bytes; a missing or zero-byte file raises ``error`` naming the file and the rule."""
+    error = error or CorpusReadError
     if not path.exists():
-        raise CorpusReadError(f"{path}: file not found (rule: missing_file)")
+        raise error(f"{path}: file not found (rule: missing_file)")
     data = path.read_bytes()
     if not data:
-        raise CorpusReadError(f"{path}: zero-byte file (rule: empty_file)")
+        raise error(f"{path}: zero-byte file (rule: empty_file)")
     return data
 
 
-def _decode(data: bytes, path: Path) -> str:
+def read_file_text(path: Path, error: type[ValueError] | None = None) -> str:
+    """A whole file decoded as UTF-8 (a BOM is dropped); otherwise ``error`` names byte and rule."""
+    error = error or CorpusReadError
+    data = read_file_bytes(path, error)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise CorpusReadError(f"{path}: not UTF-8 at byte {err.start} (rule: non_utf8)") from err
+        raise error(f"{path}: not UTF-8 at byte {err.start} (rule: non_utf8)") from err
 
 
 def read_jsonl_corpus(path: str | Path, defaults: dict | None = None) -> list[dict]:
@@ -67,7 +72,7 @@ def read_jsonl_corpus(path: str | Path, defaults: dict | None = None) -> list[di
     path = Path(path)
     defaults = defaults or {}
     records = []
-    for i, raw in enumerate(_read_bytes(path).split(b"\n"), start=1):
+    for i, raw in enumerate(read_file_bytes(path).split(b"\n"), start=1):
         if not raw.strip():
             continue
         if i == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -113,7 +118,7 @@ def read_squad_corpus(path: str | Path, lang: str, source: str, license: str,
     """
     path = Path(path)
     try:
-        data = json.loads(_decode(_read_bytes(path), path))
+        data = json.loads(read_file_text(path))
     except json.JSONDecodeError as err:
         raise CorpusReadError(f"{path}: not valid JSON ({err}) (rule: broken_json)") from err
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
@@ -173,7 +178,7 @@ def read_conllu_corpus(path: str | Path, lang: str, source: str, license: str,
     A sentence without ``# text`` becomes a bad record (rule ``missing_field:text``).
     """
     path = Path(path)
-    text = _decode(_read_bytes(path), path)
+    text = read_file_text(path)
     records = []
     for row, sent in enumerate(conllu.parse_incr(io.StringIO(text)), start=1):
         meta = sent.metadata

@@ -3,6 +3,7 @@ calibration, projection and the trade-off report."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,6 @@ def _training_pairs(pairs: pd.DataFrame, p: RewardParams, lang: str | None = Non
 def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, lang: str | None = None):
     model, tok = encoder
     base = getattr(model, "bert", model)  # the encoder inside a masked-LM model
-    import copy
-
     rm = RewardModel(copy.deepcopy(base), CRITERIA, kind, p.n_bins, p.weights)
     data = _training_pairs(pairs, p, lang)
     log.info("%s: %d training pairs %s", name, len(data), data["criterion"].value_counts().to_dict())
