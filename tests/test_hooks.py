@@ -30,3 +30,14 @@ def test_several_missing_stages_are_all_named():
 def test_present_inputs_pass():
     catalog = DataCatalog({n: MemoryDataset(pd.DataFrame()) for n in ("prompts", "facts", "documents", "candidates")})
     MissingInputsHook().before_pipeline_run({}, curation(), catalog)
+
+
+def test_alignment_on_a_fresh_checkout_names_the_stages_to_run_first():
+    from ru_rlhf.pipelines.alignment import create_pipeline as alignment
+
+    with pytest.raises(MissingInputsError) as err:
+        MissingInputsHook().before_pipeline_run({}, alignment(), DataCatalog({}))
+    msg = str(err.value)
+    assert "sft_policy: run `kedro run --pipelines sft` first" in msg
+    assert "reward_model: run `kedro run --pipelines reward_modeling` first" in msg
+    assert "preference_pairs: run `kedro run --pipelines preference_curation` first" in msg

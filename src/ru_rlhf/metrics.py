@@ -77,3 +77,110 @@ def expected_calibration_error(probs, labels, n_bins: int = 10):
             ece += m.mean() * abs(acc - conf)
         rows.append({"bin": b, "count": int(m.sum()), "confidence": conf, "accuracy": acc})
     return float(ece), pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- evaluation metrics
+def self_bleu(texts: list[str]) -> float:
+    """Self-BLEU of a set of samples (sacrebleu): the mean sentence BLEU of each text against the
+    others as references. 100 for identical texts; NaN for fewer than two texts."""
+    import sacrebleu
+
+    if len(texts) < 2:
+        return float("nan")
+    scores = []
+    for i, t in enumerate(texts):
+        refs = [r for j, r in enumerate(texts) if j != i]
+        scores.append(sacrebleu.sentence_bleu(t, refs).score)
+    return float(sum(scores) / len(scores))
+
+
+def mtld(text: str, threshold: float = 0.72) -> float:
+    """MTLD (McCarthy & Jarvis 2010) of a text, from the ``lexicalrichness`` library; NaN without words.
+
+    Words are our own tokenisation (``ru_rlhf.text.words``, Cyrillic-aware), joined so the library
+    splits them back exactly.
+    """
+    from lexicalrichness import LexicalRichness
+
+    toks = words(text)
+    if not toks:
+        return float("nan")
+    lex = LexicalRichness(" ".join(toks), preprocessor=None, tokenizer=str.split)
+    return float(lex.mtld(threshold=threshold))
+
+
+def ngram_counts(texts: list[str], n: int = 2):
+    from collections import Counter
+
+    c: Counter = Counter()
+    for t in texts:
+        toks = words(t)
+        c.update(" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    return c
+
+
+def ngram_shift(before: list[str], after: list[str], n: int = 2, top: int = 10) -> dict:
+    """Jensen–Shannon divergence (base 2, in [0, 1]) between the n-gram distributions of two sets of
+    texts, and the n-grams whose share rose and fell most."""
+    import numpy as np
+    from scipy.spatial.distance import jensenshannon
+
+    a, b = ngram_counts(before, n), ngram_counts(after, n)
+    vocab = sorted(set(a) | set(b))
+    if not vocab:
+        return {"jsd": 0.0, "increased": [], "decreased": []}
+    pa = np.array([a[g] for g in vocab], dtype=float)
+    pb = np.array([b[g] for g in vocab], dtype=float)
+    pa = pa / pa.sum() if pa.sum() else np.full(len(vocab), 1 / len(vocab))
+    pb = pb / pb.sum() if pb.sum() else np.full(len(vocab), 1 / len(vocab))
+    jsd = float(jensenshannon(pa, pb, base=2) ** 2)
+    delta = pb - pa
+    order = np.argsort(delta)
+    return {"jsd": round(jsd, 6),
+            "increased": [(vocab[i], round(float(delta[i]), 5)) for i in order[::-1][:top] if delta[i] > 0],
+            "decreased": [(vocab[i], round(float(delta[i]), 5)) for i in order[:top] if delta[i] < 0]}
+
+
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and percentile bootstrap confidence interval of ``values``."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(v.mean()), float(lo), float(hi)
+
+
+def bertscore_f1(candidates: list[str], references: list[str], model_path: str, num_layers: int,
+                 batch_size: int = 64) -> list[float]:
+    """BERTScore F1 of each candidate against its reference, with a local encoder directory.
+
+    bert-score 0.3.13 needs ``num_layers`` for a model it does not know, and a tokenizer with
+    ``model_max_length`` set (ours is saved with it). An empty candidate scores 0 (it matches
+    nothing) and an empty reference gives NaN; bert-score is not asked about either (with
+    transformers 5 its empty-text path calls a tokenizer method that no longer exists).
+    """
+    from bert_score import score
+
+    out = [0.0 if not c.strip() else float("nan") for c in candidates]
+    idx = [i for i, (c, r) in enumerate(zip(candidates, references)) if c.strip() and r.strip()]
+    if idx:
+        _, _, f1 = score([candidates[i] for i in idx], [references[i] for i in idx], model_type=str(model_path),
+                         num_layers=num_layers, batch_size=batch_size, lang=None, verbose=False, device="cpu")
+        for i, v in zip(idx, f1.tolist()):
+            out[i] = float(v)
+    return out
+
+
+def mauve_score(p_features, q_features, seed: int = 0) -> float:
+    """MAUVE between two sets of text features (``mauve-text`` with precomputed features, as it
+    needs for an encoder other than GPT-2)."""
+    import mauve
+
+    out = mauve.compute_mauve(p_features=p_features, q_features=q_features, seed=seed, verbose=False,
+                              device_id=-1, num_buckets="auto")
+    return float(out.mauve)

@@ -100,7 +100,7 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
                    seeds: list[int], max_new_tokens: int = 64, max_prompt_tokens: int | None = None,
-                   stats: GenerationStats | None = None) -> list[str]:
+                   stats: GenerationStats | None = None, return_ids: bool = False):
     """Generate one continuation per row in a single batch (left padding, KV cache).
 
     Rows with the same prompt share one prefill (the prompt is encoded once and its KV cache
@@ -116,7 +116,9 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
             model's context minus ``max_new_tokens``); the number cut is counted in ``stats``.
 
     Returns:
-        The decoded continuations, without special tokens, stripped.
+        The decoded continuations, without special tokens, stripped; with ``return_ids`` also
+        each row's sampled token ids (ending with EOS where the row stopped on it), which RL
+        needs to score exactly the tokens it sampled.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -165,20 +167,22 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
                     cache_position=torch.tensor([prompt_len + step], device=device))
         logits = out.logits[:, -1, :]
         next_pos = next_pos + 1
-    texts = []
+    texts, token_ids = [], []
     new_tokens = 0
     for row in generated[:, :steps].tolist():
-        if eos in row:
+        ended = eos in row
+        if ended:
             row = row[: row.index(eos)]
         row = [t for t in row if t != tokenizer.pad_token_id]
         new_tokens += len(row)
+        token_ids.append(row + [eos] if ended else row)
         texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     if stats is not None:
         stats.sequences += n
         stats.new_tokens += new_tokens
         stats.truncated_prompts += cut
         stats.empty_outputs += sum(1 for t in texts if not t)
-    return texts
+    return (texts, token_ids) if return_ids else texts
 
 
 def generate(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
@@ -249,4 +253,37 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
             offset = width - len(seq)
             token_lp = logp[i, offset + starts[i] - 1: width - 1].tolist()
             out.append({"logprob": float(sum(token_lp)), "tokens": len(token_lp), "token_logprobs": token_lp})
+    return out
+
+
+@torch.no_grad()
+def response_kl(model, ref_model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 32,
+                add_eos: bool = True) -> list[dict]:
+    """Per-token KL(π ‖ π_ref) along each response: the exact KL of the two next-token distributions
+    at every response position, given the prompt and the response so far.
+
+    Returns:
+        One ``{"kl": mean over the response's tokens, "kl_sum": their sum, "tokens": count}`` per pair.
+        Prompts are model-formatted; a response is scored with its EOS (``add_eos``).
+    """
+    model.eval()
+    ref_model.eval()
+    out: list[dict] = []
+    for b in range(0, len(prompts), batch_size):
+        seqs, r_lens = [], []
+        for p, r in zip(prompts[b:b + batch_size], responses[b:b + batch_size]):
+            p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
+            r_ids = tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
+            seqs.append(p_ids + r_ids)
+            r_lens.append(len(r_ids))
+        ids, mask = _left_pad(seqs, tokenizer.pad_token_id)
+        position = (mask.cumsum(-1) - 1).clamp_min(0)
+        keep = max(r_lens) + 1
+        kw = {"input_ids": ids, "attention_mask": mask, "position_ids": position, "logits_to_keep": keep}
+        logp = torch.log_softmax(model(**kw).logits[:, -keep:-1].float(), dim=-1)
+        ref = torch.log_softmax(ref_model(**kw).logits[:, -keep:-1].float(), dim=-1)
+        kl = (logp.exp() * (logp - ref)).sum(-1)  # [batch, keep-1]; position j predicts response token j
+        for i, n in enumerate(r_lens):
+            vals = kl[i, keep - 1 - n:]
+            out.append({"kl": float(vals.mean()) if n else 0.0, "kl_sum": float(vals.sum()), "tokens": n})
     return out

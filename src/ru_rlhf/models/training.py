@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,30 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
     log.info("%s: %d steps, final train loss %.4f, %.1f s", stage, result.global_step, result.training_loss,
              result.metrics.get("train_runtime", float("nan")))
     return trainer.model, history_table(trainer.state.log_history, stage)
+
+
+def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_type: str, epochs: float,
+                    batch_size: int, learning_rate: float, max_length: int, seed: int, output_dir: str | Path,
+                    max_steps: int = -1, logging_steps: int = 5, stage: str = "dpo") -> tuple[Any, pd.DataFrame]:
+    """Train ``model`` with TRL's DPOTrainer (``loss_type`` ``sigmoid`` for DPO, ``ipo`` for IPO; β is τ
+    for IPO) on a ``prompt / chosen / rejected`` dataset against the frozen ``ref_model``.
+
+    Returns:
+        ``(model, history)``: the trained model and its per-step table (loss, rewards/margins…).
+    """
+    from trl import DPOConfig, DPOTrainer
+
+    total = max_steps if max_steps > 0 else math.ceil(len(dataset) / batch_size * epochs)
+    logging_steps = max(1, min(logging_steps, total // 2))  # a short run still logs its loss
+    cfg = DPOConfig(
+        **trl_common_args(seed, output_dir), beta=beta, loss_type=[loss_type], num_train_epochs=epochs,
+        max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+        lr_scheduler_type="linear", warmup_steps=0.1, logging_steps=logging_steps, save_strategy="no",
+        max_length=max_length, eval_strategy="no",
+    )
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
+                         processing_class=tokenizer)
+    result = trainer.train()
+    log.info("%s (β=%s): %d steps, final loss %.4f", stage, beta, result.global_step, result.training_loss)
+    hist = pd.DataFrame([{"stage": stage, **h} for h in trainer.state.log_history if "loss" in h])
+    return trainer.model, hist

@@ -1,12 +1,56 @@
-"""Wiring of the alignment pipeline.
+"""Wiring of the alignment pipeline: one namespaced instance per method, shared nodes around them.
 
-Not built yet (issue 6: PPO, DPO, IPO, CEM, REINFORCE). It is registered empty so that the project's graph and
-`kedro run --pipelines alignment` exist; it runs no node and produces nothing.
+``kedro run --pipelines alignment`` runs every method; ``--namespaces alignment.dpo`` runs one
+(its test generations included). The shared nodes outside the namespaces choose the prompt roles,
+generate the SFT baseline on the test prompts and write ``alignment_summary.json``.
 """
 
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
+
+from ru_rlhf.pipelines.alignment import nodes
+
+# method -> (training node function, the shared inputs it reads, whether it writes a grid table)
+METHODS = {
+    "dpo": (nodes.train_dpo, "preference_pairs", True),
+    "ipo": (nodes.train_dpo, "preference_pairs", True),
+    "ppo": (nodes.train_rl, "reward_model", False),
+    "reinforce": (nodes.train_rl, "reward_model", False),
+    "cem": (nodes.train_cem, "reward_model", False),
+}
+SHARED = {"sft_policy", "reference_policy", "policy_tokenizer", "reward_model", "preference_pairs",
+          "alignment_prompts"}
+
+
+def method_template(method: str) -> Pipeline:
+    """One method: train → generate on the test prompts (shared node) → plot the curve (shared node)."""
+    func, data, has_grid = METHODS[method]
+    outputs = ["policy", "step_log", *(["grid"] if has_grid else []), "info"]
+    return Pipeline([
+        Node(func, ["sft_policy", "reference_policy", "policy_tokenizer", data, "alignment_prompts",
+                    "params:alignment.common", "params:train"], outputs, name="train"),
+        Node(nodes.generate_method_outputs, ["policy", "reference_policy", "policy_tokenizer", "reward_model",
+                                             "alignment_prompts", "params:alignment.common", "params:train"],
+             "generations", name="generate_test_outputs"),
+        Node(nodes.plot_curve, ["step_log", "params:train"], "curve", name="plot_curve"),
+    ])
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty pipeline until its issue lands."""
-    return Pipeline([])
+    """Prompt roles → SFT baseline → DPO, IPO, PPO, REINFORCE, CEM (namespaced) → summary."""
+    shared = Pipeline([
+        Node(nodes.select_alignment_prompts, ["prompts", "facts", "documents", "params:alignment.common"],
+             "alignment_prompts", name="select_alignment_prompts"),
+        Node(nodes.generate_sft_outputs, ["sft_policy", "reference_policy", "policy_tokenizer", "reward_model",
+                                          "alignment_prompts", "params:alignment.common"],
+             "sft_generations", name="generate_sft_outputs"),
+    ])
+    methods = [
+        Pipeline(t, namespace=f"alignment.{m}", inputs=SHARED & t.inputs(), parameters={"params:alignment.common"})
+        for m, t in ((m, method_template(m)) for m in METHODS)
+    ]
+    summary_inputs = ["sft_generations"]
+    for m in METHODS:
+        summary_inputs += [f"alignment.{m}.generations", f"alignment.{m}.info"]
+    summary = Pipeline([Node(nodes.alignment_summary, summary_inputs, "alignment_summary",
+                             name="alignment_summary")])
+    return shared + sum(methods, Pipeline([])) + summary

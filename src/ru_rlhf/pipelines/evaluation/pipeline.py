@@ -1,12 +1,36 @@
-"""Wiring of the evaluation pipeline.
+"""Wiring of the evaluation pipeline."""
 
-Not built yet (issue 7: automatic, expert and behavioural channels). It is registered empty so that the project's graph and
-`kedro run --pipelines evaluation` exist; it runs no node and produces nothing.
-"""
+from kedro.pipeline import Node, Pipeline
 
-from kedro.pipeline import Pipeline
+from ru_rlhf.pipelines.alignment.pipeline import METHODS
+from ru_rlhf.pipelines.evaluation import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty pipeline until its issue lands."""
-    return Pipeline([])
+    """Generations of SFT and every method → automatic, expert and behavioural channels →
+    attributions and cases → one comparison table and its plots."""
+    return Pipeline(
+        [
+            Node(nodes.collect_generations, ["sft_generations", *[f"alignment.{m}.generations" for m in METHODS]],
+                 "evaluation_generations", name="collect_generations"),
+            Node(nodes.automatic_metrics, ["evaluation_generations", "prompts", "alignment_prompts", "encoder",
+                                           "params:evaluation"], "automatic_metrics", name="automatic_metrics"),
+            Node(nodes.expert_channel, ["evaluation_generations", "alignment_prompts", "params:evaluation"],
+                 ["expert_likert", "expert_ab", "expert_summary"], name="expert_channel"),
+            Node(nodes.behavioural_channel, "evaluation_generations", ["behavioural_metrics", "ngram_shifts"],
+                 name="behavioural_channel"),
+            Node(nodes.reward_attributions, ["reward_model", "preference_pairs", "params:evaluation"],
+                 ["reward_attributions", "reward_attributions_md"], name="reward_attributions"),
+            Node(nodes.case_table, ["evaluation_generations", "params:evaluation"], "evaluation_cases_md",
+                 name="case_table"),
+            Node(nodes.comparison_table, ["automatic_metrics", "expert_summary", "behavioural_metrics",
+                                          "evaluation_generations"],
+                 ["evaluation_comparison", "evaluation_comparison_md"], name="comparison_table"),
+            Node(nodes.plot_criteria, "expert_summary", "evaluation_criteria_plot", name="plot_criteria"),
+            Node(nodes.plot_reward_vs_kl, "evaluation_generations", "evaluation_reward_kl_plot",
+                 name="plot_reward_vs_kl"),
+            Node(nodes.plot_shifts, "behavioural_metrics", "evaluation_shifts_plot", name="plot_shifts"),
+            Node(nodes.evaluation_summary, ["evaluation_comparison", "ngram_shifts", "expert_ab"],
+                 "evaluation_summary", name="evaluation_summary"),
+        ]
+    )

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ru_rlhf.agreement import alpha_table, drop_unreliable, leave_one_out
 from ru_rlhf.io.annotations import LONG_COLUMNS, control_accuracy, read_long_table, read_toloka_tsv
-from ru_rlhf.judges import CRITERIA, JudgeContext, has_flattery, is_refusal, score_all
+from ru_rlhf.judges import CRITERIA, has_flattery, is_refusal, judge_contexts, score_all
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.schemas import split_by_schema
 from ru_rlhf.text import words
@@ -78,21 +78,6 @@ def explode_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
                          "doc_id": c.doc_id, "task_type": c.task_type, "lang": c.lang, "split": c.split,
                          "response": resp, "temperature": samp["temperature"], "top_p": samp["top_p"]})
     return pd.DataFrame(rows)
-
-
-def judge_contexts(prompts: pd.DataFrame, facts: pd.DataFrame, documents: pd.DataFrame) -> dict[str, JudgeContext]:
-    """A :class:`JudgeContext` per prompt: its document, QA answer, key facts and message."""
-    surface = dict(zip(facts["fact_id"], facts["surface"].astype(str)))
-    by_doc = facts.groupby("doc_id")["surface"].apply(lambda s: tuple(s.astype(str))).to_dict()
-    text = dict(zip(documents["doc_id"], documents["text"]))
-    out = {}
-    for p in prompts.itertuples(index=False):
-        key_facts = tuple(surface[f] for f in p.fact_ids if f in surface) if p.task_type != "qa" else ()
-        out[p.prompt_id] = JudgeContext(
-            task_type=p.task_type, lang=p.lang, source_text=text.get(p.doc_id, ""),
-            answer_key=p.answer_key if isinstance(p.answer_key, str) else None, key_facts=key_facts,
-            fact_surfaces=by_doc.get(p.doc_id, ()), message=p.input if p.task_type == "dialogue" else None)
-    return out
 
 
 def score_gold(candidates: pd.DataFrame, prompts: pd.DataFrame, facts: pd.DataFrame,

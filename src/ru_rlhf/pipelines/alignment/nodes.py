@@ -1,0 +1,452 @@
+"""Nodes of the alignment pipeline: DPO, IPO, PPO, REINFORCE and CEM from the SFT policy.
+
+Shared nodes (one set, reused by every method): the prompt roles (training prompts, a validation
+probe set, the test prompts), generation on the test prompts with the same seeds for every
+method and for the SFT policy (gold, RM and KL per response), the training-curve plot and the
+summary. Each method's training node returns its policy, a per-step log and an info dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from ru_rlhf import experts
+from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
+from ru_rlhf.models.generation import generate, response_kl
+from ru_rlhf.models.policy import format_prompt
+
+log = logging.getLogger(__name__)
+
+CONTEXT_EXTRA = ("source_text", "answer_key", "key_facts", "fact_surfaces", "message")
+
+
+# --------------------------------------------------------------------------- parameters
+class CommonParams(BaseModel):
+    """Shared by every method (``alignment.common``)."""
+
+    seed: int = 2024
+    checkpoint_dir: str = "data/06_models/checkpoints/alignment"
+    train_prompts: int = 800  # from the train split (0: all)
+    probe_prompts: int = 48  # from the validation split, stratified by task and language
+    test_prompts: int = 0  # 0: every test prompt
+    test_samples: int = 2
+    test_temperature: float = 0.7
+    test_top_p: float = 0.95
+    max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
+    batch_size: int = 128
+    reward_weights: dict[str, float] | None = None  # None: the reward model's own weights
+
+
+class DpoParams(BaseModel):
+    method: str = "dpo"
+    loss_type: str = Field("sigmoid", pattern="^(sigmoid|ipo)$")
+    criterion: str = "overall"  # or a criterion's pairs
+    grid: list[float] = [0.05, 0.1, 0.5]  # β (τ for IPO)
+    max_pairs: int = 2000
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    max_length: int = 512
+
+
+class RLParams(BaseModel):
+    method: str = "ppo"
+    algorithm: str = Field("ppo", pattern="^(ppo|reinforce)$")
+    steps: int = 200
+    batch_size: int = 16
+    minibatch_size: int = 8
+    ppo_epochs: int = 4
+    learning_rate: float = 1e-5
+    max_new_tokens: int = 48
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_ratio: float = 0.2
+    clip_value: float = 0.2
+    vf_coef: float = 0.1
+    init_kl_coef: float = 0.1
+    target_kl: float | None = 0.02
+    kl_horizon: int = 1000
+    kl_budget: float = 0.05
+    kl_window: int = 5
+    best_max_kl: float | None = 0.02
+    whiten_rewards: bool = False
+    reward_scale: float = 1.0
+    baseline_decay: float = 0.9
+    eval_every: int = 10
+    patience: int = 6
+
+
+class CemParams(BaseModel):
+    method: str = "cem"
+    iterations: int = 2
+    prompts: int = 300  # training prompts sampled per iteration
+    samples: int = 8  # N per prompt
+    elite: int = 2  # top-K per prompt by the RM's scalar
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 48
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    max_length: int = 512
+
+
+def _seed(*parts: Any) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode("utf-8")) & 0x7FFFFFFF
+
+
+# --------------------------------------------------------------------------- shared: prompts and probes
+def select_alignment_prompts(prompts: pd.DataFrame, facts: pd.DataFrame, documents: pd.DataFrame,
+                             common: dict) -> pd.DataFrame:
+    """Give prompts their alignment roles, with the judge context of each.
+
+    ``train``: prompts of the train split that rollouts and CEM sample from; ``probe``: a fixed
+    validation set, stratified by task and language, scored during training (β choice, early stop);
+    ``test``: the test split, never looked at while training.
+    """
+    c = CommonParams.model_validate(common)
+    rng = np.random.default_rng(c.seed)
+    parts = []
+    train = prompts[prompts["split"] == "train"]
+    if c.train_prompts and len(train) > c.train_prompts:
+        train = train.iloc[np.sort(rng.choice(len(train), c.train_prompts, replace=False))]
+    parts.append(train.assign(role="train"))
+    val = prompts[prompts["split"] == "validation"]
+    groups = list(val.groupby(["task_type", "lang"], sort=True))
+    per = max(1, math.ceil(c.probe_prompts / max(1, len(groups))))
+    probe = pd.concat([g.iloc[np.sort(rng.choice(len(g), min(per, len(g)), replace=False))] for _, g in groups])
+    probe = probe.iloc[np.sort(rng.choice(len(probe), min(c.probe_prompts, len(probe)), replace=False))]
+    parts.append(probe.assign(role="probe"))
+    test = prompts[prompts["split"] == "test"]
+    if c.test_prompts and len(test) > c.test_prompts:
+        test = test.iloc[np.sort(rng.choice(len(test), c.test_prompts, replace=False))]
+    parts.append(test.assign(role="test"))
+    out = pd.concat(parts, ignore_index=True)[["prompt_id", "doc_id", "task_type", "lang", "split", "role",
+                                               "prompt"]]
+    ctx = context_table(prompts[prompts["prompt_id"].isin(out["prompt_id"])], facts, documents)
+    out = out.merge(ctx[["prompt_id", *CONTEXT_EXTRA]], on="prompt_id", how="left", validate="many_to_one")
+    log.info("select_alignment_prompts: %s", out["role"].value_counts().to_dict())
+    return out
+
+
+def _role(table: pd.DataFrame, role: str) -> pd.DataFrame:
+    return table[table["role"] == role].reset_index(drop=True)
+
+
+def _generate(policy, tokenizer, table: pd.DataFrame, c: CommonParams, *, temperature: float, top_p: float,
+              samples: int = 1, tag: str = "gen", desc: str = "generate") -> pd.DataFrame:
+    """One row per (prompt, sample): each task with its own length budget, each row its own seed."""
+    rows = []
+    for task, grp in table.groupby("task_type", sort=True):
+        recs = [(r.prompt_id, r.prompt, k) for r in grp.itertuples(index=False) for k in range(samples)]
+        texts, _ = generate(
+            policy, tokenizer, [format_prompt(p) for _, p, _ in recs], temperatures=[temperature] * len(recs),
+            top_ps=[top_p] * len(recs), seeds=[_seed(c.seed, tag, pid, k) for pid, _, k in recs],
+            max_new_tokens=c.max_new_tokens_by_task.get(task, 64), batch_size=c.batch_size, progress=False,
+            desc=f"{desc} ({task})")
+        rows += [{"prompt_id": pid, "sample": k, "response": t} for (pid, _, k), t in zip(recs, texts)]
+    out = pd.DataFrame(rows)
+    return table.merge(out, on="prompt_id", how="right")
+
+
+def _gold(table: pd.DataFrame) -> pd.DataFrame:
+    """The three gold scores and their equal-weight mean for each row (``prompt_id, response``)."""
+    ctx = contexts_from_table(table.drop_duplicates("prompt_id"))
+    scores = [score_all(ctx[p], r) for p, r in zip(table["prompt_id"], table["response"])]
+    g = pd.DataFrame(scores, index=table.index)
+    g["gold"] = [gold_reward(s) for s in scores]
+    return g
+
+
+def probe_scores(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> dict:
+    """Greedy answers on the probe set: mean gold reward and the simulated expert panel's Likert mean."""
+    gen = _generate(policy, tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe", desc="probe")
+    gold = _gold(gen)
+    ctx = contexts_from_table(probe)
+    expert = experts.panel_score(ctx, list(gen["prompt_id"]), list(gen["response"]))
+    return {"score": expert, "probe_gold": float(gold["gold"].mean()), "probe_expert": expert}
+
+
+def _reward_fn(reward_model, weights: dict[str, float] | None):
+    from ru_rlhf.models.reward import score
+
+    rm, rm_tok = reward_model
+
+    def fn(prompts: list[str], responses: list[str]):
+        import torch
+
+        return torch.tensor(score(rm, rm_tok, prompts, responses, weights=weights)["scalar"].to_numpy())
+
+    return fn
+
+
+# --------------------------------------------------------------------------- shared: test generations
+def generate_outputs(policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
+                     common: dict, method: str) -> pd.DataFrame:
+    """Generations on the test prompts (same prompts, samples and seeds for every method), each
+    with its gold scores, the reward model's heads and scalar, and its per-token KL to the reference.
+    """
+    from ru_rlhf.models.reward import score
+
+    c = CommonParams.model_validate(common)
+    test = _role(alignment_prompts, "test")
+    start = time.perf_counter()
+    gen = _generate(policy, policy_tokenizer, test, c, temperature=c.test_temperature, top_p=c.test_top_p,
+                    samples=c.test_samples, tag="test", desc=f"{method} test")
+    gold = _gold(gen)
+    rm, rm_tok = reward_model
+    rm_scores = score(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)
+    kls = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(p) for p in gen["prompt"]],
+                      list(gen["response"]))
+    out = gen[["prompt_id", "sample", "task_type", "lang", "prompt", "response"]].copy()
+    out.insert(0, "method", method)
+    for col in CRITERIA:
+        out[f"gold_{col}"] = gold[col].to_numpy()
+    out["gold"] = gold["gold"].to_numpy()
+    for col in rm_scores.columns:
+        out[f"rm_{col}"] = rm_scores[col].to_numpy()
+    out["kl"] = [k["kl"] for k in kls]
+    out["kl_sum"] = [k["kl_sum"] for k in kls]
+    out["tokens"] = [k["tokens"] for k in kls]
+    log.info("%s test generations: %d rows, gold %.4f, rm %.4f, kl %.4f, %.1f s", method, len(out),
+             out["gold"].mean(), out["rm_scalar"].mean(), out["kl"].mean(), time.perf_counter() - start)
+    return out
+
+
+def generate_method_outputs(policy, reference_policy, policy_tokenizer, reward_model,
+                            alignment_prompts: pd.DataFrame, common: dict, train: dict) -> pd.DataFrame:
+    """:func:`generate_outputs` for a method's policy (its name from its parameters)."""
+    return generate_outputs(policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts, common,
+                            train["method"])
+
+
+def generate_sft_outputs(sft_policy, reference_policy, policy_tokenizer, reward_model,
+                         alignment_prompts: pd.DataFrame, common: dict) -> pd.DataFrame:
+    """:func:`generate_outputs` for the SFT policy itself: the baseline every method is compared with."""
+    return generate_outputs(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts,
+                            common, "sft")
+
+
+def plot_curve(step_log: pd.DataFrame, train: dict):
+    """The training curves of one method: reward (or loss), KL and the probe score per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    method = train["method"]
+    panels = [(c, c) for c in ("reward", "loss", "kl", "probe_gold", "expert_score", "entropy")
+              if c in step_log.columns and step_log[c].notna().any()]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.0))
+    axes = np.atleast_1d(axes)
+    group = "grid_value" if "grid_value" in step_log.columns else None
+    for ax, (col, title) in zip(axes, panels):
+        for key, df in (step_log.groupby(group) if group else [(None, step_log)]):
+            d = df[df[col].notna()]
+            ax.plot(d["step"], d[col], marker="." if len(d) < 30 else None,
+                    label=f"{group.split('_')[0]}={key}" if group else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if group:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{method} (simulated judges and experts)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- DPO / IPO
+def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: pd.DataFrame,
+              alignment_prompts: pd.DataFrame, common: dict, train: dict):
+    """DPO (``loss_type=sigmoid``) or IPO (``ipo``) with TRL's DPOTrainer, β (τ) from a grid.
+
+    Every grid point trains a fresh copy of the SFT policy on the same training pairs; the choice
+    is the point whose greedy answers on the validation probe set have the highest mean gold
+    reward. Every point's result is in the returned grid table and the choice is logged.
+
+    Returns:
+        ``(policy, step_log, grid, info)``.
+    """
+    from datasets import Dataset
+
+    from ru_rlhf.models.training import run_dpo_trainer
+
+    c, p = CommonParams.model_validate(common), DpoParams.model_validate(train)
+    pairs = preference_pairs[(preference_pairs["criterion"] == p.criterion) & (preference_pairs["split"] == "train")]
+    if pairs.empty:
+        raise ValueError(f"{p.method}: no training pairs for criterion {p.criterion!r} in preference_pairs")
+    if len(pairs) > p.max_pairs:
+        pairs = pairs.sample(n=p.max_pairs, random_state=c.seed)
+    ds = Dataset.from_pandas(pd.DataFrame({"prompt": pairs["prompt"].map(format_prompt), "chosen": pairs["chosen"],
+                                           "rejected": pairs["rejected"]}), preserve_index=False)
+    probe = _role(alignment_prompts, "probe")
+    start = time.perf_counter()
+    base = probe_scores(sft_policy, policy_tokenizer, probe, c)
+    rows, logs, best = [], [], None
+    for value in p.grid:
+        t0 = time.perf_counter()
+        model = copy.deepcopy(sft_policy)
+        model, hist = run_dpo_trainer(
+            model, reference_policy, policy_tokenizer, ds, beta=value, loss_type=p.loss_type, epochs=p.epochs,
+            max_steps=p.max_steps, batch_size=p.batch_size, learning_rate=p.learning_rate, max_length=p.max_length,
+            seed=c.seed, output_dir=Path(c.checkpoint_dir) / p.method / f"beta_{value}", stage=p.method)
+        res = probe_scores(model, policy_tokenizer, probe, c)
+        row = {"method": p.method, "grid_value": value, "pairs": len(ds), "steps": int(hist["step"].max()),
+               "final_loss": float(hist["loss"].iloc[-1]), "probe_gold": res["probe_gold"],
+               "probe_expert": res["probe_expert"], "seconds": round(time.perf_counter() - t0, 1)}
+        for col in ("rewards/accuracies", "rewards/margins"):
+            if col in hist.columns:
+                row[col.replace("/", "_")] = float(hist[col].iloc[-1])
+        rows.append(row)
+        logs.append(hist.assign(grid_value=value))
+        log.info("%s grid point %s: %s", p.method, value, row)
+        if best is None or res["probe_gold"] > best[0]:
+            best = (res["probe_gold"], value, model)
+    grid = pd.DataFrame(rows)
+    grid["chosen"] = grid["grid_value"] == best[1]
+    step_log = pd.concat(logs, ignore_index=True)
+    keep = [col for col in step_log.columns if col in (
+        "grid_value", "step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen", "rewards/rejected",
+        "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")]
+    step_log = step_log[keep].rename(columns=lambda s: s.replace("/", "_"))
+    step_log.insert(0, "method", p.method)
+    info = {"method": p.method, "loss_type": p.loss_type, "criterion": p.criterion, "pairs": len(ds),
+            "chosen_value": best[1], "parameter": "tau" if p.loss_type == "ipo" else "beta",
+            "sft_probe_gold": base["probe_gold"], "sft_probe_expert": base["probe_expert"],
+            "best_probe_gold": best[0], "seconds": round(time.perf_counter() - start, 1)}
+    log.info("%s: chose %s=%s (probe gold %.4f vs SFT %.4f)", p.method, info["parameter"], best[1], best[0],
+             base["probe_gold"])
+    return best[2].eval(), step_log, grid, info
+
+
+# --------------------------------------------------------------------------- PPO / REINFORCE
+def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
+             common: dict, train: dict):
+    """PPO (our own, ``ru_rlhf.rl.ppo``) or REINFORCE against the multi-head RM's weighted scalar.
+
+    Every ``eval_every`` steps the simulated expert panel scores greedy answers on the probe set;
+    the best state by that score is the output. Returns ``(policy, step_log, info)``.
+    """
+    from ru_rlhf.rl.ppo import RLConfig
+    from ru_rlhf.rl.ppo import train as rl_train
+
+    c, p = CommonParams.model_validate(common), RLParams.model_validate(train)
+    cfg = RLConfig(**{k: v for k, v in p.model_dump().items() if k != "method"}, seed=c.seed)
+    probe = _role(alignment_prompts, "probe")
+    start = time.perf_counter()
+    policy, step_log, info = rl_train(
+        sft_policy, reference_policy, policy_tokenizer, _role(alignment_prompts, "train"),
+        _reward_fn(reward_model, c.reward_weights), cfg,
+        evaluate=lambda m: probe_scores(m, policy_tokenizer, probe, c),
+        checkpoint_dir=Path(c.checkpoint_dir) / p.method, desc=p.method)
+    step_log.insert(0, "method", p.method)
+    first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
+    best = step_log[step_log["step"] == info["best_step"]].iloc[0]
+    info.update({"method": p.method, "algorithm": p.algorithm, "seconds": round(time.perf_counter() - start, 1),
+                 "sft_probe_expert": float(first["expert_score"]) if first is not None else None,
+                 "sft_probe_gold": float(first["probe_gold"]) if first is not None else None,
+                 "best_probe_gold": float(best["probe_gold"]),
+                 "kl_at_best": float(best["kl"]) if "kl" in best and pd.notna(best["kl"]) else 0.0})
+    return policy, step_log, info
+
+
+# --------------------------------------------------------------------------- CEM
+def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
+              common: dict, train: dict):
+    """Cross-entropy method: sample N per training prompt, keep the RM's top-K, SFT on them, repeat.
+
+    Returns ``(policy, step_log, info)``; the log has one row per iteration (sample and elite
+    reward, SFT loss, probe gold and expert score, probe KL to the reference).
+    """
+    from datasets import Dataset
+
+    from ru_rlhf.models.reward import score
+    from ru_rlhf.models.training import run_sft_trainer
+    from ru_rlhf.pipelines.sft.nodes import StageParams
+
+    c, p = CommonParams.model_validate(common), CemParams.model_validate(train)
+    rm, rm_tok = reward_model
+    pool = _role(alignment_prompts, "train")
+    probe = _role(alignment_prompts, "probe")
+    policy = sft_policy
+    start = time.perf_counter()
+    base = probe_scores(policy, policy_tokenizer, probe, c)
+    rows = [{"method": p.method, "step": 0, "probe_gold": base["probe_gold"], "expert_score": base["probe_expert"],
+             "kl": 0.0, "seconds": 0.0}]
+    stage = StageParams(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate,
+                        lr_scheduler="constant", warmup_ratio=0.0, max_length=p.max_length, logging_steps=1,
+                        save_steps=10 ** 9, group_by_length=False)
+    for it in range(1, p.iterations + 1):
+        sel = pool.sample(n=min(p.prompts, len(pool)), random_state=c.seed + it)
+        cc = c.model_copy(update={"max_new_tokens_by_task": {t: min(v, p.max_new_tokens) for t, v in
+                                                             c.max_new_tokens_by_task.items()}})
+        gen = _generate(policy, policy_tokenizer, sel, cc, temperature=p.temperature, top_p=p.top_p,
+                        samples=p.samples, tag=f"cem{it}", desc=f"cem {it}")
+        gen["rm"] = score(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)[
+            "scalar"].to_numpy()
+        elite = (gen[gen["response"].str.len() > 0].sort_values(["prompt_id", "rm"], ascending=[True, False])
+                 .groupby("prompt_id").head(p.elite))
+        ds = Dataset.from_pandas(pd.DataFrame({"prompt": elite["prompt"].map(format_prompt),
+                                               "completion": elite["response"]}), preserve_index=False)
+        policy, hist = run_sft_trainer(policy, policy_tokenizer, ds, stage, seed=c.seed + it,
+                                       output_dir=Path(c.checkpoint_dir) / p.method / f"iter_{it}",
+                                       stage=f"cem_{it}")
+        res = probe_scores(policy, policy_tokenizer, probe, c)
+        pg = _generate(policy, policy_tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe")
+        kl = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(x) for x in pg["prompt"]],
+                         list(pg["response"]))
+        rows.append({"method": p.method, "step": it, "reward": float(gen["rm"].mean()),
+                     "elite_reward": float(elite["rm"].mean()), "elite": len(elite), "samples": len(gen),
+                     "loss": float(hist["loss"].mean()), "probe_gold": res["probe_gold"],
+                     "expert_score": res["probe_expert"], "kl": float(np.mean([k["kl"] for k in kl])),
+                     "seconds": round(time.perf_counter() - start, 1)})
+        log.info("cem iteration %d: %s", it, rows[-1])
+    step_log = pd.DataFrame(rows)
+    info = {"method": p.method, "iterations": p.iterations, "samples_per_prompt": p.samples, "elite": p.elite,
+            "prompts_per_iteration": p.prompts, "sft_probe_gold": base["probe_gold"],
+            "sft_probe_expert": base["probe_expert"], "best_probe_gold": float(step_log["probe_gold"].iloc[-1]),
+            "seconds": round(time.perf_counter() - start, 1)}
+    return policy.eval(), step_log, info
+
+
+# --------------------------------------------------------------------------- summary
+def alignment_summary(sft_generations: pd.DataFrame, *parts) -> dict:
+    """Per method: ``gold_gain`` (mean gold reward on the test generations minus the SFT policy's),
+    ``kl`` (mean per-token KL to the reference), and the numbers behind them.
+
+    ``parts`` are each method's ``(generations, info)`` in turn.
+    """
+    base = float(sft_generations["gold"].mean())
+    out: dict[str, Any] = {"_note": "gold = mean of the three gold judges (equal weights) on the test prompts; "
+                                    "kl = mean per-token KL(policy || SFT reference) along each response; "
+                                    "the probe scores come from SIMULATED experts",
+                           "sft": {"gold": round(base, 4), "rm": round(float(sft_generations["rm_scalar"].mean()), 4),
+                                   "rows": len(sft_generations)}}
+    for gen, info in zip(parts[0::2], parts[1::2]):
+        method = str(gen["method"].iloc[0])
+        merged = gen.merge(sft_generations[["prompt_id", "sample", "gold"]], on=["prompt_id", "sample"],
+                           suffixes=("", "_sft"))
+        diff = merged["gold"] - merged["gold_sft"]
+        se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        out[method] = {
+            "gold_gain": round(float(gen["gold"].mean()) - base, 4), "gold_gain_se": round(se, 4),
+            "kl": round(float(gen["kl"].mean()), 4), "gold": round(float(gen["gold"].mean()), 4),
+            "gold_by_criterion": {cr: round(float(gen[f"gold_{cr}"].mean()), 4) for cr in CRITERIA},
+            "rm": round(float(gen["rm_scalar"].mean()), 4), "beats_sft": bool(gen["gold"].mean() > base),
+            "seconds": info.get("seconds"), "rows": len(gen),
+            **{k: info[k] for k in ("chosen_value", "parameter", "best_step", "steps_run", "stop_reason", "kl_at_best",
+                                    "sft_probe_expert", "best_score") if k in info},
+        }
+    out["sft"]["gold_by_criterion"] = {cr: round(float(sft_generations[f"gold_{cr}"].mean()), 4) for cr in CRITERIA}
+    log.info("alignment_summary: %s", {k: v for k, v in out.items() if k != "_note"})
+    return out
