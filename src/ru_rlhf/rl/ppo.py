@@ -282,6 +282,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     Args:
         train_prompts: ``prompt_id, prompt`` rows to sample rollouts from.
         reward_fn: ``(prompts, responses) -> tensor`` of sequence rewards (the RM's scalar).
+        checkpoint_dir: each evaluated state is saved under ``step-NNNN`` and the best under ``best``.
         evaluate: called with the policy every ``eval_every`` steps (and before the first); returns
             a dict with ``score`` (higher is better, the expert panel's probe score) and anything
             else to log. The best-scoring state is kept and returned; training stops after
@@ -316,6 +317,8 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
 
     def run_eval(step: int) -> dict:
         nonlocal bad_evals
+        if checkpoint_dir and step > 0:  # every evaluated state is kept (the audit scores them all)
+            model.policy.save_pretrained(Path(checkpoint_dir) / f"step-{step:04d}")
         res = evaluate(model.policy)
         eligible = cfg.best_max_kl is None or smoothed_kl() <= cfg.best_max_kl
         if eligible and res["score"] > best["score"] + 1e-9:

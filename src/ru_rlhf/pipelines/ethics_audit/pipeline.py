@@ -1,12 +1,44 @@
-"""Wiring of the ethics_audit pipeline.
+"""Wiring of the ethics_audit pipeline."""
 
-Not built yet (issue 8: bias, avoidance, over-optimisation, reward hacking). It is registered empty so that the project's graph and
-`kedro run --pipelines ethics_audit` exist; it runs no node and produces nothing.
-"""
+from kedro.pipeline import Node, Pipeline
 
-from kedro.pipeline import Pipeline
+from ru_rlhf.pipelines.alignment.pipeline import METHODS
+from ru_rlhf.pipelines.ethics_audit import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """An empty pipeline until its issue lands."""
-    return Pipeline([])
+    """Probe sets → answers of every policy → bias, avoidance, over-optimisation, reward hacking,
+    sycophancy (tables and plots) → the Ethics Appendix."""
+    policies = {"sft_policy": "sft_policy", **{m: f"alignment.{m}.policy" for m in METHODS}}
+    return Pipeline(
+        [
+            Node(nodes.build_probe_sets, ["prompts", "facts", "documents", "params:ethics_audit"],
+                 ["audit_bias_pairs", "audit_hard_topics", "audit_sycophancy_prompts"], name="build_probe_sets"),
+            Node(nodes.audit_generations,
+                 {"bias_pairs": "audit_bias_pairs", "hard_topics": "audit_hard_topics",
+                  "sycophancy_prompts": "audit_sycophancy_prompts", "policy_tokenizer": "policy_tokenizer",
+                  "params": "params:ethics_audit", **policies},
+                 "audit_generations", name="audit_generations"),
+            Node(nodes.counterfactual_bias, ["audit_bias_pairs", "audit_generations", "reward_model",
+                                             "params:ethics_audit"],
+                 ["bias_pair_scores", "bias_summary"], name="counterfactual_bias"),
+            Node(nodes.avoidance, ["audit_generations", "audit_hard_topics"], "avoidance_table", name="avoidance"),
+            Node(nodes.overoptimisation, ["reward_model", "policy_tokenizer", "sft_policy", "reference_policy",
+                                          "alignment_prompts", "params:alignment.common", "params:ethics_audit"],
+                 ["overoptimisation_curves", "overoptimisation_spearman"], name="overoptimisation"),
+            Node(nodes.reward_hacking, ["reward_model", "sft_generations", "alignment_prompts", "params:ethics_audit"],
+                 "reward_hacking_table", name="reward_hacking"),
+            Node(nodes.sycophancy, ["audit_generations", "audit_sycophancy_prompts"], "sycophancy_table",
+                 name="sycophancy"),
+            Node(nodes.plot_bias, "bias_summary", "bias_plot", name="plot_bias"),
+            Node(nodes.plot_avoidance, "avoidance_table", "avoidance_plot", name="plot_avoidance"),
+            Node(nodes.plot_overoptimisation, "overoptimisation_curves", "overoptimisation_plot",
+                 name="plot_overoptimisation"),
+            Node(nodes.plot_hacking, "reward_hacking_table", "reward_hacking_plot", name="plot_hacking"),
+            Node(nodes.plot_sycophancy, "sycophancy_table", "sycophancy_plot", name="plot_sycophancy"),
+            Node(nodes.ethics_appendix,
+                 ["bias_summary", "avoidance_table", "overoptimisation_curves", "overoptimisation_spearman",
+                  "reward_hacking_table", "sycophancy_table", "agreement", "curation_summary", "annotators"],
+                 ["ethics_appendix", "ethics_appendix_docs"], name="ethics_appendix"),
+        ]
+    )
