@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint world bench
+.PHONY: install run test lint world bench browser
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -28,7 +28,17 @@ install: $(VENV)/.installed
 run: install
 	$(KEDRO) run --env $(ENV)
 
-test: install
+# Debian's Chromium for the browser tests (never a downloaded browser); skipped with a note where apt
+# cannot run, and then the browser tests skip too (CI sets RU_RLHF_REQUIRE_BROWSER=1 so they cannot).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: /usr/bin/chromium missing and apt unavailable; browser tests will skip"; fi
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -64,6 +64,13 @@ def keep_catalog(inputs: dict, keep: list[str]):
     return DataCatalog(datasets)
 
 
+def no_votes() -> pd.DataFrame:
+    """The app's vote table when nobody has voted yet (what ``FeedbackDataset`` reads from no store)."""
+    from ru_rlhf.io.datasets import FeedbackDataset
+
+    return FeedbackDataset("/nonexistent/votes.sqlite").load()
+
+
 TINY_SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
              "num_key_value_heads": 2, "max_position_embeddings": 256}
 

@@ -28,7 +28,8 @@ def test_several_missing_stages_are_all_named():
 
 
 def test_present_inputs_pass():
-    catalog = DataCatalog({n: MemoryDataset(pd.DataFrame()) for n in ("prompts", "facts", "documents", "candidates")})
+    catalog = DataCatalog({n: MemoryDataset(pd.DataFrame())
+                           for n in ("prompts", "facts", "documents", "candidates", "app_feedback")})
     MissingInputsHook().before_pipeline_run({}, curation(), catalog)
 
 

@@ -75,7 +75,12 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
     reports = project_root / "data" / "smoke" / "08_reporting"
     outputs = [reports / "ingestion_summary.json", reports / "sft_summary.json", reports / "agreement.json",
                reports / "curation_summary.json", reports / "reward_model" / "metrics.json",
-               reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png"]
+               reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png",
+               reports / "alignment_summary.json", reports / "evaluation" / "comparison.md",
+               reports / "evaluation" / "summary.json", reports / "ethics_appendix.md",
+               reports / "ethics" / "overoptimisation.png",
+               *[project_root / "data" / "smoke" / "07_model_output" / f"{m}.parquet"
+                 for m in ("sft", "dpo", "ipo", "ppo", "reinforce", "cem")]]
     for out in outputs:
         out.unlink(missing_ok=True)
     res = run_kedro(["run", "--env", "smoke"], timeout=900)
@@ -89,3 +94,23 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
     assert len(cand) == 90 and cand["responses"].map(len).eq(6).all()
     metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     assert {"multi_head", "distributional", "calibration"} <= set(metrics)
+    summary = json.loads((reports / "alignment_summary.json").read_text(encoding="utf-8"))
+    for method in ("dpo", "ipo", "ppo", "reinforce", "cem"):
+        assert {"gold_gain", "kl"} <= set(summary[method])
+        assert (project_root / "data" / "smoke" / "06_models" / "policies" / method / "config.json").exists()
+    comparison = pd.read_parquet(reports / "evaluation" / "comparison.parquet")
+    assert set(comparison["model"]) == {"sft", "dpo", "ipo", "ppo", "reinforce", "cem"}
+    # the smoke run never writes the base docs' appendix
+    assert (project_root / "data" / "smoke" / "docs" / "ethics_appendix.md").exists()
+
+
+@pytest.mark.e2e
+def test_one_alignment_method_runs_alone(project_root):
+    """`--namespaces alignment.dpo` runs DPO only (after the smoke run above has made its inputs)."""
+    info = project_root / "data" / "smoke" / "08_reporting" / "alignment" / "dpo_info.json"
+    other = project_root / "data" / "smoke" / "08_reporting" / "alignment" / "ppo_info.json"
+    before = other.stat().st_mtime if other.exists() else None
+    res = run_kedro(["run", "--env", "smoke", "--pipelines", "alignment", "--namespaces", "alignment.dpo"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert info.exists()
+    assert (other.stat().st_mtime if other.exists() else None) == before

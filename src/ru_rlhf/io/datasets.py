@@ -131,3 +131,39 @@ class HFModelDataset(AbstractDataset[Any, Any]):
 
         marker = {"tokenizer": "tokenizer_config.json", "reward_model": "reward_config.json"}.get(self._kind, "config.json")
         return (Path(self._path) / marker).exists()
+
+
+class FeedbackDataset(AbstractDataset):
+    """The A/B app's votes (SQLite, ``ru_rlhf.app.store``) as the long annotation table.
+
+    One row per served response and criterion (``source = "app"``) and one ``overall`` row per vote
+    naming the chosen response. A store that does not exist yet means no votes: an empty table.
+    Read-only here: only the app writes votes.
+    """
+
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
+        self._path = path
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        from pathlib import Path
+
+        from ru_rlhf.app.store import FeedbackStore, votes_to_long
+
+        if not Path(self._path).exists():
+            return votes_to_long(pd.DataFrame(columns=["id", "ts", "annotator", "prompt_id", "prompt", "models",
+                                                       "responses", "ratings", "choice", "chosen_model"]))
+        store = FeedbackStore(self._path)
+        try:
+            return votes_to_long(store.votes())
+        finally:
+            store.close()
+
+    def save(self, data: pd.DataFrame) -> None:
+        raise DatasetError(f"{self._path}: the feedback store is written by the app, not by a pipeline")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+    def _exists(self) -> bool:
+        return True  # no store yet simply means no votes yet

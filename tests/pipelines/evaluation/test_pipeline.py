@@ -3,7 +3,6 @@ for SFT and every method (one of them with empty answers), a tiny encoder and re
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 from kedro.runner import SequentialRunner

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.runner import SequentialRunner
 
 from ru_rlhf.pipelines.preference_curation import create_pipeline
-from tests.conftest import keep_catalog
+from tests.conftest import keep_catalog, no_votes
 
 
 def test_curation_slice(world_tables, variant_candidates):
@@ -13,7 +13,8 @@ def test_curation_slice(world_tables, variant_candidates):
     params = {"seed": 2}
     keep = ["preference_pairs", "preference_dataset", "agreement", "curation_summary", "preference_dataset_card",
             "annotation_bias", "gold_scores"]
-    catalog = keep_catalog({"candidates": variant_candidates, "prompts": prompts, "facts": facts, "documents": docs,
+    catalog = keep_catalog({"app_feedback": no_votes(), "candidates": variant_candidates, "prompts": prompts,
+                            "facts": facts, "documents": docs,
                             "params:preference_curation": params}, keep=keep)
     SequentialRunner().run(create_pipeline(), catalog)
     pairs, summary = catalog.load("preference_pairs"), catalog.load("curation_summary")

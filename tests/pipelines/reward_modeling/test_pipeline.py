@@ -7,7 +7,7 @@ from kedro.runner import SequentialRunner
 
 from ru_rlhf.pipelines.preference_curation import create_pipeline as curation
 from ru_rlhf.pipelines.reward_modeling import create_pipeline as reward
-from tests.conftest import keep_catalog
+from tests.conftest import keep_catalog, no_votes
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
         "max_position_embeddings": 256}
@@ -24,7 +24,8 @@ def reward_run(world_tables, variant_candidates, tmp_path_factory):
               "umap_points": 60}
     keep = ["reward_metrics", "reward_tradeoff", "reward_reliability_plot", "reward_umap_plot", "reward_model",
             "reward_model_log", "encoder"]
-    catalog = keep_catalog({"candidates": variant_candidates, "prompts": prompts, "facts": facts, "documents": docs,
+    catalog = keep_catalog({"app_feedback": no_votes(), "candidates": variant_candidates, "prompts": prompts,
+                            "facts": facts, "documents": docs,
                             "doc_splits": splits, "params:preference_curation": {"seed": 2},
                             "params:reward_modeling": params}, keep=keep)
     SequentialRunner().run(curation() + reward(), catalog)

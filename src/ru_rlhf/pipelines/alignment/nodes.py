@@ -60,33 +60,6 @@ class DpoParams(BaseModel):
     max_length: int = 512
 
 
-class RLParams(BaseModel):
-    method: str = "ppo"
-    algorithm: str = Field("ppo", pattern="^(ppo|reinforce)$")
-    steps: int = 200
-    batch_size: int = 16
-    minibatch_size: int = 8
-    ppo_epochs: int = 4
-    learning_rate: float = 1e-5
-    max_new_tokens: int = 48
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_ratio: float = 0.2
-    clip_value: float = 0.2
-    vf_coef: float = 0.1
-    init_kl_coef: float = 0.1
-    target_kl: float | None = 0.02
-    kl_horizon: int = 1000
-    kl_budget: float = 0.05
-    kl_window: int = 5
-    best_max_kl: float | None = 0.02
-    whiten_rewards: bool = False
-    reward_scale: float = 1.0
-    baseline_decay: float = 0.9
-    eval_every: int = 10
-    patience: int = 6
-
-
 class CemParams(BaseModel):
     method: str = "cem"
     iterations: int = 2
@@ -337,22 +310,27 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
     Every ``eval_every`` steps the simulated expert panel scores greedy answers on the probe set;
     the best state by that score is the output. Returns ``(policy, step_log, info)``.
     """
+    from pydantic import TypeAdapter
+
     from ru_rlhf.rl.ppo import RLConfig
     from ru_rlhf.rl.ppo import train as rl_train
 
-    c, p = CommonParams.model_validate(common), RLParams.model_validate(train)
-    cfg = RLConfig(**{k: v for k, v in p.model_dump().items() if k != "method"}, seed=c.seed)
+    c = CommonParams.model_validate(common)
+    # the RL controls are typed once, by RLConfig (a dataclass pydantic validates); `method` names the run
+    method = train.get("method", "ppo")
+    cfg = TypeAdapter(RLConfig).validate_python({**{k: v for k, v in train.items() if k != "method"},
+                                                 "seed": c.seed})
     probe = _role(alignment_prompts, "probe")
     start = time.perf_counter()
     policy, step_log, info = rl_train(
         sft_policy, reference_policy, policy_tokenizer, _role(alignment_prompts, "train"),
         _reward_fn(reward_model, c.reward_weights), cfg,
         evaluate=lambda m: probe_scores(m, policy_tokenizer, probe, c),
-        checkpoint_dir=Path(c.checkpoint_dir) / p.method, desc=p.method)
-    step_log.insert(0, "method", p.method)
+        checkpoint_dir=Path(c.checkpoint_dir) / method, desc=method)
+    step_log.insert(0, "method", method)
     first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
     best = step_log[step_log["step"] == info["best_step"]].iloc[0]
-    info.update({"method": p.method, "algorithm": p.algorithm, "seconds": round(time.perf_counter() - start, 1),
+    info.update({"method": method, "algorithm": cfg.algorithm, "seconds": round(time.perf_counter() - start, 1),
                  "sft_probe_expert": float(first["expert_score"]) if first is not None else None,
                  "sft_probe_gold": float(first["probe_gold"]) if first is not None else None,
                  "best_probe_gold": float(best["probe_gold"]),

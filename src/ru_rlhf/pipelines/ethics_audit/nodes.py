@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from ru_rlhf import audit, experts
-from ru_rlhf.judges import (CRITERIA, contexts_from_table, gold_reward, harmlessness, is_refusal, score_all)
+from ru_rlhf.judges import contexts_from_table, gold_reward, harmlessness, is_refusal, score_all
 from ru_rlhf.models.generation import generate, response_kl
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.text import words

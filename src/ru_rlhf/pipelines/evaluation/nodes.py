@@ -24,8 +24,7 @@ from pydantic import BaseModel
 from ru_rlhf import experts
 from ru_rlhf.agreement import alpha
 from ru_rlhf.judges import CRITERIA, contexts_from_table, factual_claims, has_flattery, is_refusal
-from ru_rlhf.metrics import (bertscore_f1, bootstrap_ci, distinct_n, mauve_score, mtld, ngram_shift,
-                             self_bleu)
+from ru_rlhf.metrics import bertscore_f1, bootstrap_ci, distinct_n, mauve_score, mtld, ngram_shift, self_bleu
 from ru_rlhf.text import words
 
 log = logging.getLogger(__name__)

@@ -54,6 +54,10 @@ class ImportParams(BaseModel):
     toloka: list[str] = []
 
 
+class AppVoteParams(BaseModel):
+    margin: float = 1.0  # rating difference (1–5 scale) that makes a per-criterion pair from one vote
+
+
 class CurationParams(BaseModel):
     """Typed parameters of the preference_curation pipeline."""
 
@@ -62,6 +66,7 @@ class CurationParams(BaseModel):
     agreement: AgreementParams = Field(default_factory=AgreementParams)
     pairs: PairParams = Field(default_factory=PairParams)
     human_labels: ImportParams = Field(default_factory=ImportParams)
+    app_votes: AppVoteParams = Field(default_factory=AppVoteParams)
 
 
 def _params(params: dict) -> CurationParams:
@@ -379,6 +384,42 @@ def build_pairs(gated: pd.DataFrame, gold: pd.DataFrame, prompts: pd.DataFrame,
     return pairs, counts
 
 
+def add_app_votes(panel_pairs: pd.DataFrame, app_feedback: pd.DataFrame, prompts: pd.DataFrame,
+                  params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join the A/B app's real votes (``source = "app"``) to the panel's pairs.
+
+    A vote becomes pairs per criterion (two answers whose ratings differ by at least
+    ``app_votes.margin``) and overall (the chosen answer over each other one). A vote on a
+    validation or test prompt goes to split ``app_holdout`` (kept and counted, never trained on, so
+    the held-out prompts stay held out); votes on other prompts join ``train``.
+
+    Returns:
+        ``(preference_pairs, app_annotations)``: all pairs with a ``source`` column, and the
+        votes as the long annotation table.
+    """
+    from ru_rlhf.app.store import long_to_pairs
+    from ru_rlhf.metrics import is_tatar
+
+    p = _params(params)
+    panel = panel_pairs.assign(source="panel")
+    app = long_to_pairs(app_feedback, p.app_votes.margin)
+    if app.empty:
+        log.info("add_app_votes: no app votes")
+        return panel, app_feedback
+    meta = prompts.set_index("prompt_id")
+    known = app["prompt_id"].isin(meta.index)
+    app["lang"] = [meta.at[i, "lang"] if k else ("tt" if is_tatar(t) else "ru")
+                   for i, k, t in zip(app["prompt_id"], known, app["prompt"])]
+    app["task_type"] = [meta.at[i, "task_type"] if k else "app" for i, k in zip(app["prompt_id"], known)]
+    app["split"] = ["app_holdout" if k and meta.at[i, "split"] != "train" else "train"
+                    for i, k in zip(app["prompt_id"], known)]
+    app["agreement"], app["gold_margin"] = float("nan"), float("nan")
+    out = pd.concat([panel, app.reindex(columns=panel.columns)], ignore_index=True)
+    log.info("add_app_votes: %d votes → %d pairs (%s)", app_feedback["vote_id"].nunique(), len(app),
+             app["split"].value_counts().to_dict())
+    return out, app_feedback
+
+
 def pairs_to_dataset(pairs: pd.DataFrame, criterion: str = "overall"):
     """A ``DatasetDict`` (train / validation / test) in TRL's ``prompt / chosen / rejected`` format.
 
@@ -443,9 +484,11 @@ def curation_summary(pairs: pd.DataFrame, pair_counts: dict, agreement: dict, bi
         "quarantined_ratings": len(annotation_quarantine),
         "quarantine_by_rule": annotation_quarantine["rule"].value_counts().to_dict() if len(annotation_quarantine) else {},
         **pair_counts,
+        "pairs_by_source": pairs["source"].value_counts().to_dict() if "source" in pairs else {},
         "overall_pairs": len(ov), "overall_pairs_by_lang": ov["lang"].value_counts().to_dict(),
         "overall_pairs_by_split": ov["split"].value_counts().to_dict(),
-        "prompts_in_two_splits": int(pairs.groupby("prompt_id")["split"].nunique().gt(1).sum()),
+        "prompts_in_two_splits": int(pairs[pairs["split"].isin(["train", "validation", "test"])]
+                                     .groupby("prompt_id")["split"].nunique().gt(1).sum()),
         "alpha_before": agreement["before"], "alpha_after": agreement["after"],
         "dropped_annotators": [d["annotator_id"] for d in agreement["dropped"]], "biases": bias,
     }

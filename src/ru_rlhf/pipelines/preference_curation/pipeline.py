@@ -6,7 +6,7 @@ from ru_rlhf.pipelines.preference_curation import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Gold scores → simulated panel + human labels → α gate → pairs → dataset and card."""
+    """Gold scores → simulated panel + human labels → α gate → pairs (+ the app's votes) → dataset and card."""
     return Pipeline(
         [
             Node(nodes.score_gold, ["candidates", "prompts", "facts", "documents"], "gold_scores", name="score_gold"),
@@ -23,7 +23,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                                               "params:preference_curation"],
                  ["gated_annotations", "agreement", "annotator_agreement"], name="apply_agreement_gate"),
             Node(nodes.build_pairs, ["gated_annotations", "gold_scores", "prompts", "params:preference_curation"],
-                 ["preference_pairs", "pair_counts"], name="build_pairs"),
+                 ["panel_preference_pairs", "pair_counts"], name="build_pairs"),
+            Node(nodes.add_app_votes, ["panel_preference_pairs", "app_feedback", "prompts",
+                                       "params:preference_curation"],
+                 ["preference_pairs", "app_annotations"], name="add_app_votes"),
             Node(nodes.pairs_to_dataset, "preference_pairs", "preference_dataset", name="pairs_to_dataset"),
             Node(nodes.bias_report, ["preference_pairs", "gold_scores"], "annotation_bias", name="bias_report"),
             Node(nodes.curation_summary,

@@ -1,0 +1,188 @@
+"""The app end to end: blindness of every payload, 50 concurrent clients, a SIGKILL during writes,
+and a real browser (Playwright driving Debian's Chromium) casting a vote."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.app.conftest import MODEL_IDS, free_port
+
+HIDDEN = re.compile(r"\b(sft|dpo|ipo|ppo|reinforce|cem)\b|06_models|policies/", re.IGNORECASE)
+RATINGS = [5, 4, 5, 3, 4, 5, 2, 4, 5]  # A (H, T, S), B, C
+
+
+@pytest.fixture()
+def running_app(service):
+    from ru_rlhf.app.ui import build_app
+
+    port = free_port()
+    demo = build_app(service)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}", service
+    demo.close()
+
+
+def _vote(client) -> str:
+    client.predict("Ответь на вопрос по тексту.\nТекст: В Казани открыли мост.\nВопрос: Что открыли?",
+                   api_name="/serve")
+    return client.predict(*RATINGS, "B", "ок", api_name="/vote")
+
+
+def test_nothing_served_names_a_model(running_app):
+    from gradio_client import Client
+
+    url, service = running_app
+    payloads = [httpx.get(url, timeout=30).text, httpx.get(f"{url}/config", timeout=30).text,
+                httpx.get(f"{url}/gradio_api/info", timeout=30).text]
+    client = Client(url, verbose=False)
+    served = client.predict("Что нового в Казани?", api_name="/serve")
+    payloads.append(repr(served))
+    payloads.append(repr(client.predict(*RATINGS, "A", "", api_name="/vote")))
+    payloads.append(repr(client.predict(api_name="/random_prompt")))
+    for text in payloads:
+        found = HIDDEN.findall(text)
+        assert not found, found[:5]
+    # ... while the store does know which models answered
+    v = service.store.votes().iloc[0]
+    assert set(v["models"]) <= set(MODEL_IDS) and len(v["models"]) == 3
+
+
+def test_empty_prompt_and_vote_without_serving_are_refused(running_app):
+    from gradio_client import Client
+
+    url, service = running_app
+    client = Client(url, verbose=False)
+    out = client.predict("   ", api_name="/serve")
+    assert "пуст" in repr(out) or "empty" in repr(out)
+    status = client.predict(*RATINGS, "A", "", api_name="/vote")
+    assert "Сначала" in repr(status)
+    assert service.store.count() == 0
+
+
+def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(running_app):
+    from gradio_client import Client
+
+    url, service = running_app
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            client = Client(url, verbose=False)
+            for _ in range(20):
+                status = _vote(client)
+                assert "Голос" in repr(status), status
+        except BaseException as err:  # noqa: BLE001 - collected and reported by the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert service.store.count() == 1000
+    votes = service.store.votes()
+    assert votes["token"].is_unique and votes["id"].tolist() == list(range(1, 1001))
+
+
+def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
+    from gradio_client import Client
+
+    from ru_rlhf.app.store import FeedbackStore
+
+    store_path = tmp_path / "votes.sqlite"
+    port = free_port()
+    cmd = [sys.executable, "-m", "ru_rlhf.app", "--data-root", str(app_data_root), "--store", str(store_path),
+           "--port", str(port), "--max-new-tokens", "4"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        stop = threading.Event()
+
+        def worker():
+            try:
+                client = Client(url, verbose=False)
+                while not stop.is_set():
+                    _vote(client)
+            except Exception:  # noqa: BLE001 - the server is killed under them
+                pass
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(8)]
+        for t in threads:
+            t.start()
+        deadline = time.time() + 60
+        while time.time() < deadline and (not store_path.exists() or FeedbackStore(store_path).count() < 20):
+            time.sleep(0.2)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+        stop.set()
+    finally:
+        if server.poll() is None:
+            server.kill()
+    store = FeedbackStore(store_path)
+    assert store.integrity() == "ok"
+    votes = store.votes()  # every row decodes
+    assert len(votes) >= 20
+    voted = store._con().execute("SELECT COUNT(*) FROM served WHERE voted = 1").fetchone()[0]
+    assert voted == len(votes)  # a vote and its served row were written together or not at all
+    assert votes["ratings"].map(len).eq(votes["models"].map(len)).all()
+    # the store opens and takes votes again after the crash
+    tok = store.serve("Вопрос?", None, ["sft", "dpo"], ["a", "b"])
+    store.vote(tok, "ann", [{"helpfulness": 3, "truthfulness": 3, "harmlessness": 3}] * 2, 1)
+    assert store.count() == len(votes) + 1
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_a_person_votes_in_a_real_browser(running_app, tmp_path):
+    if not CHROMIUM.exists():
+        if os.environ.get("RU_RLHF_REQUIRE_BROWSER"):
+            pytest.fail("/usr/bin/chromium is missing but this run requires the browser tests")
+        pytest.skip("needs Debian's chromium (`make browser` or .ci/run installs it with apt)")
+    from playwright.sync_api import sync_playwright
+
+    url, service = running_app
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=["--headless", "--no-sandbox", "--disable-gpu",
+                                           "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("#random").click()
+        page.wait_for_function("document.querySelector('#prompt textarea').value.length > 0", timeout=30000)
+        page.locator("#serve").click()
+        page.wait_for_function("document.querySelector('#answer_C textarea').value.length > 0", timeout=60000)
+        html = page.content()
+        assert not HIDDEN.findall(html)
+        for slot, block in zip("ABC", (RATINGS[0:3], RATINGS[3:6], RATINGS[6:9])):
+            for crit, value in zip(("helpfulness", "truthfulness", "harmlessness"), block):
+                page.locator(f"#rate_{slot}_{crit} label").filter(has_text=str(value)).first.click()
+        page.locator("#best label").filter(has_text="B").first.click()
+        page.locator("#comment textarea").fill("Ответ B точнее <script>")
+        page.locator("#vote").click()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('Голос')", timeout=30000)
+        page.screenshot(path=str(tmp_path / "ab.png"), full_page=True)
+        browser.close()
+    v = service.store.votes()
+    assert len(v) == 1
+    row = v.iloc[0]
+    assert row["choice"] == 1 and row["ratings"][0] == {"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}
+    assert row["comment"] == "Ответ B точнее &lt;script&gt;"
+    assert row["prompt_id"] is None or isinstance(row["prompt"], str)

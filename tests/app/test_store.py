@@ -1,0 +1,86 @@
+"""The feedback store, its Kedro dataset, and the votes joining preference_curation."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ru_rlhf.app.store import FeedbackStore, VoteError, long_to_pairs, votes_to_long
+
+GOOD = [{"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}, {"helpfulness": 2, "truthfulness": 4, "harmlessness": 5}]
+
+
+def test_a_vote_is_one_row_with_hidden_ids(tmp_path):
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    tok = store.serve("Вопрос?", "p1", ["dpo", "sft"], ["Ответ один.", "Ответ два."])
+    vid = store.vote(tok, "ann", GOOD, 0, "хорошо <b>очень</b>")
+    v = store.votes().iloc[0]
+    assert vid == v["id"] == 1 and v["models"] == ["dpo", "sft"] and v["chosen_model"] == "dpo"
+    assert v["comment"] == "хорошо &lt;b&gt;очень&lt;/b&gt;"  # escaped
+    assert store._con().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("ratings,choice,comment,rule", [
+    ([{"helpfulness": 6, "truthfulness": 4, "harmlessness": 5}, GOOD[1]], 0, "", "integer 1–5"),
+    ([{"helpfulness": 3, "truthfulness": 4}, GOOD[1]], 0, "", "integer 1–5"),
+    ([{"helpfulness": 2.5, "truthfulness": 4, "harmlessness": 5}, GOOD[1]], 0, "", "integer 1–5"),
+    (GOOD[:1], 0, "", "expected ratings for 2"),
+    (GOOD, 2, "", "choice"),
+    (GOOD, 0, "x" * 1001, "comment longer"),
+])
+def test_bad_votes_are_refused_with_the_rule(tmp_path, ratings, choice, comment, rule):
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    tok = store.serve("Вопрос?", None, ["dpo", "sft"], ["a", "b"])
+    with pytest.raises(VoteError, match=rule):
+        store.vote(tok, "ann", ratings, choice, comment)
+    assert store.count() == 0
+
+
+def test_votes_for_unserved_or_already_voted_responses_are_rejected(tmp_path):
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    with pytest.raises(VoteError, match="not served"):
+        store.vote("forged-token", "ann", GOOD, 0)
+    tok = store.serve("Вопрос?", None, ["dpo", "sft"], ["a", "b"])
+    store.vote(tok, "ann", GOOD, 0)
+    with pytest.raises(VoteError, match="already been voted"):
+        store.vote(tok, "ann", GOOD, 1)
+    assert store.count() == 1
+
+
+def test_the_dataset_reads_the_long_table_and_an_absent_store_is_empty(tmp_path):
+    from ru_rlhf.io.datasets import FeedbackDataset
+
+    empty = FeedbackDataset(str(tmp_path / "none.sqlite")).load()
+    assert empty.empty and {"item_id", "annotator_id", "criterion", "score", "source"} <= set(empty.columns)
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    tok = store.serve("Вопрос?", "p1", ["dpo", "sft"], ["Ответ один.", "Ответ два."])
+    store.vote(tok, "ann", GOOD, 0)
+    long = FeedbackDataset(str(tmp_path / "v.sqlite")).load()
+    assert len(long) == 2 * 3 + 1 and set(long["source"]) == {"app"}
+    assert long.loc[long["criterion"] == "overall", "choice"].item() == "app:1:0"
+    pairs = long_to_pairs(long, margin=1.0)
+    # helpfulness 5 vs 2 → one pair; truthfulness and harmlessness tie → none; overall: chosen over the other
+    assert sorted(pairs["criterion"]) == ["helpfulness", "overall"]
+    assert (pairs["chosen"] == "Ответ один.").all()
+
+
+def test_votes_join_preference_curation(tmp_path):
+    from ru_rlhf.pipelines.preference_curation.nodes import add_app_votes
+
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    for pid in ("p-train", "p-test", None):
+        tok = store.serve("Вопрос?", pid, ["dpo", "sft"], ["Ответ один.", "Ответ два."])
+        store.vote(tok, "ann", GOOD, 0)
+    long = votes_to_long(store.votes())
+    panel = pd.DataFrame([{"pair_id": "x", "prompt_id": "p0", "criterion": "overall", "prompt": "q", "chosen": "a",
+                           "rejected": "b", "split": "train", "lang": "ru", "task_type": "qa", "gold_margin": 0.5}])
+    prompts = pd.DataFrame({"prompt_id": ["p-train", "p-test"], "split": ["train", "test"], "lang": ["ru", "ru"],
+                            "task_type": ["qa", "qa"]})
+    pairs, ann = add_app_votes(panel, long, prompts, {})
+    assert set(pairs["source"]) == {"panel", "app"}
+    app = pairs[pairs["source"] == "app"]
+    assert len(app) == 3 * 2
+    # a vote on a test prompt never joins training
+    assert set(app.loc[app["prompt_id"] == "p-test", "split"]) == {"app_holdout"}
+    assert set(app.loc[app["prompt_id"] != "p-test", "split"]) == {"train"}
+    assert len(ann) == len(long)
