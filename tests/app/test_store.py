@@ -84,3 +84,40 @@ def test_votes_join_preference_curation(tmp_path):
     assert set(app.loc[app["prompt_id"] == "p-test", "split"]) == {"app_holdout"}
     assert set(app.loc[app["prompt_id"] != "p-test", "split"]) == {"train"}
     assert len(ann) == len(long)
+
+
+def test_export_writes_parquet_a_datasets_reader_loads(tmp_path):
+    import datasets
+
+    from ru_rlhf.app.export import export_votes
+
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    tok = store.serve("Вопрос?", "p1", ["dpo", "sft"], ["Ответ один.", "Ответ два."])
+    store.vote(tok, "ann", GOOD, 0)
+    info = export_votes(tmp_path / "v.sqlite", tmp_path / "out")
+    assert info == {"votes": 1, "ratings_rows": 7, "pairs": 2, "out": str(tmp_path / "out")}
+    pairs = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "pairs.parquet"))["train"]
+    assert set(pairs.column_names) >= {"prompt", "chosen", "rejected", "criterion"} and len(pairs) == 2
+
+
+def test_only_one_retraining_run_at_a_time(tmp_path):
+    import json
+    import sys
+    import time
+
+    from ru_rlhf.app.service import Retrainer
+
+    report = tmp_path / "08_reporting" / "reward_model"
+    report.mkdir(parents=True)
+    (report / "metrics.json").write_text(json.dumps(
+        {"multi_head": {"helpfulness": {"test": {"accuracy": 0.7, "auc": 0.75}}}}), encoding="utf-8")
+    r = Retrainer(data_root=str(tmp_path), command=[sys.executable, "-c", "import time; time.sleep(1.5)"])
+    assert r.start() is True
+    assert r.start() is False  # a second run while the first is going is refused
+    while r.running():
+        time.sleep(0.1)
+    assert r.state["status"] == "done" and r.state["returncode"] == 0
+    assert r.state["metrics"] == {"helpfulness": {"accuracy": 0.7, "auc": 0.75}}
+    assert r.start() is True  # and allowed again afterwards
+    while r.running():
+        time.sleep(0.1)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
     store = args.store or str(Path(args.data_root) / "01_raw" / "feedback" / "votes.sqlite")
     if args.command == "retrain":
-        r = Retrainer(args.env)
+        r = Retrainer(args.env, args.data_root)
         print("running:", " ".join(r.command()))
         r.start()
         while r.running():
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
 
             time.sleep(2)
         print(r.state["status"], r.state["log_tail"][-1500:])
+        print("new reward model (test):", r.state["metrics"])
         raise SystemExit(0 if r.state["status"] == "done" else 1)
     if args.command == "export":
         from ru_rlhf.app.export import export_votes

@@ -66,7 +66,7 @@ class ABService:
         prompts_path = Path(config.data_root) / "03_primary" / "prompts.parquet"
         self.prompts = (pd.read_parquet(prompts_path).query("split == 'test'").reset_index(drop=True)
                         if prompts_path.exists() else pd.DataFrame(columns=["prompt_id", "prompt"]))
-        self.retrainer = Retrainer(config.env)
+        self.retrainer = Retrainer(config.env, config.data_root)
         log.info("app: %d policies, %d test prompts, store %s", len(self.models), len(self.prompts), config.store)
 
     def random_prompt(self, seed: int | None = None) -> tuple[str | None, str]:
@@ -112,16 +112,34 @@ class ABService:
 
 
 class Retrainer:
-    """Runs ``preference_curation`` and ``reward_modeling`` in the background, one run at a time."""
+    """Runs ``preference_curation`` and ``reward_modeling`` in the background, one run at a time.
 
-    def __init__(self, env: str = "base"):
-        self.env = env
+    When the run is done, ``state["metrics"]`` has the new reward model's test accuracy and AUC per
+    head (from ``<data_root>/08_reporting/reward_model/metrics.json``).
+    """
+
+    def __init__(self, env: str = "base", data_root: str = "data", command: list[str] | None = None):
+        self.env, self.data_root, self._command = env, data_root, command
         self._lock = threading.Lock()
-        self.state = {"status": "idle", "started": None, "finished": None, "returncode": None, "log_tail": ""}
+        self.state = {"status": "idle", "started": None, "finished": None, "returncode": None, "log_tail": "",
+                      "metrics": None}
 
     def command(self) -> list[str]:
+        if self._command:
+            return list(self._command)
         kedro = Path(sys.executable).with_name("kedro")
         return [str(kedro), "run", "--env", self.env, "--pipelines", "preference_curation,reward_modeling"]
+
+    def metrics(self) -> dict | None:
+        """Test accuracy and AUC per head of the reward model the last run wrote."""
+        import json
+
+        path = Path(self.data_root) / "08_reporting" / "reward_model" / "metrics.json"
+        if not path.exists():
+            return None
+        m = json.loads(path.read_text(encoding="utf-8")).get("multi_head", {})
+        return {h: {k: v.get("test", {}).get(k) for k in ("accuracy", "auc")} for h, v in m.items()
+                if isinstance(v, dict)}
 
     def start(self) -> bool:
         """Start a run unless one is going; returns whether it started."""
@@ -134,6 +152,8 @@ class Retrainer:
                 res = subprocess.run(self.command(), capture_output=True, text=True)
                 self.state.update(returncode=res.returncode, log_tail=(res.stdout + res.stderr)[-2000:],
                                   status="done" if res.returncode == 0 else "failed")
+                if res.returncode == 0:
+                    self.state["metrics"] = self.metrics()
             except Exception as err:  # noqa: BLE001 - shown to the admin, not swallowed
                 self.state.update(status="failed", log_tail=repr(err))
             finally:

@@ -105,7 +105,11 @@ def build_app(service: ABService):
         def retrain_state():
             st = service.retrainer.state
             if st["status"] == "done":
-                return f"Готово. Метрики: `data/08_reporting/reward_model/metrics.json`.\n\n```\n{st['log_tail'][-600:]}\n```"
+                rows = "\n".join(f"| {h} | {m['accuracy']} | {m['auc']} |" for h, m in (st["metrics"] or {}).items())
+                return ("Готово: новая модель вознаграждения (test).\n\n| head | accuracy | AUC |\n|---|---|---|\n"
+                        + rows)
+            if st["status"] == "failed":
+                return f"Ошибка переобучения:\n\n```\n{st['log_tail'][-600:]}\n```"
             return f"Статус: {st['status']}"
 
         random_btn.click(on_random, None, prompt, api_name="random_prompt")

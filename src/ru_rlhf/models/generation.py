@@ -140,7 +140,8 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
                      for s in seeds]).to(device)
     eos = tokenizer.eos_token_id
     position = (mask.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True)
+    # the prefill needs the next-token logits of the last position only (not the whole prompt × vocabulary)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
     prompt_len = ids.shape[1]
     # decode into a preallocated (static) cache: a growing cache copies all of itself every step,
     # which costs more than the model itself at a few hundred rows
