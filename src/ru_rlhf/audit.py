@@ -35,13 +35,14 @@ def _load(name: str) -> dict:
 
 
 def rm_scorer(reward_model, weights: dict[str, float] | None = None) -> Scorer:
-    """A scorer from a ``(RewardModel, tokenizer)`` pair: the per-head scores and the scalar."""
-    from ru_rlhf.models.reward import score
+    """A scorer from a ``(RewardModel, tokenizer)`` pair: the per-head scores and the scalar, the
+    prompts formatted as the reward model was trained."""
+    from ru_rlhf.models.reward import score_prompts
 
     rm, tok = reward_model
 
     def fn(prompts: list[str], responses: list[str]) -> pd.DataFrame:
-        return score(rm, tok, prompts, responses, weights=weights)
+        return score_prompts(rm, tok, prompts, responses, weights=weights)
 
     return fn
 

@@ -108,3 +108,27 @@ def test_platt_scaling_fixes_a_miscalibrated_score():
     platt = LogisticRegression().fit(raw[:10000].reshape(-1, 1), y[:10000])
     after, _ = expected_calibration_error(platt.predict_proba(raw[10000:].reshape(-1, 1))[:, 1], y[10000:])
     assert before > 0.1 and after < 0.02
+
+
+def test_the_scalar_weights_z_scored_heads_and_survives_save_load(tmp_path, tiny_rm_parts):
+    """Heads on different scales: after fit_normalisation each head has mean 0 and spread 1 on the
+    fitting responses, the scalar is the weighted sum of those z-scores, and the fit is saved."""
+    from ru_rlhf.models.reward import fit_normalisation, load_reward_model, score
+
+    tok, size = tiny_rm_parts
+    rm = RewardModel(load_encoder(size=size, tokenizer=tok, seed=1), kind="multi_head", weights={"helpfulness": 0.5, "truthfulness": 0.5,
+                                                            "harmlessness": 0.0})
+    with torch.no_grad():  # make one head loud
+        rm.head.weight[2].mul_(50.0)
+    prompts = ["Вопрос?"] * 6
+    responses = ["Да.", "Нет, это было в мае.", "Мост открыли в Казани.", "Не знаю.", "Спасибо!", "Глупый вопрос."]
+    norm = fit_normalisation(rm, tok, prompts, responses)
+    s = score(rm, tok, prompts, responses)
+    heads = list(rm.heads)
+    z = (s[heads] - pd.Series(norm["mean"])) / pd.Series(norm["std"])
+    assert np.allclose(z.mean(), 0, atol=1e-4) and np.allclose(z.std(ddof=0), 1, atol=1e-3)
+    assert np.allclose(s["scalar"], 0.5 * z["helpfulness"] + 0.5 * z["truthfulness"], atol=1e-4)
+    rm.save_pretrained(tmp_path / "rm", tok)
+    rm2, tok2 = load_reward_model(tmp_path / "rm")
+    assert rm2.norm_mean == rm.norm_mean and rm2.norm_std == rm.norm_std
+    assert np.allclose(score(rm2, tok2, prompts, responses)["scalar"], s["scalar"], atol=1e-5)

@@ -7,7 +7,10 @@
   notebook's loss); the head's reward is the expected bin.
 
 Both expose the per-head scores and the scalar reward, a weighted sum of the heads whose
-weights are a parameter (the trade-off knob). Saved as the encoder's ``save_pretrained``
+weights are a parameter (the trade-off knob). The heads are z-scored before they are weighted
+(mean and spread fitted on training responses, :func:`fit_normalisation`): trained apart, the
+heads end up on different scales (harmlessness spread 3.4 against 0.9 on the base run), and an
+unnormalised sum is then the loudest head, whatever the weights say. Saved as the encoder's ``save_pretrained``
 (safetensors) plus ``head.safetensors`` and ``reward_config.json`` (head names, weights, kind).
 The training loop is our own (TRL's RewardTrainer has one scalar head and no masking per
 criterion); it is plain PyTorch with a progress bar, a loss table and checkpoints.
@@ -41,6 +44,8 @@ class RewardModel(nn.Module):
             raise ValueError(f"unknown reward model kind {kind!r}")
         self.encoder, self.heads, self.kind, self.n_bins = encoder, tuple(heads), kind, n_bins
         self.weights = dict(weights or {h: 1 / len(heads) for h in heads})
+        self.norm_mean = {h: 0.0 for h in self.heads}  # per-head centre and spread for the scalar
+        self.norm_std = {h: 1.0 for h in self.heads}
         width = len(heads) * (n_bins if kind == "distributional" else 1)
         self.head = nn.Linear(encoder.config.hidden_size, width)
 
@@ -60,10 +65,12 @@ class RewardModel(nn.Module):
         return {"scores": (probs * bins).sum(-1), "probs": probs}
 
     def scalar(self, scores: torch.Tensor, weights: dict[str, float] | None = None) -> torch.Tensor:
-        """The weighted sum of the head scores (weights default to the model's own)."""
+        """The weighted sum of the z-scored head scores (weights default to the model's own)."""
         w = weights or self.weights
         vec = torch.tensor([w.get(h, 0.0) for h in self.heads], dtype=scores.dtype, device=scores.device)
-        return scores @ vec
+        mean = torch.tensor([self.norm_mean[h] for h in self.heads], dtype=scores.dtype, device=scores.device)
+        std = torch.tensor([self.norm_std[h] for h in self.heads], dtype=scores.dtype, device=scores.device)
+        return ((scores - mean) / std) @ vec
 
     def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
         from safetensors.torch import save_file
@@ -75,8 +82,8 @@ class RewardModel(nn.Module):
             tokenizer.save_pretrained(path / "encoder")
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / "head.safetensors"))
         (path / "reward_config.json").write_text(json.dumps(
-            {"kind": self.kind, "heads": list(self.heads), "weights": self.weights, "n_bins": self.n_bins},
-            indent=2), encoding="utf-8")
+            {"kind": self.kind, "heads": list(self.heads), "weights": self.weights, "n_bins": self.n_bins,
+             "norm_mean": self.norm_mean, "norm_std": self.norm_std}, indent=2), encoding="utf-8")
 
 
 def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
@@ -92,6 +99,8 @@ def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
     cfg = json.loads((path / "reward_config.json").read_text(encoding="utf-8"))
     rm = RewardModel(load_encoder(path / "encoder"), tuple(cfg["heads"]), cfg["kind"], cfg["n_bins"], cfg["weights"])
     rm.head.load_state_dict(load_file(str(path / "head.safetensors")))
+    rm.norm_mean.update(cfg.get("norm_mean", {}))
+    rm.norm_std.update(cfg.get("norm_std", {}))
     return rm.eval(), load_encoder_tokenizer(path / "encoder")
 
 
@@ -146,6 +155,25 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
     if pooled:
         df.attrs["pooled"] = torch.cat(states).numpy() if states else None
     return df
+
+
+def score_prompts(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], **kwargs) -> pd.DataFrame:
+    """:func:`score` for prompts as the tasks state them: formatted the way the reward model was
+    trained (``ru_rlhf.models.policy.format_prompt``)."""
+    from ru_rlhf.models.policy import format_prompt
+
+    return score(rm, tokenizer, [format_prompt(p) for p in prompts], responses, **kwargs)
+
+
+def fit_normalisation(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str],
+                      max_length: int = 256) -> dict:
+    """Set the per-head centre and spread of the scalar from raw head scores of these responses
+    (model-formatted prompts); returns them."""
+    rm.norm_mean, rm.norm_std = {h: 0.0 for h in rm.heads}, {h: 1.0 for h in rm.heads}
+    raw = score(rm, tokenizer, prompts, responses, max_length=max_length)
+    rm.norm_mean = {h: round(float(raw[h].mean()), 6) for h in rm.heads}
+    rm.norm_std = {h: round(max(float(raw[h].std(ddof=0)), 1e-6), 6) for h in rm.heads}
+    return {"mean": rm.norm_mean, "std": rm.norm_std, "responses": len(responses)}
 
 
 # --------------------------------------------------------------------------- training

@@ -152,14 +152,14 @@ def probe_scores(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> dic
 
 
 def _reward_fn(reward_model, weights: dict[str, float] | None):
-    from ru_rlhf.models.reward import score
+    from ru_rlhf.models.reward import score_prompts
 
     rm, rm_tok = reward_model
 
     def fn(prompts: list[str], responses: list[str]):
         import torch
 
-        return torch.tensor(score(rm, rm_tok, prompts, responses, weights=weights)["scalar"].to_numpy())
+        return torch.tensor(score_prompts(rm, rm_tok, prompts, responses, weights=weights)["scalar"].to_numpy())
 
     return fn
 
@@ -170,7 +170,7 @@ def generate_outputs(policy, reference_policy, policy_tokenizer, reward_model, a
     """Generations on the test prompts (same prompts, samples and seeds for every method), each
     with its gold scores, the reward model's heads and scalar, and its per-token KL to the reference.
     """
-    from ru_rlhf.models.reward import score
+    from ru_rlhf.models.reward import score_prompts
 
     c = CommonParams.model_validate(common)
     test = _role(alignment_prompts, "test")
@@ -179,7 +179,7 @@ def generate_outputs(policy, reference_policy, policy_tokenizer, reward_model, a
                     samples=c.test_samples, tag="test", desc=f"{method} test")
     gold = _gold(gen)
     rm, rm_tok = reward_model
-    rm_scores = score(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)
+    rm_scores = score_prompts(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)
     kls = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(p) for p in gen["prompt"]],
                       list(gen["response"]))
     out = gen[["prompt_id", "sample", "task_type", "lang", "prompt", "response"]].copy()
@@ -348,7 +348,7 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
     """
     from datasets import Dataset
 
-    from ru_rlhf.models.reward import score
+    from ru_rlhf.models.reward import score_prompts
     from ru_rlhf.models.training import run_sft_trainer
     from ru_rlhf.pipelines.sft.nodes import StageParams
 
@@ -370,8 +370,8 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
                                                              c.max_new_tokens_by_task.items()}})
         gen = _generate(policy, policy_tokenizer, sel, cc, temperature=p.temperature, top_p=p.top_p,
                         samples=p.samples, tag=f"cem{it}", desc=f"cem {it}")
-        gen["rm"] = score(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)[
-            "scalar"].to_numpy()
+        gen["rm"] = score_prompts(rm, rm_tok, list(gen["prompt"]), list(gen["response"]),
+                                  weights=c.reward_weights)["scalar"].to_numpy()
         elite = (gen[gen["response"].str.len() > 0].sort_values(["prompt_id", "rm"], ascending=[True, False])
                  .groupby("prompt_id").head(p.elite))
         ds = Dataset.from_pandas(pd.DataFrame({"prompt": elite["prompt"].map(format_prompt),

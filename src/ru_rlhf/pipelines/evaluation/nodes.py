@@ -215,6 +215,7 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
     import torch
     from captum.attr import LayerIntegratedGradients
 
+    from ru_rlhf.models.policy import format_prompt
     from ru_rlhf.models.reward import encode
 
     p = _params(params)
@@ -234,7 +235,7 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
         lig = LayerIntegratedGradients(forward, rm.encoder.embeddings.word_embeddings)
         for pr in pairs.itertuples(index=False):
             for side, text in (("chosen", pr.chosen), ("rejected", pr.rejected)):
-                enc = encode(tok, [pr.prompt], [text], 256)
+                enc = encode(tok, [format_prompt(pr.prompt)], [text], 256)  # as the RM was trained
                 ids, mask = enc["input_ids"], enc["attention_mask"]
                 baseline = torch.full_like(ids, tok.pad_token_id)
                 attr = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask,),

@@ -122,7 +122,19 @@ def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, 
                                      learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
                                      checkpoint_dir=Path(p.checkpoint_dir) / name, save_steps=t.save_steps,
                                      desc=name)
+    norm = normalise_heads(rm, tok, data, p)
+    log.info("%s: head normalisation %s", name, norm)
     return (rm, tok), history.assign(model=name)
+
+
+def normalise_heads(rm: RewardModel, tok, data: pd.DataFrame, p: RewardParams) -> dict:
+    """Fit the scalar's per-head z-scoring on the training pairs' responses (up to 2 000, seeded)."""
+    from ru_rlhf.models.reward import fit_normalisation
+
+    texts = pd.DataFrame({"prompt": list(data["prompt"]) * 2, "response": list(data["chosen"]) + list(data["rejected"])})
+    texts = texts.drop_duplicates()
+    texts = texts.sample(n=min(2000, len(texts)), random_state=p.seed)
+    return fit_normalisation(rm, tok, list(texts["prompt"]), list(texts["response"]), p.train.max_length)
 
 
 def train_multi_head_rm(pairs: pd.DataFrame, encoder, params: dict):
@@ -304,7 +316,10 @@ def tradeoff_report(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame
     p = _params(params)
     test = gold_scores[gold_scores["split"] == "test"].reset_index(drop=True)
     rs = _score_responses(multi_head, test, prompts, p)
-    heads = rs[[f"rm_{h}" for h in CRITERIA]].to_numpy()
+    rm = multi_head[0]
+    # z-scored as the reward model's own scalar does, so that the weights mean what they say
+    heads = ((rs[[f"rm_{h}" for h in CRITERIA]].to_numpy() - np.array([rm.norm_mean[h] for h in CRITERIA]))
+             / np.array([rm.norm_std[h] for h in CRITERIA]))
     rows, top = [], {}
     for name, w in p.tradeoff.items():
         vec = np.array([w.get(h, 0.0) for h in CRITERIA])

@@ -206,6 +206,14 @@ def sft_policy(pretrained_policy, policy_tokenizer, demonstrations: pd.DataFrame
 
 
 # --------------------------------------------------------------------------- evaluation
+def freeze_reference(sft_policy):
+    """The frozen reference for every KL term: a copy of the SFT policy saved on its own
+    (``06_models/reference_policy``), so that later stages never read a policy being trained."""
+    for param in sft_policy.parameters():
+        param.requires_grad_(False)
+    return sft_policy
+
+
 def evaluate_sft(pretrained_policy, sft_policy, policy_tokenizer, demonstrations: pd.DataFrame,
                  prompts: pd.DataFrame, params: dict) -> dict:
     """Validation perplexity of both models on reference answers, and the QA answer rate.

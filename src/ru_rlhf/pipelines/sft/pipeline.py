@@ -15,6 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["pretrained_policy", "pretrain_log"], name="pretrain_policy"),
             Node(nodes.sft_policy, ["pretrained_policy", "policy_tokenizer", "demonstrations", "params:sft"],
                  ["sft_policy", "sft_log"], name="sft_policy"),
+            Node(nodes.freeze_reference, "sft_policy", "reference_policy", name="freeze_reference"),
             Node(nodes.evaluate_sft,
                  ["pretrained_policy", "sft_policy", "policy_tokenizer", "demonstrations", "prompts", "params:sft"],
                  "sft_eval", name="evaluate_sft"),
