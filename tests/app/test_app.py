@@ -186,3 +186,31 @@ def test_a_person_votes_in_a_real_browser(running_app, tmp_path):
     assert row["choice"] == 1 and row["ratings"][0] == {"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}
     assert row["comment"] == "Ответ B точнее &lt;script&gt;"
     assert row["prompt_id"] is None or isinstance(row["prompt"], str)
+
+
+def test_login_with_users_from_the_credentials_file(service, tmp_path):
+    """`--auth`: users come from conf/local/credentials.yml; without a login the API refuses."""
+    from gradio_client import Client
+
+    from ru_rlhf.app.__main__ import _credentials
+    from ru_rlhf.app.ui import build_app
+
+    creds = tmp_path / "credentials.yml"
+    creds.write_text("app_users:\n  alice: secret1\n  admin: secret2\napp_admins: [admin]\n", encoding="utf-8")
+    users, admins = _credentials(creds)
+    assert users == [("alice", "secret1"), ("admin", "secret2")] and admins == ("admin",)
+    port = free_port()
+    demo = build_app(service)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, auth=users)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(f"{url}/config", timeout=30).status_code in (401, 403)  # no login, no app
+        client = Client(url, auth=("alice", "secret1"), verbose=False)
+        client.predict("Что нового в Казани?", api_name="/serve")
+        status = client.predict(*RATINGS, "C", "", api_name="/vote")
+        assert "Голос" in repr(status)
+        assert service.store.votes().iloc[0]["annotator"] == "alice"
+    finally:
+        demo.close()
+    with pytest.raises(SystemExit, match="no credentials file"):
+        _credentials(tmp_path / "missing.yml")

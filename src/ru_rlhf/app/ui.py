@@ -4,10 +4,10 @@ Blind by construction: the page and every API payload carry only the texts and a
 token held server-side (``gr.State``); which policy wrote which answer stays in the store.
 """
 
-from __future__ import annotations
-
 import logging
 from pathlib import Path
+
+import gradio as gr  # at module level, unpostponed annotations: Gradio injects `gr.Request` by its annotation
 
 from ru_rlhf.app.service import ABService
 from ru_rlhf.app.store import CRITERIA, MAX_COMMENT, VoteError
@@ -28,8 +28,6 @@ def _guidelines() -> str:
 
 def build_app(service: ABService):
     """The Blocks app over ``service``."""
-    import gradio as gr
-
     with gr.Blocks(title="ru-rlhf: слепое сравнение ответов") as demo:
         gr.Markdown("## Сравните ответы\nВведите запрос или возьмите случайный, оцените каждый ответ по трём "
                     "критериям (1–5) и выберите лучший. Какая модель написала ответ, не показывается.")
@@ -72,8 +70,8 @@ def build_app(service: ABService):
             texts = texts + [""] * (len(SLOTS) - len(texts))
             return (tok, *texts, "Оцените ответы и выберите лучший.")
 
-        def on_vote(tok: str, *args, request: gr.Request = None):
-            *rates, best_slot, note = args
+        def on_vote(tok: str, a_h, a_t, a_s, b_h, b_t, b_s, c_h, c_t, c_s, best_slot, note, request: gr.Request):
+            rates = [a_h, a_t, a_s, b_h, b_t, b_s, c_h, c_t, c_s]  # slots A, B, C × criteria (as CRITERIA)
             if not tok:
                 return tok, "⚠️ Сначала получите ответы (no responses were served in this session)."
             ratings = []
