@@ -185,7 +185,7 @@ def test_a_person_votes_in_a_real_browser(running_app, tmp_path):
     row = v.iloc[0]
     assert row["choice"] == 1 and row["ratings"][0] == {"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}
     assert row["comment"] == "Ответ B точнее &lt;script&gt;"
-    assert row["prompt_id"] is None or isinstance(row["prompt"], str)
+    assert row["prompt_id"] in {"p-test-1", "p-test-2"}  # a drawn test prompt keeps its id
 
 
 def test_login_with_users_from_the_credentials_file(service, tmp_path):
