@@ -52,3 +52,5 @@ world: install
 bench: install
 	$(KEDRO) run --pipelines ingestion,sft
 	$(PY) benchmarks/bench_generation.py
+	$(KEDRO) run --pipelines alignment --nodes select_alignment_prompts
+	$(PY) benchmarks/bench_rl.py
