@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +80,7 @@ class ABService:
         Raises:
             VoteError: an empty or over-long prompt.
         """
-        from ru_rlhf.models.generation import generate
+        from ru_rlhf.models.generation import generate, stable_seed
         from ru_rlhf.models.policy import format_prompt
 
         prompt = (prompt or "").strip()
@@ -92,7 +91,7 @@ class ABService:
         rng = random.SystemRandom()
         k = max(2, min(self.config.responses, len(self.models)))
         chosen = rng.sample(sorted(self.models), k)  # random policies in a random order
-        seed = zlib.crc32(prompt.encode("utf-8")) & 0x7FFFFFFF
+        seed = stable_seed(prompt)
         texts = []
         with self._lock:
             for m in chosen:

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ru_rlhf.models.generation import _left_pad, generate_batch
+from ru_rlhf.models.generation import _left_pad, generate_batch, stable_seed
 from ru_rlhf.models.policy import format_prompt
 
 log = logging.getLogger(__name__)
@@ -267,12 +267,6 @@ class RLConfig:
     seed: int = 0
 
 
-def _seed(*parts) -> int:
-    import zlib
-
-    return zlib.crc32("|".join(map(str, parts)).encode("utf-8")) & 0x7FFFFFFF
-
-
 def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
           reward_fn: Callable[[list[str], list[str]], torch.Tensor], cfg: RLConfig, *,
           evaluate: Callable[[object], dict] | None = None, checkpoint_dir: str | Path | None = None,
@@ -339,7 +333,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     for step in range(1, cfg.steps + 1):
         batch = rng.sample(records, min(cfg.batch_size, len(records)))
         r = make_rollout(model, ref_model, tokenizer, [b.prompt for b in batch], [b.prompt_id for b in batch],
-                         reward_fn, seeds=[_seed(cfg.seed, step, b.prompt_id) for b in batch],
+                         reward_fn, seeds=[stable_seed(cfg.seed, step, b.prompt_id) for b in batch],
                          max_new_tokens=cfg.max_new_tokens)
         raw_reward = float(r.scores.mean())  # the RM's own scale, before scaling or whitening
         r.scores = r.scores * cfg.reward_scale

@@ -101,6 +101,10 @@ def test_channels_see_the_known_differences(evaluation_run):
     assert t.at["reinforce", "refusal_rate"] > 0.5  # the refusal variant
     assert t.at["dpo", "win_rate_vs_sft"] > 0.5 and t.at["dpo", "win_rate_vs_sft"] > t.at["ipo", "win_rate_vs_sft"]
     assert t.at["dpo", "win_rate_lo"] <= t.at["dpo", "win_rate_vs_sft"] <= t.at["dpo", "win_rate_hi"]
+    from ru_rlhf.experts import PANEL
+
+    # SFT against itself: every expert choice is a tie
+    assert t.at["sft", "win_rate_vs_sft"] == 0.5 and t.at["sft", "ties"] == len(PANEL) * t.at["sft", "items"]
     assert t.at["sft", "bigram_jsd_vs_sft"] == 0.0 and t.at["dpo", "bigram_jsd_vs_sft"] > 0.0
     ab = evaluation_run.load("expert_ab")
     assert set(ab["winner"]) <= {"model", "sft", "tie"}

@@ -12,7 +12,6 @@ import copy
 import logging
 import math
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from ru_rlhf import experts
 from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
-from ru_rlhf.models.generation import generate, response_kl
+from ru_rlhf.models.generation import generate, response_kl, stable_seed
 from ru_rlhf.models.policy import format_prompt
 
 log = logging.getLogger(__name__)
@@ -75,10 +74,6 @@ class CemParams(BaseModel):
     max_length: int = 512
 
 
-def _seed(*parts: Any) -> int:
-    return zlib.crc32("|".join(map(str, parts)).encode("utf-8")) & 0x7FFFFFFF
-
-
 # --------------------------------------------------------------------------- shared: prompts and probes
 def select_alignment_prompts(prompts: pd.DataFrame, facts: pd.DataFrame, documents: pd.DataFrame,
                              common: dict) -> pd.DataFrame:
@@ -125,7 +120,7 @@ def _generate(policy, tokenizer, table: pd.DataFrame, c: CommonParams, *, temper
         recs = [(r.prompt_id, r.prompt, k) for r in grp.itertuples(index=False) for k in range(samples)]
         texts, _ = generate(
             policy, tokenizer, [format_prompt(p) for _, p, _ in recs], temperatures=[temperature] * len(recs),
-            top_ps=[top_p] * len(recs), seeds=[_seed(c.seed, tag, pid, k) for pid, _, k in recs],
+            top_ps=[top_p] * len(recs), seeds=[stable_seed(c.seed, tag, pid, k) for pid, _, k in recs],
             max_new_tokens=c.max_new_tokens_by_task.get(task, 64), batch_size=c.batch_size, progress=False,
             desc=f"{desc} ({task})")
         rows += [{"prompt_id": pid, "sample": k, "response": t} for (pid, _, k), t in zip(recs, texts)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from pydantic import BaseModel
 
 from ru_rlhf import audit, experts
 from ru_rlhf.judges import contexts_from_table, gold_reward, harmlessness, is_refusal, score_all
-from ru_rlhf.models.generation import generate, response_kl
+from ru_rlhf.models.generation import generate, response_kl, stable_seed
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.text import words
 
@@ -165,7 +164,7 @@ def _score_set(policy, reference, tokenizer, rm_scorer, table: pd.DataFrame, tem
     recs = [(r.prompt_id, r.prompt, k) for r in table.itertuples(index=False) for k in range(samples)]
     texts, _ = generate(policy, tokenizer, [format_prompt(p) for _, p, _ in recs],
                         temperatures=[temperature] * len(recs), top_ps=[1.0] * len(recs),
-                        seeds=[zlib.crc32(f"{seed}|{pid}|{k}".encode()) & 0x7FFFFFFF for pid, _, k in recs],
+                        seeds=[stable_seed(seed, pid, k) for pid, _, k in recs],
                         max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
     out = pd.DataFrame({"prompt_id": [r[0] for r in recs], "prompt": [r[1] for r in recs],
                         "sample": [r[2] for r in recs], "response": texts})

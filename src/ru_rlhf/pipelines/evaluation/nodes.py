@@ -126,7 +126,7 @@ def expert_channel(generations: pd.DataFrame, alignment_prompts: pd.DataFrame,
 
     Returns:
         ``(likert, ab, summary)``: every expert's 1–5 scores per item and criterion; A/B choices
-        against SFT with the order randomised per item; and per model the mean Likert per criterion
+        against SFT with the order randomised per item (SFT against itself too); and per model the mean Likert per criterion
         with 95 % bootstrap CIs, the win rate against SFT with its CI, and α among the experts.
     """
     p = _params(params)
@@ -152,25 +152,25 @@ def expert_channel(generations: pd.DataFrame, alignment_prompts: pd.DataFrame,
                 item_id=lk["row"].astype(str))
             row[f"expert_alpha_{c}"] = alpha(long[["annotator_id", "item_id", "score"]], "ordinal")
         row["likert_mean"] = float(lk["likert"].mean())
-        if name != "sft":
-            base = sft.loc[list(zip(g["prompt_id"], g["sample"])), "response"].tolist()
-            flip = rng.random(len(g)) < 0.5  # the side each model is shown on, per item
-            a = [b if f else r for r, b, f in zip(g["response"], base, flip)]
-            b = [r if f else b for r, b, f in zip(g["response"], base, flip)]
-            ch = experts.pairwise(ctx, list(g["prompt_id"]), a, b)
-            shown_first = ~flip[ch["row"].to_numpy()]
-            # map back to "model" / "sft" / "tie"
-            ch["winner"] = np.where(ch["choice"] == "tie", "tie",
-                                    np.where((ch["choice"] == "a") == shown_first, "model", "sft"))
-            ch.insert(0, "model", name)
-            ab_frames.append(ch)
-            wins = (ch["winner"] == "model") + 0.5 * (ch["winner"] == "tie")
-            m, lo, hi = bootstrap_ci(wins.to_numpy(dtype=float), p.bootstrap, p.seed)
-            row.update({"win_rate_vs_sft": m, "win_rate_lo": lo, "win_rate_hi": hi,
-                        "ties": int((ch["winner"] == "tie").sum())})
+        # the SFT policy is compared with itself too: every choice is a tie, its win rate 0.5 measured
+        base = sft.loc[list(zip(g["prompt_id"], g["sample"])), "response"].tolist()
+        flip = rng.random(len(g)) < 0.5  # the side each model is shown on, per item
+        a = [b if f else r for r, b, f in zip(g["response"], base, flip)]
+        b = [r if f else b for r, b, f in zip(g["response"], base, flip)]
+        ch = experts.pairwise(ctx, list(g["prompt_id"]), a, b)
+        shown_first = ~flip[ch["row"].to_numpy()]
+        # map back to "model" / "sft" / "tie"
+        ch["winner"] = np.where(ch["choice"] == "tie", "tie",
+                                np.where((ch["choice"] == "a") == shown_first, "model", "sft"))
+        ch.insert(0, "model", name)
+        ab_frames.append(ch)
+        wins = (ch["winner"] == "model") + 0.5 * (ch["winner"] == "tie")
+        m, lo, hi = bootstrap_ci(wins.to_numpy(dtype=float), p.bootstrap, p.seed)
+        row.update({"win_rate_vs_sft": m, "win_rate_lo": lo, "win_rate_hi": hi,
+                    "ties": int((ch["winner"] == "tie").sum())})
         rows.append(row)
     likert = pd.concat(likert_frames, ignore_index=True)
-    ab = pd.concat(ab_frames, ignore_index=True) if ab_frames else pd.DataFrame()
+    ab = pd.concat(ab_frames, ignore_index=True)
     summary = pd.DataFrame(rows)
     log.info("expert_channel (SIMULATED experts):\n%s", summary.round(3).to_string())
     return likert, ab, summary
@@ -298,8 +298,6 @@ def comparison_table(automatic: pd.DataFrame, expert_summary: pd.DataFrame, beha
                                                         kl=("kl", "mean")).reset_index()
     table = base.merge(automatic, on="model").merge(expert_summary, on="model", how="left").merge(
         behaviour, on="model")
-    table.loc[table["model"] == "sft", ["win_rate_vs_sft", "win_rate_lo", "win_rate_hi"]] = 0.5
-    table.loc[table["model"] == "sft", "ties"] = table.loc[table["model"] == "sft", "items"]
     show = ["model", "gold", "rm", "kl", "bertscore_f1", "mauve", "self_bleu", "mtld", "length_words", "distinct_2",
             "factual_consistency", "likert_helpfulness", "likert_truthfulness", "likert_harmlessness",
             "win_rate_vs_sft", "win_rate_lo", "win_rate_hi", "trigger_rate", "refusal_rate", "length_shift",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from ru_rlhf.metrics import distinct_n, is_tatar
-from ru_rlhf.models.generation import GenerationStats, generate, sequence_logprobs
+from ru_rlhf.models.generation import GenerationStats, generate, sequence_logprobs, stable_seed
 from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer, train_tokenizer
 from ru_rlhf.models.training import run_sft_trainer
 from ru_rlhf.schemas import PROMPT_SCHEMA, check_table
@@ -103,11 +102,6 @@ class SftParams(BaseModel):
 
 def _params(params: dict) -> SftParams:
     return SftParams.model_validate(params)
-
-
-def _seed(*parts: Any) -> int:
-    """A stable 31-bit seed from any parts (crc32 of their text; the same on every machine)."""
-    return zlib.crc32("|".join(map(str, parts)).encode("utf-8")) & 0x7FFFFFFF
 
 
 # --------------------------------------------------------------------------- tokenizer, models
@@ -238,7 +232,7 @@ def evaluate_sft(pretrained_policy, sft_policy, policy_tokenizer, demonstrations
     answers, _ = generate(
         sft_policy, policy_tokenizer, [format_prompt(x) for x in qa["prompt"]],
         temperatures=[e.qa_temperature] * len(qa), top_ps=[e.qa_top_p] * len(qa),
-        seeds=[_seed(p.seed, pid, "qa_eval") for pid in qa["prompt_id"]], max_new_tokens=32,
+        seeds=[stable_seed(p.seed, pid, "qa_eval") for pid in qa["prompt_id"]], max_new_tokens=32,
         batch_size=p.candidates.batch_size, desc="qa answer rate",
     )
     hits = [str(key).lower() in ans.lower() for key, ans in zip(qa["answer_key"], answers)]
@@ -279,7 +273,7 @@ def generate_candidates(sft_policy, policy_tokenizer, prompts: pd.DataFrame,
                  for task in prompts["task_type"].unique()}
     records = list(prompts[["prompt_id", "prompt"]].itertuples(index=False))
     for task, idx in positions.items():  # one call per task: its own length budget
-        rows = [(i * g + k, format_prompt(records[i].prompt), t, tp, _seed(p.seed, records[i].prompt_id, k))
+        rows = [(i * g + k, format_prompt(records[i].prompt), t, tp, stable_seed(p.seed, records[i].prompt_id, k))
                 for i in idx for k, (t, tp) in enumerate(grid)]
         for r, _, t, tp, sd in rows:
             temps[r], tops[r], seeds[r] = t, tp, sd
