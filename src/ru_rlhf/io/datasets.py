@@ -167,3 +167,80 @@ class FeedbackDataset(AbstractDataset):
 
     def _exists(self) -> bool:
         return True  # no store yet simply means no votes yet
+
+
+# --------------------------------------------------------------------------- atomic file datasets
+class _AtomicSave:
+    """Write to a hidden temporary sibling, then rename it into place (``os.replace``).
+
+    kedro-datasets write straight to the target path, so a run killed mid-save leaves a
+    truncated parquet/JSON that the next run would load. These subclasses redirect the save path
+    to ``.<stem>.tmp<pid><suffix>`` beside the target and rename it when the save has finished;
+    a failed save removes the temporary file and leaves the previous output untouched. Only
+    local, unversioned paths are redirected (others save as the parent class does).
+    """
+
+    _atomic_tmp = None
+
+    def _get_save_path(self):
+        return self._atomic_tmp if self._atomic_tmp is not None else super()._get_save_path()
+
+    def save(self, data) -> None:
+        import os
+        import shutil
+        from pathlib import Path
+
+        if getattr(self, "_version", None) or getattr(self, "_protocol", "file") not in ("file", "local"):
+            return super().save(data)
+        final = self._filepath
+        tmp = final.parent / f".{final.stem}.tmp{os.getpid()}{final.suffix}"
+        Path(str(final.parent)).mkdir(parents=True, exist_ok=True)
+        self._atomic_tmp = tmp
+        try:
+            super().save(data)
+        except BaseException:
+            shutil.rmtree(str(tmp), ignore_errors=True) if Path(str(tmp)).is_dir() else Path(str(tmp)).unlink(missing_ok=True)
+            raise
+        finally:
+            self._atomic_tmp = None
+        tmp_p, final_p = Path(str(tmp)), Path(str(final))
+        if tmp_p.is_dir() and final_p.exists():  # a directory cannot be replaced in one step
+            old = final_p.with_name(f".{final_p.name}.old{os.getpid()}")
+            final_p.rename(old)
+            tmp_p.rename(final_p)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp_p, final_p)
+        self._invalidate_cache()
+
+
+def _atomic(base: type, doc: str) -> type:
+    return type(f"Atomic{base.__name__}", (_AtomicSave, base), {"__doc__": doc, "__module__": __name__})
+
+
+def _load_atomic_classes() -> dict[str, type]:
+    from kedro_datasets.huggingface import ArrowDataset
+    from kedro_datasets.json import JSONDataset
+    from kedro_datasets.matplotlib import MatplotlibDataset
+    from kedro_datasets.pandas import CSVDataset, JSONDataset as PandasJSONDataset, ParquetDataset
+    from kedro_datasets.text import TextDataset
+
+    return {
+        "AtomicParquetDataset": _atomic(ParquetDataset, "pandas.ParquetDataset, saved atomically."),
+        "AtomicCSVDataset": _atomic(CSVDataset, "pandas.CSVDataset, saved atomically."),
+        "AtomicPandasJSONDataset": _atomic(PandasJSONDataset, "pandas.JSONDataset, saved atomically."),
+        "AtomicJSONDataset": _atomic(JSONDataset, "json.JSONDataset, saved atomically."),
+        "AtomicTextDataset": _atomic(TextDataset, "text.TextDataset, saved atomically."),
+        "AtomicMatplotlibDataset": _atomic(MatplotlibDataset, "matplotlib.MatplotlibDataset, saved atomically."),
+        "AtomicArrowDataset": _atomic(ArrowDataset, "huggingface.ArrowDataset (a directory), saved atomically."),
+    }
+
+
+_ATOMIC = _load_atomic_classes()
+AtomicParquetDataset = _ATOMIC["AtomicParquetDataset"]
+AtomicCSVDataset = _ATOMIC["AtomicCSVDataset"]
+AtomicPandasJSONDataset = _ATOMIC["AtomicPandasJSONDataset"]
+AtomicJSONDataset = _ATOMIC["AtomicJSONDataset"]
+AtomicTextDataset = _ATOMIC["AtomicTextDataset"]
+AtomicMatplotlibDataset = _ATOMIC["AtomicMatplotlibDataset"]
+AtomicArrowDataset = _ATOMIC["AtomicArrowDataset"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,80 @@ def trl_common_args(seed: int, output_dir: str | Path) -> dict:
         "output_dir": str(output_dir), "use_cpu": True, "bf16": False, "fp16": False, "report_to": "none",
         "seed": seed, "data_seed": seed, "dataloader_num_workers": 0, "gradient_checkpointing": False,
         "disable_tqdm": False,
+        "logging_nan_inf_filter": False,  # a NaN loss must reach the log (and finite_loss_callback), not be hidden
     }
+
+
+FINGERPRINT_FILE = "run_fingerprint.json"
+
+
+def run_fingerprint(**parts: Any) -> str:
+    """A short hash of everything that decides a training run (config, seed, data)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset) -> str:
+    """A data fingerprint: the ``datasets`` one where it has it, else a hash of the rows."""
+    fp = getattr(dataset, "_fingerprint", None)
+    if fp:
+        return str(fp)
+    return run_fingerprint(rows=[dict(r) for r in dataset])
+
+
+def weights_fingerprint(model) -> str:
+    """A hash of a model's starting weights (a resumed run must start from the same model)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def resume_checkpoint(output_dir: str | Path, fingerprint: str) -> str | None:
+    """The last Trainer checkpoint under ``output_dir`` if the same run wrote it, else ``None``.
+
+    A run records its fingerprint beside its checkpoints; a later run with the same fingerprint
+    (a killed run started again) resumes from the newest ``checkpoint-N``; checkpoints of a
+    different run (other config or data) are removed so that they can never be resumed by
+    mistake. The fingerprint is then (re)written for this run.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(output_dir)
+    marker = out / FINGERPRINT_FILE
+    last = None
+    if out.is_dir():
+        old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+        if old == fingerprint:
+            last = get_last_checkpoint(str(out))
+        else:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+    if last:
+        log.info("resuming from %s (a killed run with the same config and data)", last)
+    return last
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss that became NaN or inf: the run stops before the broken model is saved."""
+
+
+def finite_loss_callback(stage: str):
+    """A Trainer callback that stops training with a clear error when a logged loss is not finite."""
+    from transformers import TrainerCallback
+
+    class _FiniteLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "train_loss"):
+                value = (logs or {}).get(key)
+                if value is not None and not math.isfinite(float(value)):
+                    raise NonFiniteLossError(f"{stage}: {key} is {value} at step {state.global_step}; "
+                                             "stopped, nothing was saved")
+
+    return _FiniteLoss()
 
 
 def history_table(log_history: list[dict], stage: str) -> pd.DataFrame:
@@ -33,11 +109,13 @@ def history_table(log_history: list[dict], stage: str) -> pd.DataFrame:
 
 
 def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, output_dir: str | Path,
-                    stage: str) -> tuple[Any, pd.DataFrame]:
+                    stage: str, resume: bool = True) -> tuple[Any, pd.DataFrame]:
     """Train ``model`` with TRL's SFTTrainer on a ``text`` or ``prompt``/``completion`` dataset.
 
     Loss is on the completion only for prompt/completion data (TRL's default for that format),
-    on every token for plain text. Checkpoints go to ``output_dir`` every ``save_steps``.
+    on every token for plain text. Checkpoints go to ``output_dir`` every ``save_steps``; with
+    ``resume``, a run killed mid-way continues from its last checkpoint (same config and data only,
+    see :func:`resume_checkpoint`). A non-finite loss stops the run (:class:`NonFiniteLossError`).
 
     Returns:
         ``(model, history)``: the trained model and its per-step loss table.
@@ -54,8 +132,13 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
         save_total_limit=s.save_total_limit, max_length=s.max_length, eval_strategy="no",
         train_sampling_strategy="group_by_length" if s.group_by_length else "random",
     )
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
-    result = trainer.train()
+    params = s.model_dump() if hasattr(s, "model_dump") else dict(vars(s))
+    fp = run_fingerprint(stage=stage, params=params, seed=seed, data=dataset_fingerprint(dataset),
+                         weights=weights_fingerprint(model), n=len(dataset))
+    ckpt = resume_checkpoint(output_dir, fp) if resume else None
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[finite_loss_callback(stage)])
+    result = trainer.train(resume_from_checkpoint=ckpt)
     log.info("%s: %d steps, final train loss %.4f, %.1f s", stage, result.global_step, result.training_loss,
              result.metrics.get("train_runtime", float("nan")))
     return trainer.model, history_table(trainer.state.log_history, stage)
@@ -63,9 +146,11 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
 
 def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_type: str, epochs: float,
                     batch_size: int, learning_rate: float, max_length: int, seed: int, output_dir: str | Path,
-                    max_steps: int = -1, logging_steps: int = 5, stage: str = "dpo") -> tuple[Any, pd.DataFrame]:
+                    max_steps: int = -1, logging_steps: int = 5, stage: str = "dpo", save_steps: int = 20,
+                    resume: bool = True) -> tuple[Any, pd.DataFrame]:
     """Train ``model`` with TRL's DPOTrainer (``loss_type`` ``sigmoid`` for DPO, ``ipo`` for IPO; β is τ
     for IPO) on a ``prompt / chosen / rejected`` dataset against the frozen ``ref_model``.
+    Checkpoints every ``save_steps`` (the last two kept); ``resume`` as in :func:`run_sft_trainer`.
 
     Returns:
         ``(model, history)``: the trained model and its per-step table (loss, rewards/margins…).
@@ -77,12 +162,16 @@ def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_t
     cfg = DPOConfig(
         **trl_common_args(seed, output_dir), beta=beta, loss_type=[loss_type], num_train_epochs=epochs,
         max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-        lr_scheduler_type="linear", warmup_steps=0.1, logging_steps=logging_steps, save_strategy="no",
-        max_length=max_length, eval_strategy="no",
+        lr_scheduler_type="linear", warmup_steps=0.1, logging_steps=logging_steps, save_strategy="steps",
+        save_steps=save_steps, save_total_limit=2, max_length=max_length, eval_strategy="no",
     )
+    fp = run_fingerprint(stage=stage, beta=beta, loss_type=loss_type, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, max_length=max_length, seed=seed, max_steps=max_steps,
+                         data=dataset_fingerprint(dataset), weights=weights_fingerprint(model), n=len(dataset))
+    ckpt = resume_checkpoint(output_dir, fp) if resume else None
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
-                         processing_class=tokenizer)
-    result = trainer.train()
+                         processing_class=tokenizer, callbacks=[finite_loss_callback(stage)])
+    result = trainer.train(resume_from_checkpoint=ckpt)
     log.info("%s (β=%s): %d steps, final loss %.4f", stage, beta, result.global_step, result.training_loss)
     hist = pd.DataFrame([{"stage": stage, **h} for h in trainer.state.log_history if "loss" in h])
     return trainer.model, hist

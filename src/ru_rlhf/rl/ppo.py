@@ -270,7 +270,7 @@ class RLConfig:
 def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
           reward_fn: Callable[[list[str], list[str]], torch.Tensor], cfg: RLConfig, *,
           evaluate: Callable[[object], dict] | None = None, checkpoint_dir: str | Path | None = None,
-          desc: str = "ppo", progress: bool = True):
+          desc: str = "ppo", progress: bool = True, resume: bool = True):
     """Run PPO (or REINFORCE) for at most ``cfg.steps`` rollouts.
 
     Args:
@@ -281,6 +281,15 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             a dict with ``score`` (higher is better, the expert panel's probe score) and anything
             else to log. The best-scoring state is kept and returned; training stops after
             ``patience`` evaluations without a better score, or when the KL leaves ``kl_budget``.
+        resume: after every evaluation the whole training state (policy and value head, optimiser,
+            KL controller, baseline, sampler RNG, log, best state) is saved under
+            ``checkpoint_dir/resume``; a run started again with the same config, prompts and starting
+            weights continues from there (a run killed with SIGKILL loses at most ``eval_every``
+            steps). The resume state is removed when the run finishes.
+
+    Raises:
+        NonFiniteError: a reward, KL or loss that is NaN or inf (names ``desc`` and the step);
+            the step's update is not applied to a saved model.
 
     Returns:
         ``(policy, log, info)``: the best policy (by ``evaluate``'s score; the last one without
@@ -325,17 +334,38 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             bad_evals += 1
         return res
 
-    if evaluate:
+    first_step = 1
+    resume_dir = Path(checkpoint_dir) / "resume" if checkpoint_dir else None
+    fingerprint = None
+    if resume_dir is not None:
+        from dataclasses import asdict
+
+        from ru_rlhf.models.training import run_fingerprint, weights_fingerprint
+
+        fingerprint = run_fingerprint(cfg=asdict(cfg), prompts=[r.prompt_id for r in records], desc=desc,
+                                      weights=weights_fingerprint(policy), evaluate=evaluate is not None)
+        saved = _load_resume_state(resume_dir, fingerprint, model, opt) if resume else None
+        if saved is not None:
+            first_step = saved["step"] + 1
+            rng.setstate(_to_tuple(saved["python_rng"]))
+            kl_ctl.value, baseline, bad_evals = saved["kl_coef"], saved["baseline"], saved["bad_evals"]
+            logs = saved["logs"]
+            best.update(score=saved["best_score"], step=saved["best_step"], state=saved.get("best_state"))
+            start -= saved["seconds"]
+            log.info("%s: resuming at step %d from %s", desc, first_step, resume_dir)
+    if evaluate and first_step == 1:
         res = run_eval(0)
         logs.append({"step": 0, "expert_score": res["score"], **{k: v for k, v in res.items() if k != "score"},
                      "seconds": 0.0})
-    bar = tqdm(total=cfg.steps, desc=desc, unit="step", disable=not progress, mininterval=2.0)
-    for step in range(1, cfg.steps + 1):
+    bar = tqdm(total=cfg.steps, initial=first_step - 1, desc=desc, unit="step", disable=not progress,
+               mininterval=2.0)
+    for step in range(first_step, cfg.steps + 1):
         batch = rng.sample(records, min(cfg.batch_size, len(records)))
         r = make_rollout(model, ref_model, tokenizer, [b.prompt for b in batch], [b.prompt_id for b in batch],
                          reward_fn, seeds=[stable_seed(cfg.seed, step, b.prompt_id) for b in batch],
                          max_new_tokens=cfg.max_new_tokens)
         raw_reward = float(r.scores.mean())  # the RM's own scale, before scaling or whitening
+        _check_finite(desc, step, reward=r.scores, kl=r.kl)
         r.scores = r.scores * cfg.reward_scale
         if cfg.whiten_rewards:
             r.scores = (r.scores - r.scores.mean()) / (r.scores.std() + 1e-8)
@@ -352,6 +382,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             row.update(upd)
         else:
             raise ValueError(f"unknown algorithm {cfg.algorithm!r}")
+        _check_finite(desc, step, loss=torch.tensor(row["loss"]))
         kl_ctl.update(row["kl"], cfg.batch_size)
         row["seconds"] = round(time.perf_counter() - start, 2)
         logs.append(row)
@@ -362,15 +393,20 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             row.update({k: v for k, v in res.items() if k != "score"})
         bar.update(1)
         bar.set_postfix(reward=f"{row['reward']:.3f}", kl=f"{row['kl']:.4f}")
-        if not math.isfinite(row["loss"]):
-            raise FloatingPointError(f"{desc}: loss is {row['loss']} at step {step}; nothing was saved")
         if evaluate and bad_evals >= cfg.patience:
             stop = f"early stop: no better probe score in {cfg.patience} evaluations"
             break
         if row["kl_smoothed"] > cfg.kl_budget:
             stop = f"early stop: smoothed KL {row['kl_smoothed']:.4f} left its budget {cfg.kl_budget}"
             break
+        if resume_dir is not None and step % cfg.eval_every == 0 and step < cfg.steps:
+            _save_resume_state(resume_dir, fingerprint, step, model, opt, rng, kl_ctl.value, baseline, bad_evals,
+                               logs, best, time.perf_counter() - start)
     bar.close()
+    if resume_dir is not None:
+        import shutil
+
+        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: a later run starts afresh
     last_step = logs[-1]["step"] if logs else 0
     if evaluate and best["state"] is not None:
         model.policy.load_state_dict(best["state"])
@@ -379,6 +415,71 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             "final_kl_coef": kl_ctl.value}
     log.info("%s: %s", desc, info)
     return model.policy.eval(), pd.DataFrame(logs), info
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or inf in a reward, KL or loss: the run stops at that step with nothing saved."""
+
+
+def _check_finite(desc: str, step: int, **values: torch.Tensor) -> None:
+    for name, value in values.items():
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise NonFiniteError(f"{desc}: {name} is not finite (NaN or inf) at step {step}; the run stopped "
+                                 "and no model of this step was saved")
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+def _save_resume_state(resume_dir: Path, fingerprint: str, step: int, model: PolicyWithValue, opt, rng,
+                       kl_coef: float, baseline, bad_evals: int, logs: list[dict], best: dict,
+                       seconds: float) -> None:
+    """Write the whole training state to ``resume_dir`` atomically (a temporary sibling renamed)."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file, save_model
+
+    tmp = resume_dir.with_name(resume_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))  # handles the policy's tied embeddings
+    torch.save(opt.state_dict(), tmp / "optimizer.pt")  # our own file; loaded with weights_only=True
+    if best["state"] is not None:
+        save_file({k: v.contiguous() for k, v in best["state"].items()}, str(tmp / "best.safetensors"))
+    meta = {"fingerprint": fingerprint, "step": step, "python_rng": rng.getstate(), "kl_coef": kl_coef,
+            "baseline": baseline, "bad_evals": bad_evals, "logs": logs, "best_score": best["score"],
+            "best_step": best["step"], "seconds": seconds}
+    (tmp / "state.json").write_text(json.dumps(meta, default=float))
+    old = resume_dir.with_name(resume_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if resume_dir.exists():
+        resume_dir.rename(old)
+    tmp.rename(resume_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_resume_state(resume_dir: Path, fingerprint: str, model: PolicyWithValue, opt) -> dict | None:
+    """The saved state if ``resume_dir`` holds one of this run (same fingerprint); else ``None``."""
+    import json
+
+    from safetensors.torch import load_file, load_model
+
+    state_file = resume_dir / "state.json"
+    if not state_file.exists():
+        return None
+    meta = json.loads(state_file.read_text())
+    if meta.get("fingerprint") != fingerprint:
+        log.info("%s holds another run's state (different config, prompts or weights): starting afresh",
+                 resume_dir)
+        return None
+    load_model(model, str(resume_dir / "model.safetensors"))
+    opt.load_state_dict(torch.load(resume_dir / "optimizer.pt", weights_only=True))
+    if (resume_dir / "best.safetensors").exists():
+        meta["best_state"] = load_file(str(resume_dir / "best.safetensors"))
+    meta["best_score"] = float(meta["best_score"])
+    return meta
 
 
 def _forward_stats(model: PolicyWithValue, ref_r: Rollout, idx: torch.Tensor):

@@ -321,7 +321,7 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
         sft_policy, reference_policy, policy_tokenizer, _role(alignment_prompts, "train"),
         _reward_fn(reward_model, c.reward_weights), cfg,
         evaluate=lambda m: probe_scores(m, policy_tokenizer, probe, c),
-        checkpoint_dir=Path(c.checkpoint_dir) / method, desc=method)
+        checkpoint_dir=Path(c.checkpoint_dir) / method, desc=f"alignment.{method}.train_rl")
     step_log.insert(0, "method", method)
     first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
     best = step_log[step_log["step"] == info["best_step"]].iloc[0]
