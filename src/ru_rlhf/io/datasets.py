@@ -153,11 +153,17 @@ class FeedbackDataset(AbstractDataset):
         if not Path(self._path).exists():
             return votes_to_long(pd.DataFrame(columns=["id", "ts", "annotator", "prompt_id", "prompt", "models",
                                                        "responses", "ratings", "choice", "chosen_model"]))
-        store = FeedbackStore(self._path)
+        import sqlite3
+
+        store = None
         try:
+            store = FeedbackStore(self._path)
             return votes_to_long(store.votes())
+        except sqlite3.DatabaseError as err:
+            raise DatasetError(f"{self._path}: not a readable SQLite vote store ({err}) (rule: corrupt_store)") from err
         finally:
-            store.close()
+            if store is not None:
+                store.close()
 
     def save(self, data: pd.DataFrame) -> None:
         raise DatasetError(f"{self._path}: the feedback store is written by the app, not by a pipeline")

@@ -100,6 +100,12 @@ def read_jsonl_corpus(path: str | Path, defaults: dict | None = None) -> list[di
             records.append(_record(str(path), i, read_error=f"missing_field:{','.join(missing)}",
                                    raw=line[:500], **fields))
             continue
+        wrong = [f for f in CORPUS_FIELDS if not isinstance(fields[f], str)]
+        if wrong:
+            records.append(_record(str(path), i, read_error=f"wrong_type:{','.join(wrong)}", raw=line[:500],
+                                   detail="expected text", **{k: v if isinstance(v, str) else None
+                                                              for k, v in fields.items()}))
+            continue
         extra = sorted(set(obj) - set(CORPUS_FIELDS) - {"qas"})
         rec = _record(str(path), i, **fields)
         if "qas" in obj:

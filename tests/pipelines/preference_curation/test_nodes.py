@@ -119,20 +119,21 @@ def _write(path, text):
 
 
 def test_long_table_import_quarantines_bad_rows(tmp_path, gold):
-    rid = gold["response_id"].iloc[0]
+    rid, rid2 = gold["response_id"].iloc[0], gold["response_id"].iloc[1]
     csv = _write(tmp_path / "labels.csv", "item_id,prompt_id,response_id,annotator_id,criterion,score\n"
                  f"{rid},p,{rid},h1,helpfulness,4\n"
                  f"{rid},p,{rid},h1,helpfulness,5\n"          # duplicate (item, annotator, criterion)
                  f"{rid},p,{rid},h2,helpfulness,7\n"          # out of range
                  f"{rid},p,{rid},h3,kindness,3\n"             # unknown criterion
                  f"{rid},p,{rid},h4,truthfulness,abc\n"       # not a number
-                 "nope#1,p,nope#1,h5,helpfulness,3\n")         # a response this run did not produce
+                 "nope#1,p,nope#1,h5,helpfulness,3\n"          # a response this run did not produce
+                 f"{rid2},p,{rid2},h1,helpfulness,3\n")       # h1's second item (one item alone is quarantined)
     human, control, q = nodes.import_human_labels({"human_labels": {"long_tables": [csv]}})
     panel = nodes.draw_panel(PARAMS)
     sim = nodes.simulate_annotations(gold.head(12), panel, PARAMS)
     kept, quarantine = nodes.validate_annotations(sim, human, q, gold, PARAMS)
-    assert len(sim) + 6 == len(kept) + len(quarantine)
-    assert (kept["source"] == "human").sum() == 1
+    assert len(sim) + 7 == len(kept) + len(quarantine)
+    assert (kept["source"] == "human").sum() == 2
     rules = dict(zip(quarantine["source_row"], quarantine["rule"]))
     assert rules == {3: "item_id+annotator_id+criterion:unique", 4: "score:score_in_range_1_5", 5: "criterion:known_criterion", 6: "score_not_a_number",
                      7: "unknown_item"}  # row 3 repeats row 2's (item, annotator, criterion): the first is kept

@@ -52,6 +52,8 @@ class PairParams(BaseModel):
 class ImportParams(BaseModel):
     long_tables: list[str] = []
     toloka: list[str] = []
+    # an annotator who rated fewer items than this cannot be compared with anyone: quarantined
+    min_ratings_per_annotator: int = Field(2, ge=1)
 
 
 class AppVoteParams(BaseModel):
@@ -240,7 +242,11 @@ def validate_annotations(simulated: pd.DataFrame, human: pd.DataFrame, import_qu
                          ignore_index=True)
     combined["score"] = pd.to_numeric(combined["score"], errors="coerce").astype(float)
     kept, failed = split_by_schema(combined, annotation_schema())
-    quarantine = pd.concat([import_quarantine, human[unknown].assign(rule="unknown_item"), failed],
+    need = _params(params).human_labels.min_ratings_per_annotator
+    few = kept.groupby("annotator_id")["item_id"].transform("nunique") < need
+    lonely = kept[few].assign(rule=f"annotator_rated_fewer_than_{need}_items")
+    kept = kept[~few].reset_index(drop=True)
+    quarantine = pd.concat([import_quarantine, human[unknown].assign(rule="unknown_item"), failed, lonely],
                            ignore_index=True)
     read = len(simulated) + len(human) + len(import_quarantine)
     if read != len(kept) + len(quarantine):

@@ -1,0 +1,116 @@
+"""Preference pairs brought from outside, in TRL's ``prompt / chosen / rejected`` format.
+
+A JSONL file, one pair per line, plain (``"prompt": "…", "chosen": "…", "rejected": "…"``) or
+conversational (each field a list of ``{"role", "content"}`` messages; the prompt's turns and the
+chosen/rejected assistant turns are joined into text). ``pair_id`` is optional (the line number
+otherwise). :func:`read_preference_pairs` returns one record per line it saw (bad lines carry
+``read_error``); :func:`validate_pairs` splits the records into kept and quarantined rows with the
+rule each broke, so that read = kept + quarantined. A file that cannot be read at all raises
+:class:`PairsReadError` naming it and the rule.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ru_rlhf.io.readers import read_file_bytes
+
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+COLUMNS = ["pair_id", "prompt", "chosen", "rejected", "source_file", "source_row", "read_error"]
+
+
+class PairsReadError(ValueError):
+    """A pairs file that cannot be read at all (names the file and the rule)."""
+
+
+def _as_text(value, field: str) -> str:
+    """A plain string, or the contents of a conversational field's messages joined by new lines."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+        return "\n".join(str(m["content"]) for m in value)
+    raise TypeError(f"{field} is neither text nor a list of {{role, content}} messages")
+
+
+def read_preference_pairs(path: str | Path) -> pd.DataFrame:
+    """Read a JSONL file of preference pairs; unreadable lines come back with ``read_error``."""
+    path = Path(path)
+    rows = []
+    for i, raw in enumerate(read_file_bytes(path, PairsReadError).split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        rec = {"pair_id": None, "prompt": None, "chosen": None, "rejected": None, "source_file": str(path),
+               "source_row": i, "read_error": None}
+        try:
+            obj = json.loads(raw.decode("utf-8-sig" if i == 1 else "utf-8"))
+        except UnicodeDecodeError as err:
+            rows.append({**rec, "read_error": f"non_utf8 (byte {err.start})"})
+            continue
+        except json.JSONDecodeError:
+            rows.append({**rec, "read_error": "broken_json_line"})
+            continue
+        if not isinstance(obj, dict):
+            rows.append({**rec, "read_error": "not_an_object"})
+            continue
+        missing = [f for f in PAIR_FIELDS if f not in obj or obj[f] is None]
+        if missing:
+            rows.append({**rec, "read_error": f"missing_field:{','.join(missing)}"})
+            continue
+        try:
+            rec.update({f: _as_text(obj[f], f) for f in PAIR_FIELDS})
+        except TypeError as err:
+            rows.append({**rec, "read_error": f"wrong_type: {err}"})
+            continue
+        rec["pair_id"] = str(obj.get("pair_id") or f"{path.name}:{i}")
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def validate_pairs(pairs: pd.DataFrame, max_tokens: int | None = None, tokenizer=None,
+                   max_chars: int = 20_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split pairs into kept and quarantined rows (``rule`` says why).
+
+    Rules, in order: the reader's ``read_error``; ``empty_text`` (a field blank after stripping);
+    ``identical_chosen_rejected``; ``over_context_length`` (prompt + longer answer over
+    ``max_tokens`` tokens of ``tokenizer``, or over ``max_chars`` characters without one);
+    ``duplicate_pair_id`` (the first is kept).
+
+    Raises:
+        RuntimeError: if a row went missing (read ≠ kept + quarantined).
+    """
+    df = pairs.reset_index(drop=True).copy()
+    rule = pd.Series([None] * len(df), index=df.index, dtype="object")
+    rule[df["read_error"].notna()] = df["read_error"][df["read_error"].notna()]
+
+    def unset(mask):
+        return rule.isna() & mask
+
+    blank = pd.Series(False, index=df.index)
+    for f in PAIR_FIELDS:
+        blank |= df[f].fillna("").astype(str).str.strip().eq("")
+    rule[unset(blank)] = "empty_text"
+    rule[unset(df["chosen"].astype(str).str.strip() == df["rejected"].astype(str).str.strip())] = \
+        "identical_chosen_rejected"
+    if tokenizer is not None and max_tokens:
+        def n_tok(t):
+            return len(tokenizer(str(t), add_special_tokens=False)["input_ids"])
+
+        length = [n_tok(p) + max(n_tok(c), n_tok(r)) if rule[i] is None else 0
+                  for i, (p, c, r) in enumerate(zip(df["prompt"], df["chosen"], df["rejected"]))]
+        limit = max_tokens
+    else:
+        length = [len(str(p)) + max(len(str(c)), len(str(r))) for p, c, r in
+                  zip(df["prompt"], df["chosen"], df["rejected"])]
+        limit = max_chars
+    over = pd.Series(length, index=df.index) > limit
+    rule[unset(over)] = f"over_context_length (> {limit} {'tokens' if tokenizer is not None else 'characters'})"
+    rule[unset(df["pair_id"].duplicated(keep="first") & df["pair_id"].notna())] = "duplicate_pair_id"
+    bad = rule.notna()
+    kept = df[~bad].drop(columns=["read_error"]).reset_index(drop=True)
+    quarantined = df[bad].drop(columns=["read_error"]).assign(rule=rule[bad]).reset_index(drop=True)
+    if len(kept) + len(quarantined) != len(pairs):
+        raise RuntimeError(f"pairs lost rows: read {len(pairs)} != kept {len(kept)} + quarantined {len(quarantined)}")
+    return kept, quarantined
