@@ -7,7 +7,7 @@ from kedro.pipeline import Pipeline
 
 # Data-flow order of the loop (DESIGN §2); __default__ runs them all in this order.
 ORDER = ["ingestion", "sft", "preference_curation", "reward_modeling", "alignment", "evaluation",
-         "ethics_audit"]
+         "ethics_audit", "publish"]
 
 
 def register_pipelines() -> dict[str, Pipeline]:

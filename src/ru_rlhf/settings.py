@@ -3,12 +3,19 @@ from the Kedro defaults. For further information, including these default values
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
 # Instantiated project hooks (executed in Last-In-First-Out order).
-from ru_rlhf.hooks import MissingInputsHook  # noqa: E402
+import os
+from pathlib import Path
 
-HOOKS = (MissingInputsHook(),)
+from ru_rlhf.hooks import CarbonHook, MissingInputsHook  # noqa: E402
+from ru_rlhf.tracking import ReportTrackingHook  # noqa: E402
 
-# Installed plugins for which to disable hook auto-registration.
-# DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
+HOOKS = (MissingInputsHook(), ReportTrackingHook(), CarbonHook())
+
+# kedro-mlflow's hooks register themselves; RU_RLHF_MLFLOW=off switches tracking off for a run
+# (as does `disable_tracking` in conf/<env>/mlflow.yml).
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",) if os.environ.get("RU_RLHF_MLFLOW", "on").lower() in ("off", "0", "false") else ()
+# the SQLite tracking store lives in mlruns/ under the project (git-ignored)
+Path("mlruns").mkdir(exist_ok=True) if Path("pyproject.toml").exists() else None
 
 # Class that manages the KedroSession.
 # from kedro.framework.session import KedroSession

@@ -250,3 +250,42 @@ AtomicJSONDataset = _ATOMIC["AtomicJSONDataset"]
 AtomicTextDataset = _ATOMIC["AtomicTextDataset"]
 AtomicMatplotlibDataset = _ATOMIC["AtomicMatplotlibDataset"]
 AtomicArrowDataset = _ATOMIC["AtomicArrowDataset"]
+
+
+class EmissionsDataset(AbstractDataset):
+    """Per-training-node energy and CO₂ rows (JSON lines), written by :class:`ru_rlhf.hooks.CarbonHook`.
+
+    A file that does not exist yet means no training node has run: an empty table (so the
+    evaluation report can be built from whatever has been measured).
+    """
+
+    COLUMNS = ["node", "method", "status", "seconds", "energy_kwh", "co2_kg", "country", "cpu_model", "cpu_power_w",
+               "estimate"]
+
+    def __init__(self, filepath: str, metadata: dict | None = None) -> None:
+        self._filepath = filepath
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        from pathlib import Path
+
+        path = Path(self._filepath)
+        if not path.exists() or path.stat().st_size == 0:
+            return pd.DataFrame(columns=self.COLUMNS)
+        return pd.read_json(path, lines=True).reindex(columns=self.COLUMNS)
+
+    def save(self, data: pd.DataFrame) -> None:
+        import os
+        from pathlib import Path
+
+        path = Path(self._filepath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        data.reindex(columns=self.COLUMNS).to_json(tmp, orient="records", lines=True, force_ascii=False)
+        os.replace(tmp, path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}
+
+    def _exists(self) -> bool:
+        return True  # no file yet simply means nothing trained yet

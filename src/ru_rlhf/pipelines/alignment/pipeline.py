@@ -27,7 +27,7 @@ def method_template(method: str) -> Pipeline:
     outputs = ["policy", "step_log", *(["grid"] if has_grid else []), "info"]
     return Pipeline([
         Node(func, ["sft_policy", "reference_policy", "policy_tokenizer", data, "alignment_prompts",
-                    "params:alignment.common", "params:train"], outputs, name="train"),
+                    "params:alignment.common", "params:train"], outputs, name="train", tags="training"),
         Node(nodes.generate_method_outputs, ["policy", "reference_policy", "policy_tokenizer", "reward_model",
                                              "alignment_prompts", "params:alignment.common", "params:train"],
              "generations", name="generate_test_outputs"),

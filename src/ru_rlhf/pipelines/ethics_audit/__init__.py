@@ -1,4 +1,4 @@
-"""The ethics_audit pipeline (not built yet: issue 8: bias, avoidance, over-optimisation, reward hacking)."""
+"""The ethics_audit pipeline: bias, avoidance, over-optimisation, reward hacking, sycophancy, the appendix."""
 
 from ru_rlhf.pipelines.ethics_audit.pipeline import create_pipeline
 

@@ -292,8 +292,12 @@ def case_table(generations: pd.DataFrame, params: dict) -> str:
 
 # --------------------------------------------------------------------------- report
 def comparison_table(automatic: pd.DataFrame, expert_summary: pd.DataFrame, behaviour: pd.DataFrame,
-                     generations: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Models × metrics (automatic, expert, behavioural, gold, RM and KL), as parquet and markdown."""
+                     generations: pd.DataFrame, emissions: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
+    """Models × metrics (automatic, expert, behavioural, gold, RM and KL), as parquet and markdown.
+
+    ``emissions`` (CodeCarbon's per-training-node rows, :class:`ru_rlhf.hooks.CarbonHook`) adds a
+    cost section: energy, CO₂ and wall time per alignment method and per earlier training stage.
+    """
     base = generations.groupby("model", sort=False).agg(gold=("gold", "mean"), rm=("rm_scalar", "mean"),
                                                         kl=("kl", "mean")).reset_index()
     table = base.merge(automatic, on="model").merge(expert_summary, on="model", how="left").merge(
@@ -307,7 +311,25 @@ def comparison_table(automatic: pd.DataFrame, expert_summary: pd.DataFrame, beha
           "| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
     for r in table[show].itertuples(index=False):
         md.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    md += cost_section(emissions)
     return table, "\n".join(md) + "\n"
+
+
+def cost_section(emissions: pd.DataFrame | None) -> list[str]:
+    """Markdown lines: energy, CO₂ and wall time of every training node that has been measured."""
+    if emissions is None or emissions.empty:
+        return ["", "## Cost", "", "No training node has been measured yet (CodeCarbon rows appear as nodes train)."]
+    e = emissions.copy()
+    e["order"] = ~e["node"].str.startswith("alignment.")
+    e = e.sort_values(["order", "method"])
+    lines = ["", "## Cost of training (CodeCarbon offline tracker; estimates)", "",
+             f"Country for the grid's carbon intensity: {', '.join(sorted(e['country'].dropna().astype(str).unique()))}. "
+             "CPU power is measured through RAPL where the machine exposes it, else estimated from the CPU's TDP.", "",
+             "| method / stage | node | wall time (s) | energy (Wh) | CO₂ (g) | status |", "|---|---|---|---|---|---|"]
+    for r in e.itertuples(index=False):
+        lines.append(f"| {r.method} | {r.node} | {r.seconds:.1f} | {1000 * r.energy_kwh:.3f} | {1000 * r.co2_kg:.3f} "
+                     f"| {r.status} |")
+    return lines
 
 
 def plot_criteria(expert_summary: pd.DataFrame):

@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.case_table, ["evaluation_generations", "params:evaluation"], "evaluation_cases_md",
                  name="case_table"),
             Node(nodes.comparison_table, ["automatic_metrics", "expert_summary", "behavioural_metrics",
-                                          "evaluation_generations"],
+                                          "evaluation_generations", "training_emissions"],
                  ["evaluation_comparison", "evaluation_comparison_md"], name="comparison_table"),
             Node(nodes.plot_criteria, "expert_summary", "evaluation_criteria_plot", name="plot_criteria"),
             Node(nodes.plot_reward_vs_kl, "evaluation_generations", "evaluation_reward_kl_plot",

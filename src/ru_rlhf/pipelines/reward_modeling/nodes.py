@@ -114,6 +114,9 @@ def _training_pairs(pairs: pd.DataFrame, p: RewardParams, lang: str | None = Non
 def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, lang: str | None = None):
     model, tok = encoder
     base = getattr(model, "bert", model)  # the encoder inside a masked-LM model
+    import torch
+
+    torch.manual_seed(p.seed)  # the heads' initialisation is part of the run's seed, not of what ran before
     rm = RewardModel(copy.deepcopy(base), CRITERIA, kind, p.n_bins, p.weights)
     data = _training_pairs(pairs, p, lang)
     log.info("%s: %d training pairs %s", name, len(data), data["criterion"].value_counts().to_dict())

@@ -11,14 +11,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(nodes.pretrain_encoder, ["documents", "doc_splits", "params:reward_modeling"],
-                 ["encoder", "encoder_log"], name="pretrain_encoder"),
+                 ["encoder", "encoder_log"], name="pretrain_encoder", tags="training"),
             Node(nodes.train_multi_head_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
-                 ["reward_model", "reward_model_log"], name="train_multi_head_rm"),
+                 ["reward_model", "reward_model_log"], name="train_multi_head_rm", tags="training"),
             Node(nodes.train_distributional_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
                  ["distributional_reward_model", "distributional_reward_model_log"],
-                 name="train_distributional_rm"),
+                 name="train_distributional_rm", tags="training"),
             Node(nodes.train_russian_only_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
-                 ["russian_only_reward_model", "russian_only_reward_model_log"], name="train_russian_only_rm"),
+                 ["russian_only_reward_model", "russian_only_reward_model_log"], name="train_russian_only_rm", tags="training"),
             Node(nodes.validate_reward_models,
                  ["reward_model", "distributional_reward_model", "russian_only_reward_model", "preference_pairs",
                   "gold_scores", "annotations", "prompts", "params:reward_modeling"],
