@@ -23,8 +23,12 @@ def test_every_env_loads(project_root, env):
         if env == "smoke":
             assert params["ingestion"]["prompts"]["per_task"] == 30
             assert params["ingestion"]["prompts"]["max_items_per_doc"]["qa"] == 3
-        if env == "hub":
-            assert params["hub_models"]["policy"] == "ai-forever/rugpt3small_based_on_gpt2"
+        if env == "hub":  # the pipelines' own keys name the hub models (loaded by the same loaders)
+            assert params["sft"]["policy"]["name_or_path"] == "ai-forever/rugpt3small_based_on_gpt2"
+            assert params["sft"]["policy"]["device"] == "auto" and params["sft"]["policy"]["dtype"] == "auto"
+            assert params["reward_modeling"]["encoder"]["name_or_path"] == "DeepPavlov/rubert-base-cased"
+            assert params["sft"]["seed"] == params["sft"]["seed"] and "pretrain" in params["sft"]  # base kept
+            assert str(ctx.catalog.get("documents")._filepath).startswith("data/hub/")
 
 
 def test_telemetry_is_off(project_root):
@@ -78,7 +82,8 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
                reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png",
                reports / "alignment_summary.json", reports / "evaluation" / "comparison.md",
                reports / "evaluation" / "summary.json", reports / "ethics_appendix.md",
-               reports / "ethics" / "overoptimisation.png",
+               reports / "ethics" / "overoptimisation.png", reports / "training_emissions.jsonl",
+               project_root / "data" / "smoke" / "09_publish" / "manifest.parquet",
                *[project_root / "data" / "smoke" / "07_model_output" / f"{m}.parquet"
                  for m in ("sft", "dpo", "ipo", "ppo", "reinforce", "cem")]]
     for out in outputs:

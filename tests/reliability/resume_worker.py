@@ -44,11 +44,11 @@ class _Slow:
 
 
 def main(kind: str, out_dir: str, result: str, pause: float = 0.0) -> None:
+    import logging
+
     from datasets import Dataset
 
     from ru_rlhf.models.training import run_dpo_trainer, run_sft_trainer, weights_fingerprint
-
-    import logging
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     torch.set_num_threads(1)

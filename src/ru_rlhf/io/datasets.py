@@ -228,7 +228,8 @@ def _load_atomic_classes() -> dict[str, type]:
     from kedro_datasets.huggingface import ArrowDataset
     from kedro_datasets.json import JSONDataset
     from kedro_datasets.matplotlib import MatplotlibDataset
-    from kedro_datasets.pandas import CSVDataset, JSONDataset as PandasJSONDataset, ParquetDataset
+    from kedro_datasets.pandas import CSVDataset, ParquetDataset
+    from kedro_datasets.pandas import JSONDataset as PandasJSONDataset
     from kedro_datasets.text import TextDataset
 
     return {

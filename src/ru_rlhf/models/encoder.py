@@ -28,14 +28,52 @@ class EncoderSize(BaseModel):
 
 
 def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 8000, model_max_length: int = 512):
-    """Train a WordPiece tokenizer (cased, BERT special tokens) on ``texts``; truncate from the left."""
-    from tokenizers import BertWordPieceTokenizer
+    """Train a WordPiece tokenizer (cased, BERT special tokens) on ``texts``; truncate from the left.
+
+    Why not ``tokenizers.BertWordPieceTokenizer.train_from_iterator``: measured here (tokenizers
+    0.23), it returns a different vocabulary on every call for the same texts, so two runs trained
+    different encoders and reward models. Its trainer is a BPE trainer with a ``##``
+    continuing-subword prefix, and it is that prefix option that is not deterministic (BPE without
+    it is, also measured). So we train plain BPE on words marked with a word-start symbol (``▁``)
+    and turn its vocabulary into WordPiece's: ``▁x`` → ``x`` (word-initial), ``x`` → ``##x``, with
+    every character in both forms. Same kind of vocabulary, now the same on every run.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertTokenizerFast
 
-    wp = BertWordPieceTokenizer(lowercase=False, strip_accents=False, clean_text=True)
-    wp.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                           special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    tok = BertTokenizerFast(tokenizer_object=wp._tokenizer, model_max_length=model_max_length,
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
+                                            lowercase=False)
+    start = "\u2581"
+    words = pre_tokenizers.BertPreTokenizer()
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([words, pre_tokenizers.Metaspace(replacement=start, prepend_scheme="always")])
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=specials,
+                                                       show_progress=False))
+    vocab: dict[str, int] = {}
+
+    def add(token: str) -> None:
+        if token and token not in vocab:
+            vocab[token] = len(vocab)
+
+    for token, _ in sorted(bpe.get_vocab().items(), key=lambda kv: kv[1]):
+        if token in specials:
+            add(token)
+        elif token.startswith(start):
+            add(token[1:])
+        else:
+            add("##" + token)
+    for ch in sorted({c for t in texts for c in normalizer.normalize_str(t) if not c.isspace() and c != start}):
+        add(ch)
+        add("##" + ch)
+    wp = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    wp.normalizer, wp.pre_tokenizer = normalizer, words
+    cls, sep = wp.token_to_id("[CLS]"), wp.token_to_id("[SEP]")
+    wp.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                      special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    wp.decoder = decoders.WordPiece(prefix="##")
+    tok = BertTokenizerFast(tokenizer_object=wp, model_max_length=model_max_length,
                             do_lower_case=False, truncation_side="left")
     tok.unk_token, tok.pad_token, tok.cls_token, tok.sep_token, tok.mask_token = \
         "[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"

@@ -90,6 +90,19 @@ def _check_local_dir(path: Path) -> None:
         )
 
 
+def resolve_device(device: str | None, dtype: str | None) -> tuple[str | None, str | None]:
+    """``device="auto"``: CUDA when there is a GPU, else CPU; ``dtype="auto"``: bf16 on a GPU that
+    supports it, else float32 (CPU runs stay in float32)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if (device or "").startswith("cuda") and cuda and torch.cuda.is_bf16_supported() else None
+    return device, dtype
+
+
 def load_policy(name_or_path: str | Path | None = None, *, size: PolicySize | dict | None = None,
                 tokenizer=None, dtype: str | None = None, device: str | None = None, seed: int = 0):
     """Build or load a causal LM.
@@ -99,8 +112,8 @@ def load_policy(name_or_path: str | Path | None = None, *, size: PolicySize | di
             builds a fresh Llama-style model from ``size`` (random weights, seeded).
         size: the size config for a model built from scratch.
         tokenizer: the tokenizer whose vocabulary and special tokens a fresh model uses.
-        dtype: ``"float32"``, ``"bfloat16"`` … (default float32).
-        device: where to put the model (default CPU).
+        dtype: ``"float32"``, ``"bfloat16"`` … (default float32); ``"auto"``: bf16 on a GPU.
+        device: where to put the model (default CPU); ``"auto"``: CUDA when available.
         seed: seed of the random initialisation of a fresh model.
 
     Raises:
@@ -109,6 +122,7 @@ def load_policy(name_or_path: str | Path | None = None, *, size: PolicySize | di
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+    device, dtype = resolve_device(device, dtype)
     torch_dtype = getattr(torch, dtype) if dtype else torch.float32
     if name_or_path is None:
         if tokenizer is None:

@@ -16,9 +16,14 @@ log = logging.getLogger(__name__)
 
 
 def trl_common_args(seed: int, output_dir: str | Path) -> dict:
-    """TRL/Trainer arguments every CPU run needs: no bf16, CPU, no reporting, seeded, no workers."""
+    """TRL/Trainer arguments of every run: seeded, no reporting, no workers; on CPU (no GPU here)
+    ``use_cpu`` and no bf16 (TRL's defaults would ask for both); on a GPU, bf16 where it is supported."""
+    import torch
+
+    gpu = torch.cuda.is_available()
+    bf16 = gpu and torch.cuda.is_bf16_supported()
     return {
-        "output_dir": str(output_dir), "use_cpu": True, "bf16": False, "fp16": False, "report_to": "none",
+        "output_dir": str(output_dir), "use_cpu": not gpu, "bf16": bf16, "fp16": False, "report_to": "none",
         "seed": seed, "data_seed": seed, "dataloader_num_workers": 0, "gradient_checkpointing": False,
         "disable_tqdm": False,
         "logging_nan_inf_filter": False,  # a NaN loss must reach the log (and finite_loss_callback), not be hidden
@@ -59,11 +64,16 @@ def resume_checkpoint(output_dir: str | Path, fingerprint: str) -> str | None:
     different run (other config or data) are removed so that they can never be resumed by
     mistake. The fingerprint is then (re)written for this run.
     """
+    import os
+
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(output_dir)
     marker = out / FINGERPRINT_FILE
     last = None
+    if int(os.environ.get("RANK", "0")) > 0:  # under accelerate launch only rank 0 manages the directory
+        old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+        return get_last_checkpoint(str(out)) if old == fingerprint and out.is_dir() else None
     if out.is_dir():
         old = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
         if old == fingerprint:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -217,13 +218,15 @@ def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str
                                      max_new_tokens=max_new_tokens, return_ids=True)
     resp_ids = [r if r else [tokenizer.eos_token_id] for r in resp_ids]  # an empty response still ends
     ids, attn, targets, mask, T = build_sequences(tokenizer, prompts, resp_ids)
+    device = next(model.parameters()).device  # CPU here; CUDA in the hub env on a GPU
+    ids, attn, targets, mask = ids.to(device), attn.to(device), targets.to(device), mask.to(device)
     model.eval()
     # logits at position j predict token j+1: the response block's logits start one earlier
     logits, values = model(ids, attn, keep=T + 1)
     ref_logits = response_logits(ref_model, ids, attn, keep=T + 1)
     logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1])
     ref_logp, _, _ = token_stats(ref_logits[:, :-1], targets)
-    scores = reward_fn(prompts, texts).float()
+    scores = reward_fn(prompts, texts).float().to(device)
     return Rollout(prompts, prompt_ids, texts, ids, attn, targets, mask, logp * mask, ref_logp * mask, kl * mask,
                    entropy * mask, values[:, :-1] * mask, scores)
 
@@ -298,12 +301,22 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     model = PolicyWithValue(policy)
     ref_model.eval()
     for p in ref_model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-6)
+    # under `accelerate launch` (WORLD_SIZE > 1): DDP on the policy+value model; each rank samples its
+    # own rollouts, gradients are averaged, KL/reward are reduced so every rank decides alike
+    acc, train_model = None, model
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        train_model, opt = acc.prepare(model, opt)
+    rank = acc.process_index if acc else 0
+    is_main = acc is None or acc.is_main_process
+    rng = random.Random(cfg.seed + 7919 * rank)
     kl_ctl = (AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl
               else FixedKLController(cfg.init_kl_coef))
     records = list(train_prompts[["prompt_id", "prompt"]].itertuples(index=False))
@@ -320,7 +333,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
 
     def run_eval(step: int) -> dict:
         nonlocal bad_evals
-        if checkpoint_dir and step > 0:  # every evaluated state is kept (the audit scores them all)
+        if checkpoint_dir and step > 0 and is_main:  # every evaluated state is kept (the audit scores them all)
             model.policy.save_pretrained(Path(checkpoint_dir) / f"step-{step:04d}")
         res = evaluate(model.policy)
         eligible = cfg.best_max_kl is None or smoothed_kl() <= cfg.best_max_kl
@@ -328,7 +341,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             best.update(score=res["score"], step=step,
                         state={k: v.detach().clone() for k, v in model.policy.state_dict().items()})
             bad_evals = 0
-            if checkpoint_dir:
+            if checkpoint_dir and is_main:
                 model.policy.save_pretrained(Path(checkpoint_dir) / "best")
         else:
             bad_evals += 1
@@ -362,7 +375,8 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     for step in range(first_step, cfg.steps + 1):
         batch = rng.sample(records, min(cfg.batch_size, len(records)))
         r = make_rollout(model, ref_model, tokenizer, [b.prompt for b in batch], [b.prompt_id for b in batch],
-                         reward_fn, seeds=[stable_seed(cfg.seed, step, b.prompt_id) for b in batch],
+                         reward_fn, seeds=[stable_seed(cfg.seed, step, b.prompt_id, *([rank] if rank else []))
+                                           for b in batch],
                          max_new_tokens=cfg.max_new_tokens)
         raw_reward = float(r.scores.mean())  # the RM's own scale, before scaling or whitening
         _check_finite(desc, step, reward=r.scores, kl=r.kl)
@@ -371,14 +385,18 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             r.scores = (r.scores - r.scores.mean()) / (r.scores.std() + 1e-8)
         kl_coef = kl_ctl.value
         seq_kl = masked_mean(r.kl, r.mask, dim=1)  # per-token KL of each response
-        row = {"step": step, "reward": raw_reward, "kl": float(seq_kl.mean()),
+        mean_kl = float(seq_kl.mean())
+        if acc is not None:  # every rank logs and decides on the mean over all ranks' rollouts
+            both = acc.reduce(torch.tensor([raw_reward, mean_kl]), reduction="mean")
+            raw_reward, mean_kl = float(both[0]), float(both[1])
+        row = {"step": step, "reward": raw_reward, "kl": mean_kl,
                "kl_coef": kl_coef, "entropy": float(masked_mean(r.entropy, r.mask)),
                "response_tokens": float(r.mask.sum(1).mean())}
         model.train()
         if cfg.algorithm == "ppo":
-            row.update(_ppo_update(model, opt, r, kl_coef, cfg))
+            row.update(_ppo_update(train_model, opt, r, kl_coef, cfg, acc))
         elif cfg.algorithm == "reinforce":
-            baseline, upd = _reinforce_update(model, opt, r, kl_coef, baseline, cfg)
+            baseline, upd = _reinforce_update(train_model, opt, r, kl_coef, baseline, cfg, acc)
             row.update(upd)
         else:
             raise ValueError(f"unknown algorithm {cfg.algorithm!r}")
@@ -399,11 +417,11 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
         if row["kl_smoothed"] > cfg.kl_budget:
             stop = f"early stop: smoothed KL {row['kl_smoothed']:.4f} left its budget {cfg.kl_budget}"
             break
-        if resume_dir is not None and step % cfg.eval_every == 0 and step < cfg.steps:
+        if resume_dir is not None and is_main and step % cfg.eval_every == 0 and step < cfg.steps:
             _save_resume_state(resume_dir, fingerprint, step, model, opt, rng, kl_ctl.value, baseline, bad_evals,
                                logs, best, time.perf_counter() - start)
     bar.close()
-    if resume_dir is not None:
+    if resume_dir is not None and is_main:
         import shutil
 
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: a later run starts afresh
@@ -412,7 +430,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
         model.policy.load_state_dict(best["state"])
     info = {"stop_reason": stop, "steps_run": last_step, "best_step": best["step"] if evaluate else last_step,
             "best_score": best["score"] if evaluate else None, "seconds": round(time.perf_counter() - start, 2),
-            "final_kl_coef": kl_ctl.value}
+            "final_kl_coef": kl_ctl.value, "processes": acc.num_processes if acc else 1}
     log.info("%s: %s", desc, info)
     return model.policy.eval(), pd.DataFrame(logs), info
 
@@ -482,6 +500,10 @@ def _load_resume_state(resume_dir: Path, fingerprint: str, model: PolicyWithValu
     return meta
 
 
+def _backward(loss: torch.Tensor, acc) -> None:
+    acc.backward(loss) if acc is not None else loss.backward()
+
+
 def _forward_stats(model: PolicyWithValue, ref_r: Rollout, idx: torch.Tensor):
     T = ref_r.targets.shape[1]
     logits, values = model(ref_r.input_ids[idx], ref_r.attention_mask[idx], keep=T + 1)
@@ -489,7 +511,7 @@ def _forward_stats(model: PolicyWithValue, ref_r: Rollout, idx: torch.Tensor):
     return logp, entropy, values[:, :-1]
 
 
-def _ppo_update(model: PolicyWithValue, opt, r: Rollout, kl_coef: float, cfg: RLConfig) -> dict:
+def _ppo_update(model: PolicyWithValue, opt, r: Rollout, kl_coef: float, cfg: RLConfig, acc=None) -> dict:
     rewards = token_rewards(r, kl_coef)
     adv, returns = gae(rewards, r.values, r.mask, cfg.gamma, cfg.lam)
     adv_var = float(masked_var(adv, r.mask))
@@ -505,7 +527,7 @@ def _ppo_update(model: PolicyWithValue, opt, r: Rollout, kl_coef: float, cfg: RL
             vf = value_loss(values, r.values[idx], returns[idx], m, cfg.clip_value)
             loss = pg + cfg.vf_coef * vf
             opt.zero_grad()
-            loss.backward()
+            _backward(loss, acc)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             opt.step()
             for k, v in (("loss", loss.item()), ("policy_loss", pg.item()), ("value_loss", vf.item()),
@@ -517,7 +539,7 @@ def _ppo_update(model: PolicyWithValue, opt, r: Rollout, kl_coef: float, cfg: RL
 
 
 def _reinforce_update(model: PolicyWithValue, opt, r: Rollout, kl_coef: float, baseline: float | None,
-                      cfg: RLConfig) -> tuple[float, dict]:
+                      cfg: RLConfig, acc=None) -> tuple[float, dict]:
     """One REINFORCE step: −(R − b)·Σ log π over each response, R = score − β·Σ(log π − log π_ref).
 
     b is a moving average of the batch's mean return (the HelpSteer2 notebook's baseline, batched).
@@ -530,8 +552,8 @@ def _reinforce_update(model: PolicyWithValue, opt, r: Rollout, kl_coef: float, b
     logp, _, _ = _forward_stats(model, r, idx)
     loss = -(adv.detach() * (logp * r.mask).sum(1)).mean() / max(1.0, float(r.mask.sum(1).mean()))
     opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.policy.parameters(), cfg.max_grad_norm)
+    _backward(loss, acc)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     opt.step()
     with torch.no_grad():
         log_ratio = (logp - r.logprobs) * r.mask

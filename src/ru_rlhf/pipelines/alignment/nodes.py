@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from ru_rlhf import experts
+from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
 from ru_rlhf.models.policy import format_prompt
@@ -43,6 +44,8 @@ class CommonParams(BaseModel):
     test_top_p: float = 0.95
     max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
     batch_size: int = 128
+    # num_processes > 1: the training step runs under `accelerate launch` (ru_rlhf.distributed)
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
     reward_weights: dict[str, float] | None = None  # None: the reward model's own weights
 
 
@@ -264,10 +267,15 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
     for value in p.grid:
         t0 = time.perf_counter()
         model = copy.deepcopy(sft_policy)
-        model, hist = run_dpo_trainer(
-            model, reference_policy, policy_tokenizer, ds, beta=value, loss_type=p.loss_type, epochs=p.epochs,
-            max_steps=p.max_steps, batch_size=p.batch_size, learning_rate=p.learning_rate, max_length=p.max_length,
-            seed=c.seed, output_dir=Path(c.checkpoint_dir) / p.method / f"beta_{value}", stage=p.method)
+        kwargs = dict(beta=value, loss_type=p.loss_type, epochs=p.epochs, max_steps=p.max_steps,
+                      batch_size=p.batch_size, learning_rate=p.learning_rate, max_length=p.max_length, seed=c.seed,
+                      output_dir=Path(c.checkpoint_dir) / p.method / f"beta_{value}", stage=p.method)
+        if c.distributed.num_processes > 1:  # the same call, under `accelerate launch`
+            from ru_rlhf import distributed
+
+            model, hist = distributed.dpo(model, reference_policy, policy_tokenizer, ds, c.distributed, **kwargs)
+        else:
+            model, hist = run_dpo_trainer(model, reference_policy, policy_tokenizer, ds, **kwargs)
         res = probe_scores(model, policy_tokenizer, probe, c)
         row = {"method": p.method, "grid_value": value, "pairs": len(ds), "steps": int(hist["step"].max()),
                "final_loss": float(hist["loss"].iloc[-1]), "probe_gold": res["probe_gold"],
@@ -303,8 +311,24 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
     """PPO (our own, ``ru_rlhf.rl.ppo``) or REINFORCE against the multi-head RM's weighted scalar.
 
     Every ``eval_every`` steps the simulated expert panel scores greedy answers on the probe set;
-    the best state by that score is the output. Returns ``(policy, step_log, info)``.
+    the best state by that score is the output. With ``common.distributed.num_processes > 1`` the
+    work runs under ``accelerate launch`` (``ru_rlhf.distributed``). Returns ``(policy, step_log, info)``.
     """
+    c = CommonParams.model_validate(common)
+    if c.distributed.num_processes > 1:
+        from ru_rlhf import distributed
+
+        start = time.perf_counter()
+        policy, step_log, info = distributed.rl(sft_policy, reference_policy, policy_tokenizer, reward_model,
+                                                alignment_prompts, common, train, c.distributed)
+        info.update(processes=c.distributed.num_processes, seconds=round(time.perf_counter() - start, 1))
+        return policy.eval(), step_log, info
+    return run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts, common, train)
+
+
+def run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
+                 common: dict, train: dict):
+    """:func:`train_rl`'s work in this process (also what each distributed worker runs)."""
     from pydantic import TypeAdapter
 
     from ru_rlhf.rl.ppo import RLConfig

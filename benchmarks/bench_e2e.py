@@ -1,0 +1,117 @@
+"""End to end: `kedro run` per pipeline and in total, wall time and peak RSS (make bench).
+
+    python benchmarks/bench_e2e.py --env smoke            # target: total <= 90 s
+    python benchmarks/bench_e2e.py --env base             # targets: total <= 15 min, peak RSS <= 6 GB
+
+Runs the whole loop once as one `kedro run --env ENV` (the number the targets are about), timing
+each pipeline inside that run from Kedro's own node log (first node start to last node end of the
+pipeline's nodes) and sampling the process's RSS every 0.2 s (peak per pipeline and overall).
+Checkpoints of the env are removed first, so nothing is resumed. Appends to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, append_result  # noqa: E402
+
+TARGETS = {"smoke": (90.0, None), "base": (15 * 60.0, 6.0)}
+NODE_DONE = re.compile(r"Completed node: (\S+)")
+
+
+def pipeline_of_nodes() -> dict[str, str]:
+    from ru_rlhf.hooks import _all_pipelines
+
+    out = {}
+    for name, pl in _all_pipelines().items():
+        for n in pl.nodes:
+            out[n.name] = name
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--env", default="smoke")
+    args = ap.parse_args()
+    data_root = ROOT / "data" / ("smoke" if args.env == "smoke" else "external" if args.env == "external" else "")
+    shutil.rmtree(data_root / "06_models" / "checkpoints", ignore_errors=True)
+    owner = pipeline_of_nodes()
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
+           "COLUMNS": "400"}
+    kedro = str(Path(sys.executable).with_name("kedro"))
+    start = time.perf_counter()
+    proc = subprocess.Popen([kedro, "run", "--env", args.env], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    ps = psutil.Process(proc.pid)
+    current = {"pipeline": "startup"}
+    peak: dict[str, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+            except psutil.Error:
+                rss = 0
+            key = current["pipeline"]
+            peak[key] = max(peak.get(key, 0.0), rss / 2**30)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    log_lines = []
+    for line in proc.stdout:
+        log_lines.append(line)
+        m = NODE_DONE.search(line)
+        if m:
+            node = m.group(1)
+            pl = owner.get(node, "?")
+            now = time.perf_counter() - start
+            first.setdefault(pl, last.get(current["pipeline"], now) if current["pipeline"] != "startup" else now)
+            last[pl] = now
+            current["pipeline"] = pl
+    proc.wait()
+    total = time.perf_counter() - start
+    stop.set()
+    t.join()
+    if proc.returncode != 0:
+        sys.stdout.write("".join(log_lines[-60:]))
+        raise SystemExit(f"kedro run --env {args.env} failed (exit {proc.returncode})")
+    # a pipeline's time: from the end of the previous pipeline's last node to the end of its own last node
+    order = sorted(last, key=last.get)
+    rows, prev = [], min(first.values()) if first else 0.0
+    startup = prev
+    for pl in order:
+        rows.append((pl, last[pl] - prev, peak.get(pl, 0.0)))
+        prev = last[pl]
+    target_s, target_gb = TARGETS.get(args.env, (None, None))
+    overall_peak = max(peak.values()) if peak else 0.0
+    table = [("command", f"`kedro run --env {args.env}` (one process, checkpoints removed first)"),
+             ("startup (until the first node finished)", f"{startup:.1f} s")]
+    table += [(f"pipeline {pl}", f"{sec:.1f} s, peak RSS {gb:.2f} GB") for pl, sec, gb in rows]
+    table.append(("total wall time", f"{total:.1f} s = {total / 60:.1f} min"
+                  + (f" (target <= {target_s:.0f} s: {'met' if total <= target_s else 'NOT met'})" if target_s else "")))
+    table.append(("peak RSS (process tree)", f"{overall_peak:.2f} GB"
+                  + (f" (target <= {target_gb} GB: {'met' if overall_peak <= target_gb else 'NOT met'})" if target_gb else "")))
+    for k, v in table:
+        print(f"{k}: {v}")
+    append_result(f"End to end, env {args.env}", table,
+                  "Per-pipeline time is measured inside the one run, from the previous pipeline's last node to this "
+                  "one's last node; peak RSS is sampled every 0.2 s over the kedro process and its children.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Scale-out on an existing engine: training steps run under ``accelerate launch`` with N processes.
+
+A training node stays one Kedro node. When its ``distributed.num_processes`` is above 1 it hands
+its inputs to a subprocess started with ``accelerate launch`` (DDP by default — gloo on CPU, NCCL
+on GPUs — or DeepSpeed / FSDP through a config from ``conf/hub/accelerate/``), waits, and loads the
+result, so the rest of the Kedro graph runs once, in the parent. Inputs and outputs cross the
+process boundary as files (safetensors weights, parquet, JSON) in a temporary work directory.
+
+In the workers the same training code runs unchanged: TRL's trainers (SFT, CEM, DPO, IPO)
+distribute themselves under ``accelerate launch``; our PPO/REINFORCE loop
+(:func:`ru_rlhf.rl.ppo.train`) wraps its model in ``accelerate.Accelerator`` when ``WORLD_SIZE``
+is above 1 (each rank samples its own rollouts, gradients are averaged, KL and rewards are
+reduced so every rank takes the same stop decisions, only rank 0 writes). Every rank writes
+``rank_<i>.json`` (its steps and last loss) so a caller can check that all ranks stepped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
+
+
+class DistributedParams(BaseModel):
+    """``num_processes > 1`` runs the training step under ``accelerate launch``."""
+
+    num_processes: int = Field(1, ge=1)
+    config_file: str | None = None  # an accelerate config (conf/hub/accelerate/*.yaml); None: plain DDP
+    threads_per_process: int | None = None  # torch threads per worker (default: cores / processes)
+    keep_workdir: str | None = None  # keep each launch's work directory under this folder (tests, debugging)
+
+
+class DistributedRunError(RuntimeError):
+    """A distributed training subprocess failed (the message has its log tail)."""
+
+
+def launch_command(task: str, workdir: Path, p: DistributedParams) -> list[str]:
+    """The ``accelerate launch`` command line for ``python -m ru_rlhf.distributed_worker task workdir``."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(p.num_processes),
+           "--num_machines", "1", "--dynamo_backend", "no"]
+    if p.config_file:
+        cmd += ["--config_file", p.config_file]
+    else:  # DDP; on a machine without GPUs accelerate runs it on CPU processes with the gloo backend
+        cmd += ["--multi_gpu", "--mixed_precision", "no"]
+    return [*cmd, "-m", "ru_rlhf.distributed_worker", task, str(workdir)]
+
+
+def run(task: str, p: DistributedParams, write_inputs, timeout: int | None = None) -> tuple[Path, list[dict]]:
+    """Write the inputs (``write_inputs(workdir)``), launch the workers, check every rank stepped.
+
+    Returns:
+        ``(workdir, ranks)``: the work directory (outputs under it) and each rank's report.
+
+    Raises:
+        DistributedRunError: the launch failed or a rank wrote no report.
+    """
+    if p.keep_workdir:  # one sub-directory per launch, kept
+        import time
+
+        workdir = Path(p.keep_workdir) / f"{task}_{time.strftime('%H%M%S')}_{os.getpid()}_{time.perf_counter_ns() % 10**6}"
+        workdir.mkdir(parents=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix=f"ru_rlhf_{task}_"))
+    write_inputs(workdir)
+    threads = p.threads_per_process or max(1, (os.cpu_count() or 1) // p.num_processes)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+           "RU_RLHF_TORCH_THREADS": str(threads)}
+    cmd = launch_command(task, workdir, p)
+    log.info("%s: launching %d processes: %s", task, p.num_processes, " ".join(cmd))
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    (workdir / "launch.log").write_text(res.stdout + "\n" + res.stderr, encoding="utf-8")
+    if res.returncode != 0:
+        raise DistributedRunError(f"{task}: accelerate launch exited {res.returncode}; log tail:\n"
+                                  + (res.stdout + res.stderr)[-4000:])
+    ranks = [json.loads((workdir / f"rank_{i}.json").read_text()) for i in range(p.num_processes)
+             if (workdir / f"rank_{i}.json").exists()]
+    if len(ranks) != p.num_processes:
+        raise DistributedRunError(f"{task}: {len(ranks)} of {p.num_processes} ranks reported; see {workdir}/launch.log")
+    log.info("%s: ranks %s", task, ranks)
+    return workdir, ranks
+
+
+def _cleanup(workdir: Path, p: DistributedParams) -> None:
+    if not p.keep_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the training steps
+def dpo(model, ref_model, tokenizer, dataset, p: DistributedParams, **kwargs) -> tuple[Any, pd.DataFrame]:
+    """:func:`ru_rlhf.models.training.run_dpo_trainer` on ``p.num_processes`` processes."""
+    from ru_rlhf.models.policy import load_policy
+
+    def write(w: Path) -> None:
+        model.save_pretrained(w / "policy")
+        ref_model.save_pretrained(w / "reference")
+        tokenizer.save_pretrained(w / "tokenizer")
+        dataset.to_parquet(str(w / "data.parquet"))
+        (w / "kwargs.json").write_text(json.dumps({**kwargs, "output_dir": str(kwargs["output_dir"])}))
+
+    workdir, _ = run("dpo", p, write)
+    out = load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet")
+    _cleanup(workdir, p)
+    return out
+
+
+def sft(model, tokenizer, dataset, stage_params, p: DistributedParams, **kwargs) -> tuple[Any, pd.DataFrame]:
+    """:func:`ru_rlhf.models.training.run_sft_trainer` on ``p.num_processes`` processes."""
+    from ru_rlhf.models.policy import load_policy
+
+    def write(w: Path) -> None:
+        model.save_pretrained(w / "policy")
+        tokenizer.save_pretrained(w / "tokenizer")
+        dataset.to_parquet(str(w / "data.parquet"))
+        (w / "stage.json").write_text(json.dumps(stage_params.model_dump()))
+        (w / "kwargs.json").write_text(json.dumps({**kwargs, "output_dir": str(kwargs["output_dir"])}))
+
+    workdir, _ = run("sft", p, write)
+    out = load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet")
+    _cleanup(workdir, p)
+    return out
+
+
+def rl(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts: pd.DataFrame, common: dict,
+       train: dict, p: DistributedParams):
+    """The alignment ``train_rl`` node's work (PPO or REINFORCE) on ``p.num_processes`` processes."""
+    from ru_rlhf.models.policy import load_policy
+
+    def write(w: Path) -> None:
+        sft_policy.save_pretrained(w / "policy")
+        reference_policy.save_pretrained(w / "reference")
+        tokenizer.save_pretrained(w / "tokenizer")
+        rm, rm_tok = reward_model
+        rm.save_pretrained(w / "reward_model", rm_tok)
+        alignment_prompts.to_parquet(w / "prompts.parquet")
+        (w / "params.json").write_text(json.dumps({"common": common, "train": train}, default=str))
+
+    workdir, _ = run("rl", p, write)
+    out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),
+           json.loads((workdir / "info.json").read_text()))
+    _cleanup(workdir, p)
+    return out
