@@ -48,9 +48,11 @@ lint: install
 world: install
 	$(PY) -m ru_rlhf.world --out data/01_raw
 
-# Benchmarks (not tests): each appends its figures to docs/benchmarks.md.
+# Benchmarks (not tests): each appends its figures to docs/benchmarks.md. The base end-to-end run
+# comes first (it makes every input the others read) and is profiled with py-spy.
 bench: install
-	$(KEDRO) run --pipelines ingestion,sft
+	$(PY) benchmarks/bench_e2e.py --env smoke
+	$(PY) benchmarks/bench_e2e.py --env base --profile
 	$(PY) benchmarks/bench_generation.py
-	$(KEDRO) run --pipelines alignment --nodes select_alignment_prompts
+	$(PY) benchmarks/bench_dpo.py --env base
 	$(PY) benchmarks/bench_rl.py

@@ -43,6 +43,8 @@ def pipeline_of_nodes() -> dict[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="smoke")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the run with py-spy (out of process, 20 Hz) and summarise where the time went")
     args = ap.parse_args()
     data_root = ROOT / "data" / ("smoke" if args.env == "smoke" else "external" if args.env == "external" else "")
     shutil.rmtree(data_root / "06_models" / "checkpoints", ignore_errors=True)
@@ -51,7 +53,12 @@ def main() -> None:
            "COLUMNS": "400"}
     kedro = str(Path(sys.executable).with_name("kedro"))
     start = time.perf_counter()
-    proc = subprocess.Popen([kedro, "run", "--env", args.env], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    cmd = [kedro, "run", "--env", args.env]
+    raw = ROOT / "data" / f"profile_{args.env}.txt"
+    if args.profile:
+        pyspy = Path(sys.executable).with_name("py-spy")
+        cmd = [str(pyspy), "record", "--rate", "20", "--format", "raw", "--output", str(raw), "--", *cmd]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     ps = psutil.Process(proc.pid)
     current = {"pipeline": "startup"}
@@ -106,11 +113,42 @@ def main() -> None:
                   + (f" (target <= {target_s:.0f} s: {'met' if total <= target_s else 'NOT met'})" if target_s else "")))
     table.append(("peak RSS (process tree)", f"{overall_peak:.2f} GB"
                   + (f" (target <= {target_gb} GB: {'met' if overall_peak <= target_gb else 'NOT met'})" if target_gb else "")))
+    notes = ("Per-pipeline time is measured inside the one run, from the previous pipeline's last node to this "
+             "one's last node; peak RSS is sampled every 0.2 s over the kedro process and its children.")
+    if args.profile and raw.exists():
+        notes += "\n\n" + profile_summary(raw)
     for k, v in table:
         print(f"{k}: {v}")
-    append_result(f"End to end, env {args.env}", table,
-                  "Per-pipeline time is measured inside the one run, from the previous pipeline's last node to this "
-                  "one's last node; peak RSS is sampled every 0.2 s over the kedro process and its children.")
+    print(notes)
+    append_result(f"End to end, env {args.env}", table, notes)
+
+
+def profile_summary(raw: Path, top: int = 15) -> str:
+    """The project's functions by share of all samples (inclusive), from py-spy's raw stacks."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        count = int(n)
+        total += count
+        seen = set()
+        for frame in stack.split(";"):
+            func, _, loc = frame.partition(" (")
+            file = loc.split(":")[0]
+            if "ru_rlhf" not in file and "trl/" not in file and "transformers/" not in file:
+                continue
+            short = file[file.find("ru_rlhf"):] if "ru_rlhf" in file else file.split("site-packages/")[-1]
+            key = f"{func} ({short})"
+            if key not in seen:
+                seen.add(key)
+                inclusive[key] = inclusive.get(key, 0) + count
+    rows = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
+    lines = [f"py-spy profile ({total} samples at 20 Hz): functions by inclusive share of the run", "",
+             "| function | share |", "|---|---|"]
+    lines += [f"| `{k}` | {100 * v / max(1, total):.1f} % |" for k, v in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -312,7 +312,10 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
-        acc = Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        # cpu=True without a GPU: accelerate then runs DDP over gloo (left to itself it finds no GPU and
+        # falls back to a single process on every rank)
+        acc = Accelerator(cpu=not torch.cuda.is_available(),
+                          kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         train_model, opt = acc.prepare(model, opt)
     rank = acc.process_index if acc else 0
     is_main = acc is None or acc.is_main_process
