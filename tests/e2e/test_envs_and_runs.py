@@ -28,7 +28,7 @@ def test_every_env_loads(project_root, env):
             assert params["sft"]["policy"]["device"] == "auto" and params["sft"]["policy"]["dtype"] == "auto"
             assert params["reward_modeling"]["encoder"]["name_or_path"] == "DeepPavlov/rubert-base-cased"
             assert params["sft"]["seed"] == params["sft"]["seed"] and "pretrain" in params["sft"]  # base kept
-            assert str(ctx.catalog.get("documents")._filepath).startswith("data/hub/")
+            assert "/data/hub/02_intermediate/" in str(ctx.catalog.get("documents")._filepath)
 
 
 def test_telemetry_is_off(project_root):

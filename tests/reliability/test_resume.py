@@ -71,3 +71,27 @@ def test_checkpoints_of_another_config_are_not_resumed(tmp_path):
     assert resume_checkpoint(out, "aaaa").endswith("checkpoint-4")  # same run: resumed
     assert resume_checkpoint(out, "bbbb") is None  # another config: removed, never resumed
     assert not (out / "checkpoint-4").exists()
+
+
+def test_running_a_finished_run_again_gives_the_same_model(tmp_path, tiny_policy, tiny_tokenizer, small_world):
+    """A finished run's checkpoints are loaded, not "resumed" (Trainer would train one step more)."""
+    import copy
+
+    import pandas as pd
+    from datasets import Dataset
+
+    from ru_rlhf.models.training import run_sft_trainer, weights_fingerprint
+    from ru_rlhf.pipelines.sft.nodes import StageParams
+
+    raw, _ = small_world
+    texts = raw["text"].tolist()
+    ds = Dataset.from_pandas(pd.DataFrame({"prompt": [t[:80] for t in texts], "completion": [t[80:140] for t in texts]}),
+                             preserve_index=False)
+    stage = StageParams(max_steps=3, batch_size=16, lr_scheduler="constant", warmup_ratio=0.0, group_by_length=False,
+                        logging_steps=1, save_steps=1000, max_length=128)  # the only checkpoint is the final one
+    runs = [run_sft_trainer(copy.deepcopy(tiny_policy), tiny_tokenizer, ds, stage, seed=0, output_dir=tmp_path,
+                            stage="reading") for _ in range(2)]
+    (m1, h1), (m2, h2) = runs
+    assert weights_fingerprint(m1) == weights_fingerprint(m2)
+    assert h1["step"].tolist() == h2["step"].tolist() == [1, 2, 3]
+    assert h1["loss"].tolist() == h2["loss"].tolist()

@@ -88,6 +88,27 @@ def resume_checkpoint(output_dir: str | Path, fingerprint: str) -> str | None:
     return last
 
 
+def finished_state(checkpoint: str | None) -> dict | None:
+    """The Trainer state saved in ``checkpoint`` if that run had finished (its last step), else ``None``.
+
+    Resuming a finished run through ``Trainer.train(resume_from_checkpoint=...)`` is not a no-op in
+    transformers 5.23: it trains one step more (measured: 3 of 3 steps done → 4 after "resuming"), so
+    a finished run is not resumed but loaded, weights and log, exactly as it ended.
+    """
+    if not checkpoint:
+        return None
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return state if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"] else None
+
+
+def _load_finished(model, checkpoint: str, stage: str):
+    from ru_rlhf.models.policy import load_policy
+
+    log.info("%s: %s holds this run's finished state (same config, data and starting weights): loaded, not retrained",
+             stage, checkpoint)
+    return load_policy(checkpoint).to(device=model.device, dtype=model.dtype)
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss that became NaN or inf: the run stops before the broken model is saved."""
 
@@ -146,6 +167,9 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
     fp = run_fingerprint(stage=stage, params=params, seed=seed, data=dataset_fingerprint(dataset),
                          weights=weights_fingerprint(model), n=len(dataset))
     ckpt = resume_checkpoint(output_dir, fp) if resume else None
+    done = finished_state(ckpt)
+    if done is not None:
+        return _load_finished(model, ckpt, stage), history_table(done["log_history"], stage)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[finite_loss_callback(stage)])
     result = trainer.train(resume_from_checkpoint=ckpt)
@@ -179,6 +203,10 @@ def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_t
                          learning_rate=learning_rate, max_length=max_length, seed=seed, max_steps=max_steps,
                          data=dataset_fingerprint(dataset), weights=weights_fingerprint(model), n=len(dataset))
     ckpt = resume_checkpoint(output_dir, fp) if resume else None
+    done = finished_state(ckpt)
+    if done is not None:
+        return (_load_finished(model, ckpt, stage),
+                pd.DataFrame([{"stage": stage, **h} for h in done["log_history"] if "loss" in h]))
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[finite_loss_callback(stage)])
     result = trainer.train(resume_from_checkpoint=ckpt)

@@ -65,7 +65,11 @@ def evaluation_run(world_tables, variant_candidates, tmp_path_factory):
             "evaluation_summary", "ngram_shifts"]
     inputs = {"sft_generations": gens["sft"], **{f"alignment.{m}.generations": gens[m] for m in METHODS},
               "prompts": prompts, "alignment_prompts": ap, "encoder": (encoder, enc_tok),
-              "reward_model": (rm, enc_tok), "preference_pairs": pairs, "params:evaluation": params}
+              "reward_model": (rm, enc_tok), "preference_pairs": pairs, "params:evaluation": params,
+              "training_emissions": pd.DataFrame([
+                  {"node": f"alignment.{m}.train", "method": m, "status": "ok", "seconds": 10.0 + i,
+                   "energy_kwh": 0.001 * (i + 1), "co2_kg": 0.0004 * (i + 1), "country": "RUS"}
+                  for i, m in enumerate(METHODS)])}
     catalog = keep_catalog(inputs, keep=keep)
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog
@@ -82,6 +86,10 @@ def test_comparison_table_has_every_model_and_metric(evaluation_run):
     assert not missing.any(), list(missing[missing].index)
     md = evaluation_run.load("evaluation_comparison_md")
     assert all(m in md for m in METHODS) and "SIMULATED" in md
+    # the cost section: one row per method with its energy (Wh) and CO₂ (g)
+    assert "## Cost of training" in md and "| ppo | alignment.ppo.train |" in md
+    i = METHODS.index("dpo") if isinstance(METHODS, list) else list(METHODS).index("dpo")
+    assert f"| {1000 * 0.001 * (i + 1):.3f} | {1000 * 0.0004 * (i + 1):.3f} | ok |" in md
 
 
 def test_empty_generations_are_scored_and_counted(evaluation_run):
