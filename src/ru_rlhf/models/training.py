@@ -205,11 +205,16 @@ def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_t
     ckpt = resume_checkpoint(output_dir, fp) if resume else None
     done = finished_state(ckpt)
     if done is not None:
-        return (_load_finished(model, ckpt, stage),
-                pd.DataFrame([{"stage": stage, **h} for h in done["log_history"] if "loss" in h]))
+        return _load_finished(model, ckpt, stage), _log_table(done["log_history"], stage)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[finite_loss_callback(stage)])
     result = trainer.train(resume_from_checkpoint=ckpt)
     log.info("%s (β=%s): %d steps, final loss %.4f", stage, beta, result.global_step, result.training_loss)
-    hist = pd.DataFrame([{"stage": stage, **h} for h in trainer.state.log_history if "loss" in h])
-    return trainer.model, hist
+    return trainer.model, _log_table(trainer.state.log_history, stage)
+
+
+def _log_table(log_history: list[dict], stage: str) -> pd.DataFrame:
+    """Every logged training step with all its keys, columns in one fixed order (stage, step, then sorted)."""
+    df = pd.DataFrame([{"stage": stage, **h} for h in log_history if "loss" in h])
+    first = [c for c in ("stage", "step") if c in df.columns]
+    return df[first + sorted(c for c in df.columns if c not in first)]

@@ -291,9 +291,9 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
     grid = pd.DataFrame(rows)
     grid["chosen"] = grid["grid_value"] == best[1]
     step_log = pd.concat(logs, ignore_index=True)
-    keep = [col for col in step_log.columns if col in (
+    keep = [col for col in (
         "grid_value", "step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen", "rewards/rejected",
-        "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")]
+        "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected") if col in step_log.columns]
     step_log = step_log[keep].rename(columns=lambda s: s.replace("/", "_"))
     step_log.insert(0, "method", p.method)
     info = {"method": p.method, "loss_type": p.loss_type, "criterion": p.criterion, "pairs": len(ds),

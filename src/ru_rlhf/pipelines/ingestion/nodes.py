@@ -397,3 +397,30 @@ def summarise_ingestion(raw_corpus: pd.DataFrame, documents: pd.DataFrame, quara
     }
     log.info("ingestion summary: %s", summary)
     return summary
+
+
+def plot_ingestion(summary: dict):
+    """Documents kept and quarantined per source, and prompts per task and language (for kedro-viz)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs, prompts = summary["documents"], summary["prompts"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    read = docs.get("read_by_source", {})
+    kept = docs.get("kept_by_source", {})
+    sources = sorted(read)
+    a.bar(sources, [kept.get(s, 0) for s in sources], label="kept")
+    a.bar(sources, [read[s] - kept.get(s, 0) for s in sources], bottom=[kept.get(s, 0) for s in sources],
+          label="quarantined")
+    a.set_title(f"documents: {docs['kept']} kept, {docs['quarantined']} quarantined")
+    a.legend(fontsize=8)
+    a.tick_params(axis="x", labelrotation=20, labelsize=7)
+    cells = prompts.get("by_task_and_lang", {})
+    labels = sorted(cells)
+    b.bar(labels, [cells[k] for k in labels])
+    b.set_title(f"prompts: {prompts['total']} (Tatar share {prompts.get('tatar_share', 0):.2f})")
+    b.tick_params(axis="x", labelrotation=30, labelsize=7)
+    fig.tight_layout()
+    return fig

@@ -27,5 +27,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.summarise_ingestion,
                  ["raw_corpus", "documents", "document_quarantine", "doc_splits", "prompts", "demonstrations"],
                  "ingestion_summary", name="summarise_ingestion"),
+            Node(nodes.plot_ingestion, "ingestion_summary", "ingestion_plot", name="plot_ingestion"),
         ]
     )

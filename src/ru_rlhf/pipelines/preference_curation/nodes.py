@@ -586,3 +586,26 @@ pairs can learn both.
 CC0-1.0 (generated data).
 """
     return str(DatasetCard(content))
+
+
+def plot_agreement(agreement: dict):
+    """Krippendorff's α per criterion before and after the gate, with the threshold (for kedro-viz)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    crits = sorted(agreement["before"])
+    x = np.arange(len(crits))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(x - 0.2, [agreement["before"][c] for c in crits], 0.4, label="before the gate")
+    ax.bar(x + 0.2, [agreement["after"][c] for c in crits], 0.4, label="after")
+    ax.axhline(agreement["threshold"], color="k", linestyle="--", linewidth=1, label=f"threshold {agreement['threshold']}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(crits)
+    ax.set_ylabel(f"α ({agreement['level']})")
+    dropped = [d.get("annotator_id", str(d)) if isinstance(d, dict) else str(d) for d in agreement.get("dropped", [])]
+    ax.set_title(f"annotator agreement (SIMULATED panel); dropped: {', '.join(dropped) or 'none'}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

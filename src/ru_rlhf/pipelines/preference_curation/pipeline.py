@@ -28,6 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                                        "params:preference_curation"],
                  ["preference_pairs", "app_annotations"], name="add_app_votes"),
             Node(nodes.pairs_to_dataset, "preference_pairs", "preference_dataset", name="pairs_to_dataset"),
+            Node(nodes.plot_agreement, "agreement", "agreement_plot", name="plot_agreement"),
             Node(nodes.bias_report, ["preference_pairs", "gold_scores"], "annotation_bias", name="bias_report"),
             Node(nodes.curation_summary,
                  ["preference_pairs", "pair_counts", "agreement", "annotation_bias", "annotation_quarantine",

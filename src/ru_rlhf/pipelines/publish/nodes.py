@@ -118,7 +118,8 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
                     "| criterion | α before the gate | α after |", "|---|---|---|"]
             body += [f"| {c} | {_f(agreement.get('before', {}).get(c))} | {_f(a_after.get(c))} |" for c in CRITERIA]
             biases = curation.get("biases", {})
-            body += ["", f"Annotators dropped by the gate: {agreement.get('dropped') or 'none'}; threshold "
+            dropped = [d.get("annotator_id", str(d)) if isinstance(d, dict) else str(d) for d in agreement.get("dropped", [])]
+            body += ["", f"Annotators dropped by the gate: {', '.join(dropped) or 'none'}; threshold "
                      f"{agreement.get('threshold')}.", "", "## Biases", "",
                      f"- Length: the panel chose the longer answer in {_f(biases.get('length', {}).get('panel_chooses_longer'))} "
                      f"of pairs, gold in {_f(biases.get('length', {}).get('gold_chooses_longer'))}.",

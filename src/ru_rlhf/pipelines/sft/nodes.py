@@ -342,3 +342,22 @@ def write_candidates_jsonl(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates in the seed's JSONL layout: ``prompt, responses, task_type`` first, then the rest."""
     cols = ["prompt", "responses", "task_type", "prompt_id", "doc_id", "lang", "split", "sampling"]
     return candidates[cols]
+
+
+def plot_sft_losses(pretrain_log: pd.DataFrame, sft_log: pd.DataFrame):
+    """Training loss per step of every stage (reading, pre-training, SFT), for kedro-viz."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = pd.concat([pretrain_log, sft_log], ignore_index=True)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for stage, g in logs.groupby("stage", sort=False):
+        ax.plot(g["step"], g["loss"], label=str(stage))
+    ax.set_xlabel("step (per stage)")
+    ax.set_ylabel("training loss")
+    ax.set_title("sft pipeline: loss per stage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

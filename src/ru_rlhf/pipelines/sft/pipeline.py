@@ -24,5 +24,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.write_candidates_jsonl, "candidates", "candidates_jsonl", name="write_candidates_jsonl"),
             Node(nodes.summarise_sft, ["pretrain_log", "sft_log", "sft_eval", "candidates", "candidate_stats"],
                  "sft_summary", name="summarise_sft"),
+            Node(nodes.plot_sft_losses, ["pretrain_log", "sft_log"], "sft_loss_plot", name="plot_sft_losses"),
         ]
     )
