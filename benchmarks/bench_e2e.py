@@ -77,18 +77,20 @@ def main() -> None:
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
+    spent: dict[str, float] = {}  # seconds of node work per pipeline (Kedro interleaves pipelines' nodes)
     log_lines = []
+    prev, startup = None, 0.0
     for line in proc.stdout:
         log_lines.append(line)
         m = NODE_DONE.search(line)
         if m:
-            node = m.group(1)
-            pl = owner.get(node, "?")
             now = time.perf_counter() - start
-            first.setdefault(pl, last.get(current["pipeline"], now) if current["pipeline"] != "startup" else now)
-            last[pl] = now
+            pl = owner.get(m.group(1), "?")
+            if prev is None:
+                startup = now
+            else:
+                spent[pl] = spent.get(pl, 0.0) + now - prev  # the sequential runner: since the last node ended
+            prev = now
             current["pipeline"] = pl
     proc.wait()
     total = time.perf_counter() - start
@@ -97,24 +99,21 @@ def main() -> None:
     if proc.returncode != 0:
         sys.stdout.write("".join(log_lines[-60:]))
         raise SystemExit(f"kedro run --env {args.env} failed (exit {proc.returncode})")
-    # a pipeline's time: from the end of the previous pipeline's last node to the end of its own last node
-    order = sorted(last, key=last.get)
-    rows, prev = [], min(first.values()) if first else 0.0
-    startup = prev
-    for pl in order:
-        rows.append((pl, last[pl] - prev, peak.get(pl, 0.0)))
-        prev = last[pl]
+    (ROOT / "data" / f"bench_e2e_{args.env}.log").write_text("".join(log_lines), encoding="utf-8")
+    rows = [(pl, sec, peak.get(pl, 0.0)) for pl, sec in sorted(spent.items(), key=lambda kv: -kv[1])]
     target_s, target_gb = TARGETS.get(args.env, (None, None))
     overall_peak = max(peak.values()) if peak else 0.0
     table = [("command", f"`kedro run --env {args.env}` (one process, checkpoints removed first)"),
-             ("startup (until the first node finished)", f"{startup:.1f} s")]
-    table += [(f"pipeline {pl}", f"{sec:.1f} s, peak RSS {gb:.2f} GB") for pl, sec, gb in rows]
+             ("startup and first node", f"{startup:.1f} s")]
+    table += [(f"pipeline {pl} (its nodes' time)", f"{sec:.1f} s, peak RSS while its nodes ran {gb:.2f} GB")
+              for pl, sec, gb in rows]
     table.append(("total wall time", f"{total:.1f} s = {total / 60:.1f} min"
                   + (f" (target <= {target_s:.0f} s: {'met' if total <= target_s else 'NOT met'})" if target_s else "")))
     table.append(("peak RSS (process tree)", f"{overall_peak:.2f} GB"
                   + (f" (target <= {target_gb} GB: {'met' if overall_peak <= target_gb else 'NOT met'})" if target_gb else "")))
-    notes = ("Per-pipeline time is measured inside the one run, from the previous pipeline's last node to this "
-             "one's last node; peak RSS is sampled every 0.2 s over the kedro process and its children.")
+    notes = ("Per-pipeline time is the sum of its nodes' times inside the one run (Kedro's sequential runner "
+             "interleaves the pipelines' nodes; each node is timed from the previous node's end to its own); peak RSS "
+             "is sampled every 0.2 s over the kedro process and its children.")
     if args.profile and raw.exists():
         notes += "\n\n" + profile_summary(raw)
     for k, v in table:
