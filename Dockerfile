@@ -45,9 +45,9 @@ RUN python -m pip install --upgrade pip \
  && python -m pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
 
 # the project's dependencies, in a layer of their own (rebuilt only when pyproject.toml or src/ change)
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY src ./src
-RUN python -m pip install -e .
+RUN python -m pip install -e . -c constraints.txt
 
 # configuration, the committed bundled world (data/01_raw), docs, benchmarks, tests
 COPY . .
