@@ -6,11 +6,13 @@ on GPUs — or DeepSpeed / FSDP through a config from ``conf/hub/accelerate/``),
 result, so the rest of the Kedro graph runs once, in the parent. Inputs and outputs cross the
 process boundary as files (safetensors weights, parquet, JSON) in a temporary work directory.
 
-In the workers the same training code runs unchanged: TRL's trainers (SFT, CEM, DPO, IPO)
-distribute themselves under ``accelerate launch``; our PPO/REINFORCE loop
-(:func:`ru_rlhf.rl.ppo.train`) wraps its model in ``accelerate.Accelerator`` when ``WORLD_SIZE``
-is above 1 (each rank samples its own rollouts, gradients are averaged, KL and rewards are
-reduced so every rank takes the same stop decisions, only rank 0 writes). Every rank writes
+In the workers the same training code runs unchanged: TRL's trainers (pre-training, SFT, CEM's
+SFT steps, DPO, IPO) distribute themselves under ``accelerate launch``; our PPO/REINFORCE loop
+(:func:`ru_rlhf.rl.ppo.train`) and our reward-model loop
+(:func:`ru_rlhf.models.reward.train_reward_model`) wrap their model in ``accelerate.Accelerator``
+when ``WORLD_SIZE`` is above 1 (gradients are averaged; PPO's ranks sample their own rollouts and
+reduce KL and rewards so every rank takes the same stop decisions; the RM's ranks split each
+global batch; only rank 0 writes). Every rank writes
 ``rank_<i>.json`` (its steps and last loss) so a caller can check that all ranks stepped.
 """
 
@@ -148,5 +150,26 @@ def rl(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts:
     workdir, _ = run("rl", p, write)
     out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),
            json.loads((workdir / "info.json").read_text()))
+    _cleanup(workdir, p)
+    return out
+
+
+def reward_model(rm, tokenizer, pairs: pd.DataFrame, p: DistributedParams, **kwargs):
+    """:func:`ru_rlhf.models.reward.train_reward_model` on ``p.num_processes`` processes.
+
+    The model goes over with its initialised head (so the run starts from the same weights as a
+    single-process one) and comes back with the trained one; returns ``(rm, log)``.
+    """
+    from ru_rlhf.models.reward import load_reward_model
+
+    def write(w: Path) -> None:
+        rm.save_pretrained(w / "reward_model", tokenizer)
+        pairs.to_parquet(w / "data.parquet")
+        (w / "kwargs.json").write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v)
+                                                   for k, v in kwargs.items()}))
+
+    workdir, _ = run("rm", p, write)
+    trained, _tok = load_reward_model(workdir / "out")
+    out = trained, pd.read_parquet(workdir / "history.parquet")
     _cleanup(workdir, p)
     return out

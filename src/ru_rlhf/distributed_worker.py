@@ -1,6 +1,6 @@
 """One worker of a distributed training step (started by ``accelerate launch``; see ``ru_rlhf.distributed``).
 
-    python -m ru_rlhf.distributed_worker {dpo|sft|rl} WORKDIR
+    python -m ru_rlhf.distributed_worker {dpo|sft|rl|rm} WORKDIR
 
 Reads its inputs from WORKDIR, runs the project's own training function (unchanged), and writes:
 every rank ``rank_<i>.json`` (rank, world size, steps, last loss); rank 0 the trained model
@@ -30,12 +30,19 @@ def main(task: str, workdir: str) -> None:
     rank, world = _rank()
     from ru_rlhf.models.policy import load_policy, load_tokenizer
 
-    tok = load_tokenizer(w / "tokenizer")
-    if task in ("dpo", "sft"):
+    info = None
+    if task == "rm":  # the reward model carries its own (encoder) tokenizer
+        from ru_rlhf.models.reward import load_reward_model, train_reward_model
+
+        rm, tok = load_reward_model(w / "reward_model")
+        kwargs = json.loads((w / "kwargs.json").read_text())
+        model, hist = train_reward_model(rm, tok, pd.read_parquet(w / "data.parquet"), **kwargs)
+    elif task in ("dpo", "sft"):
         from datasets import Dataset
 
         from ru_rlhf.models.training import run_dpo_trainer, run_sft_trainer
 
+        tok = load_tokenizer(w / "tokenizer")
         ds = Dataset.from_parquet(str(w / "data.parquet"))
         kwargs = json.loads((w / "kwargs.json").read_text())
         policy = load_policy(w / "policy")
@@ -46,11 +53,11 @@ def main(task: str, workdir: str) -> None:
 
             stage = StageParams.model_validate(json.loads((w / "stage.json").read_text()))
             model, hist = run_sft_trainer(policy, tok, ds, stage, **kwargs)
-        info = None
     elif task == "rl":
         from ru_rlhf.models.reward import load_reward_model
         from ru_rlhf.pipelines.alignment.nodes import run_rl_local
 
+        tok = load_tokenizer(w / "tokenizer")
         params = json.loads((w / "params.json").read_text())
         model, hist, info = run_rl_local(load_policy(w / "policy"), load_policy(w / "reference"), tok,
                                          load_reward_model(w / "reward_model"), pd.read_parquet(w / "prompts.parquet"),
@@ -64,7 +71,10 @@ def main(task: str, workdir: str) -> None:
               "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
     (w / f"rank_{rank}.json").write_text(json.dumps(report))
     if rank == 0:
-        model.save_pretrained(w / "out")
+        if task == "rm":
+            model.save_pretrained(w / "out", tok)
+        else:
+            model.save_pretrained(w / "out")
         hist.to_parquet(w / "history.parquet")
         if info is not None:
             (w / "info.json").write_text(json.dumps(info, default=float))

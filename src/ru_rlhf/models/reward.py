@@ -13,7 +13,8 @@ heads end up on different scales (harmlessness spread 3.4 against 0.9 on the bas
 unnormalised sum is then the loudest head, whatever the weights say. Saved as the encoder's ``save_pretrained``
 (safetensors) plus ``head.safetensors`` and ``reward_config.json`` (head names, weights, kind).
 The training loop is our own (TRL's RewardTrainer has one scalar head and no masking per
-criterion); it is plain PyTorch with a progress bar, a loss table and checkpoints.
+criterion); it is plain PyTorch with a progress bar, a loss table and checkpoints, and under
+``accelerate launch`` (``WORLD_SIZE > 1``) it runs DDP through ``accelerate.Accelerator``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 from pathlib import Path
 
@@ -177,11 +179,32 @@ def fit_normalisation(rm: RewardModel, tokenizer, prompts: list[str], responses:
 
 
 # --------------------------------------------------------------------------- training
+def _accelerator():
+    """An ``accelerate.Accelerator`` under ``accelerate launch`` with several processes, else None.
+
+    ``cpu=True`` without a GPU: accelerate then runs DDP over gloo (left to itself it finds no GPU
+    and runs every rank as a separate single process). ``find_unused_parameters``: the encoder's
+    pooler (and, for one criterion's batch, nothing else) gets no gradient.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
 def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epochs: float = 2.0, batch_size: int = 32,
                        learning_rate: float = 2e-4, max_length: int = 256, seed: int = 0,
                        checkpoint_dir: str | Path | None = None, save_steps: int = 500,
                        desc: str = "reward model") -> tuple[RewardModel, pd.DataFrame]:
     """Train on ``pairs`` (``prompt, chosen, rejected, criterion``), each pair on its criterion's head.
+
+    Under ``accelerate launch`` with N processes every rank draws the same shuffled order (same
+    seed) and takes every N-th pair of each global batch of ``batch_size``; DDP averages the
+    gradients, so a step sees the same global batch as one process would. Loss and accuracy are
+    averaged over ranks before they are logged or checked, so every rank logs and stops alike;
+    only rank 0 writes checkpoints.
 
     Returns:
         ``(model, log)``: one log row per step with ``step, epoch, loss, accuracy`` (share of the
@@ -201,42 +224,59 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     opt = torch.optim.AdamW(rm.parameters(), lr=learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * max(0.0, 1 - s / total))
+    acc = _accelerator()
+    train_model = rm
+    if acc is not None:  # the scheduler stays on the raw optimizer: stepped once per global step
+        train_model, opt = acc.prepare(rm, opt)
+    rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
+    device = next(rm.parameters()).device
     rng = random.Random(seed)
     logs = []
     step = 0
-    bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0)
+    bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0, disable=rank > 0)
     while step < total:
         rng.shuffle(order)
         for b in range(0, len(order), batch_size):
             if step >= total:
                 break
-            rows = data.iloc[order[b:b + batch_size]]
+            batch = order[b:b + batch_size]
+            if len(batch) < world:  # a tail too short to give every rank a pair (only with several ranks)
+                continue
+            rows = data.iloc[batch[rank::world]]
             n = len(rows)
             enc = encode(tokenizer, list(rows["prompt"]) * 2, list(rows["chosen"]) + list(rows["rejected"]),
-                         max_length)
-            rm.train()
-            out = rm(enc["input_ids"], enc["attention_mask"])
-            idx = torch.tensor([head_of[c] for c in rows["criterion"]])
+                         max_length).to(device)
+            train_model.train()
+            out = train_model(enc["input_ids"], enc["attention_mask"])
+            idx = torch.tensor([head_of[c] for c in rows["criterion"]], device=device)
             if rm.kind == "multi_head":
                 loss = bradley_terry_loss(out["scores"][:n], out["scores"][n:], idx)
             else:
                 loss = distributional_loss(out["probs"][:n], out["probs"][n:], idx)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}; nothing was saved")
-            loss.backward()
+            with torch.no_grad():
+                s = out["scores"].detach()
+                batch_acc = (s[:n].gather(-1, idx.unsqueeze(-1)) > s[n:].gather(-1, idx.unsqueeze(-1))).float().mean()
+                shown = torch.stack([loss.detach(), batch_acc])
+                if acc is not None:  # every rank logs and checks the mean over all ranks
+                    shown = acc.reduce(shown, reduction="mean")
+            if not torch.isfinite(shown[0]):
+                raise FloatingPointError(f"{desc}: loss is {shown[0].item()} at step {step}; nothing was saved")
+            if acc is not None:
+                acc.backward(loss)
+            else:
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad()
-            with torch.no_grad():
-                s = out["scores"].detach()
-                acc = (s[:n].gather(-1, idx.unsqueeze(-1)) > s[n:].gather(-1, idx.unsqueeze(-1))).float().mean()
             step += 1
-            logs.append({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(loss),
-                         "accuracy": float(acc), "learning_rate": sched.get_last_lr()[0]})
+            logs.append({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(shown[0]),
+                         "accuracy": float(shown[1]), "learning_rate": sched.get_last_lr()[0]})
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
-            if checkpoint_dir and step % save_steps == 0:
+            bar.set_postfix(loss=f"{float(shown[0]):.3f}")
+            if checkpoint_dir and step % save_steps == 0 and rank == 0:
                 rm.save_pretrained(Path(checkpoint_dir) / f"checkpoint-{step}", tokenizer)
     bar.close()
+    if acc is not None:
+        acc.wait_for_everyone()
     return rm.eval(), pd.DataFrame(logs)

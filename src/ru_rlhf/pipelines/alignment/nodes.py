@@ -395,9 +395,14 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
                  .groupby("prompt_id").head(p.elite))
         ds = Dataset.from_pandas(pd.DataFrame({"prompt": elite["prompt"].map(format_prompt),
                                                "completion": elite["response"]}), preserve_index=False)
-        policy, hist = run_sft_trainer(policy, policy_tokenizer, ds, stage, seed=c.seed + it,
-                                       output_dir=Path(c.checkpoint_dir) / p.method / f"iter_{it}",
-                                       stage=f"cem_{it}")
+        kwargs = {"seed": c.seed + it, "output_dir": Path(c.checkpoint_dir) / p.method / f"iter_{it}",
+                  "stage": f"cem_{it}"}
+        if c.distributed.num_processes > 1:  # the same call, under `accelerate launch`
+            from ru_rlhf import distributed
+
+            policy, hist = distributed.sft(policy, policy_tokenizer, ds, stage, c.distributed, **kwargs)
+        else:
+            policy, hist = run_sft_trainer(policy, policy_tokenizer, ds, stage, **kwargs)
         res = probe_scores(policy, policy_tokenizer, probe, c)
         pg = _generate(policy, policy_tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe")
         kl = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(x) for x in pg["prompt"]],

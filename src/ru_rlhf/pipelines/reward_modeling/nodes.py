@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.judges import CRITERIA
 from ru_rlhf.metrics import expected_calibration_error, pairwise_metrics
 from ru_rlhf.models.encoder import EncoderSize, load_encoder, load_encoder_tokenizer, train_wordpiece_tokenizer
@@ -57,6 +58,8 @@ class RewardParams(BaseModel):
     }
     cross_lingual: bool = True
     umap_points: int = 1500
+    # num_processes > 1: each reward model's training loop runs under `accelerate launch` (DDP)
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
 
 def _params(params: dict) -> RewardParams:
@@ -121,10 +124,15 @@ def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, 
     data = _training_pairs(pairs, p, lang)
     log.info("%s: %d training pairs %s", name, len(data), data["criterion"].value_counts().to_dict())
     t = p.train
-    rm, history = train_reward_model(rm, tok, data, epochs=t.epochs, batch_size=t.batch_size,
-                                     learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
-                                     checkpoint_dir=Path(p.checkpoint_dir) / name, save_steps=t.save_steps,
-                                     desc=name)
+    kwargs = {"epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+              "max_length": t.max_length, "seed": p.seed, "checkpoint_dir": Path(p.checkpoint_dir) / name,
+              "save_steps": t.save_steps, "desc": name}
+    if p.distributed.num_processes > 1:  # the same loop on N processes (DDP through accelerate)
+        from ru_rlhf import distributed
+
+        rm, history = distributed.reward_model(rm, tok, data, p.distributed, **kwargs)
+    else:
+        rm, history = train_reward_model(rm, tok, data, **kwargs)
     norm = normalise_heads(rm, tok, data, p)
     log.info("%s: head normalisation %s", name, norm)
     return (rm, tok), history.assign(model=name)

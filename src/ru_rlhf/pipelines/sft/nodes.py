@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.metrics import distinct_n, is_tatar
 from ru_rlhf.models.generation import GenerationStats, generate, sequence_logprobs, stable_seed
 from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer, train_tokenizer
@@ -98,10 +99,22 @@ class SftParams(BaseModel):
     sft: StageParams = Field(default_factory=lambda: StageParams(learning_rate=5e-4))
     candidates: CandidateParams = Field(default_factory=CandidateParams)
     evaluation: EvalParams = Field(default_factory=EvalParams)
+    # num_processes > 1: every trainer stage (reading, pre-training, SFT) runs under `accelerate launch`
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
 
 def _params(params: dict) -> SftParams:
     return SftParams.model_validate(params)
+
+
+def _train_stage(model, tokenizer, dataset, stage: StageParams, p: SftParams, name: str):
+    """One trainer stage: :func:`run_sft_trainer` here, or the same call on N processes."""
+    kwargs = {"seed": p.seed, "output_dir": Path(p.checkpoint_dir) / name, "stage": name}
+    if p.distributed.num_processes > 1:
+        from ru_rlhf import distributed
+
+        return distributed.sft(model, tokenizer, dataset, stage, p.distributed, **kwargs)
+    return run_sft_trainer(model, tokenizer, dataset, stage, **kwargs)
 
 
 # --------------------------------------------------------------------------- tokenizer, models
@@ -166,16 +179,14 @@ def pretrain_policy(documents: pd.DataFrame, doc_splits: pd.DataFrame, policy_to
         examples = reading_examples(p.reading.documents, p.reading.seed, p.reading.tatar_share)
         log.info("reading comprehension: %d questions on %d generated documents", len(examples),
                  p.reading.documents)
-        model, history = run_sft_trainer(model, policy_tokenizer, datasets.Dataset.from_pandas(examples),
-                                         p.reading.stage, seed=p.seed,
-                                         output_dir=Path(p.checkpoint_dir) / "reading", stage="reading")
+        model, history = _train_stage(model, policy_tokenizer, datasets.Dataset.from_pandas(examples),
+                                      p.reading.stage, p, "reading")
         logs.append(history)
     if p.pretrain.epochs > 0:
         train_ids = set(doc_splits.loc[doc_splits["split"] == "train", "doc_id"])
         texts = documents.loc[documents["doc_id"].isin(train_ids), "text"].tolist()
-        model, history = run_sft_trainer(model, policy_tokenizer, datasets.Dataset.from_dict({"text": texts}),
-                                         p.pretrain, seed=p.seed, output_dir=Path(p.checkpoint_dir) / "pretrain",
-                                         stage="pretrain")
+        model, history = _train_stage(model, policy_tokenizer, datasets.Dataset.from_dict({"text": texts}),
+                                      p.pretrain, p, "pretrain")
         logs.append(history)
     log_table = pd.concat(logs, ignore_index=True) if logs else pd.DataFrame(columns=["stage", "step", "loss"])
     return model, log_table
@@ -194,8 +205,7 @@ def sft_policy(pretrained_policy, policy_tokenizer, demonstrations: pd.DataFrame
     train = demonstrations[demonstrations["split"] == "train"]
     ds = datasets.Dataset.from_dict({"prompt": [format_prompt(x) for x in train["prompt"]],
                                      "completion": train["response"].tolist()})
-    model, history = run_sft_trainer(pretrained_policy, policy_tokenizer, ds, p.sft, seed=p.seed,
-                                     output_dir=Path(p.checkpoint_dir) / "sft", stage="sft")
+    model, history = _train_stage(pretrained_policy, policy_tokenizer, ds, p.sft, p, "sft")
     return model, history
 
 
