@@ -78,6 +78,7 @@ def main() -> None:
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     spent: dict[str, float] = {}  # seconds of node work per pipeline (Kedro interleaves pipelines' nodes)
+    node_time: dict[str, float] = {}
     log_lines = []
     prev, startup = None, 0.0
     for line in proc.stdout:
@@ -90,6 +91,7 @@ def main() -> None:
                 startup = now
             else:
                 spent[pl] = spent.get(pl, 0.0) + now - prev  # the sequential runner: since the last node ended
+                node_time[m.group(1)] = now - prev
             prev = now
             current["pipeline"] = pl
     proc.wait()
@@ -107,6 +109,8 @@ def main() -> None:
              ("startup and first node", f"{startup:.1f} s")]
     table += [(f"pipeline {pl} (its nodes' time)", f"{sec:.1f} s, peak RSS while its nodes ran {gb:.2f} GB")
               for pl, sec, gb in rows]
+    slowest = sorted(node_time.items(), key=lambda kv: -kv[1])[:8]
+    table.append(("slowest nodes", ", ".join(f"{n} {sec:.1f} s" for n, sec in slowest)))
     table.append(("total wall time", f"{total:.1f} s = {total / 60:.1f} min"
                   + (f" (target <= {target_s:.0f} s: {'met' if total <= target_s else 'NOT met'})" if target_s else "")))
     table.append(("peak RSS (process tree)", f"{overall_peak:.2f} GB"

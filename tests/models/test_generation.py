@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ru_rlhf.models.generation import _sample, generate, generate_batch, sequence_logprobs
+from ru_rlhf.models.generation import GenerationStats, _sample, generate, generate_batch, sequence_logprobs
 from ru_rlhf.models.policy import format_prompt
 
 
@@ -70,3 +70,26 @@ def test_partial_sort_gives_the_same_tokens_as_a_full_sort():
     full = _sample(logits, temp, top_p, u, top_k_first=500)
     assert torch.equal(_sample(logits, temp, top_p, u, top_k_first=8), full)
     assert torch.equal(_sample(logits, temp, top_p, u, top_k_first=128), full)
+
+
+def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer, small_world):
+    """Rows that end are dropped from the running batch (and its cache); every row's text and token
+    ids must be what the uncompacted batch gives."""
+    import copy
+
+    model = copy.deepcopy(tiny_policy)
+    eos = tiny_tokenizer.eos_token_id
+    with torch.no_grad():  # make EOS likely, so rows end at different steps
+        head = model.get_output_embeddings().weight
+        head[eos] = head.mean(0) + 4.0 * model.model.norm(model.model.embed_tokens.weight.mean(0, keepdim=True))[0]
+    texts = small_world[0]["text"].tolist()[:8]
+    prompts = [format_prompt(t[: 40 + 15 * i]) for i, t in enumerate(texts)] * 3
+    kw = dict(temperatures=[1.0] * len(prompts), top_ps=[0.95] * len(prompts), seeds=list(range(len(prompts))),
+              max_new_tokens=16, return_ids=True)
+    stats_on, stats_off = GenerationStats(), GenerationStats()
+    on = generate_batch(model, tiny_tokenizer, prompts, stats=stats_on, **kw)
+    off = generate_batch(model, tiny_tokenizer, prompts, stats=stats_off, compact=False, **kw)
+    lengths = [len(ids) for ids in on[1]]
+    assert stats_on.compactions >= 1 and stats_off.compactions == 0  # the drop happened
+    assert min(lengths) < max(lengths)  # rows ended at different steps
+    assert on == off

@@ -36,6 +36,7 @@ class GenerationStats:
     seconds: float = 0.0
     truncated_prompts: int = 0
     empty_outputs: int = 0
+    compactions: int = 0  # times ended rows were dropped from a running batch
     extra: dict = field(default_factory=dict)
 
     def merge(self, other: GenerationStats) -> None:
@@ -45,6 +46,7 @@ class GenerationStats:
         self.seconds += other.seconds
         self.truncated_prompts += other.truncated_prompts
         self.empty_outputs += other.empty_outputs
+        self.compactions += other.compactions
 
     @property
     def tokens_per_second(self) -> float:
@@ -107,7 +109,7 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
                    seeds: list[int], max_new_tokens: int = 64, max_prompt_tokens: int | None = None,
-                   stats: GenerationStats | None = None, return_ids: bool = False):
+                   stats: GenerationStats | None = None, return_ids: bool = False, compact: bool = True):
     """Generate one continuation per row in a single batch (left padding, KV cache).
 
     Rows with the same prompt share one prefill (the prompt is encoded once and its KV cache
@@ -121,6 +123,8 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
         max_new_tokens: the longest continuation.
         max_prompt_tokens: prompts are cut from the left to this many tokens (default: the
             model's context minus ``max_new_tokens``); the number cut is counted in ``stats``.
+        compact: drop ended rows from the running batch (and their KV cache) once a quarter of
+            it has ended, so that later steps compute live rows only; outputs do not change.
 
     Returns:
         The decoded continuations, without special tokens, stripped; with ``return_ids`` also
@@ -159,17 +163,29 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     logits, mask, position = out.logits[expand, -1, :], mask[expand], position[expand]
     next_pos = position[:, -1:] + 1
     generated = torch.full((n, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
+    compactions = 0
+    rows = torch.arange(n, device=device)  # the batch holds only unfinished rows: rows[i] is batch row i's output row
     done = torch.zeros(n, dtype=torch.bool, device=device)
     steps = 0
     for step in range(max_new_tokens):
         tok = _sample(logits, temperature, top_p, u[:, step])
         tok = torch.where(done, torch.full_like(tok, tokenizer.pad_token_id), tok)
-        generated[:, step] = tok
+        generated[rows, step] = tok
         steps = step + 1
         done |= tok == eos
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=-1)
+        if compact and int(done.sum()) * 4 >= len(rows):
+            # a quarter of the batch has ended: drop those rows (and their cache) so the remaining
+            # steps compute only live rows. Not every step: each drop copies the whole cache.
+            keep = ~done
+            rows, tok, mask, next_pos, done = rows[keep], tok[keep], mask[keep], next_pos[keep], done[keep]
+            temperature, top_p, u = temperature[keep], top_p[keep], u[keep]
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys[keep], layer.values[keep]
+                layer.batch_size = len(rows)
+            compactions += 1
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=-1)
         out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
                     past_key_values=cache, use_cache=True,
                     cache_position=torch.tensor([prompt_len + step], device=device))
@@ -190,6 +206,7 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
         stats.new_tokens += new_tokens
         stats.truncated_prompts += cut
         stats.empty_outputs += sum(1 for t in texts if not t)
+        stats.compactions += compactions
     return (texts, token_ids) if return_ids else texts
 
 

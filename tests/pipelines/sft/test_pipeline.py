@@ -97,3 +97,28 @@ def test_reading_examples_come_from_fresh_documents(world_tables_for_sft):
     assert ex["prompt"].str.startswith("<|user|>").all()
     corpus_texts = set(world_tables_for_sft["text"])
     assert not any(t in p for p in ex["prompt"] for t in list(corpus_texts)[:50])
+
+
+def test_prompts_with_identical_responses_are_redrawn_and_recorded(sft_run):
+    """A near-greedy grid makes every prompt's responses the same; the redraw draws the hottest row
+    again at its own temperature and records it, and without attempts nothing changes."""
+    catalog, tmp = sft_run
+    policy, tok, prompts = catalog.load("sft_policy"), catalog.load("policy_tokenizer"), catalog.load("prompts")
+    params = sft_params(tmp)
+    near_greedy = {**params["candidates"], "temperatures": [0.01], "top_ps": [0.5, 0.6]}
+    off = {**params, "candidates": {**near_greedy, "redraw": {"attempts": 0}}}
+    on = {**params, "candidates": {**near_greedy, "redraw": {"attempts": 2, "temperature": 1.5, "rows": 1}}}
+    before, stats_off = generate_candidates(policy, tok, prompts, off)
+    after, stats_on = generate_candidates(policy, tok, prompts, on)
+    same_before = before["responses"].map(lambda rs: len(set(rs)) == 1)
+    same_after = after["responses"].map(lambda rs: len(set(rs)) == 1)
+    assert same_before.sum() == stats_on["redraw"]["prompts_identical_before"] >= len(prompts) // 2
+    assert stats_off["redraw"]["rows_redrawn"] == 0
+    assert same_after.sum() == stats_on["redraw"]["prompts_still_identical"] < same_before.sum()
+    for i in same_before[same_before].index:
+        first, hot = after.loc[i, "sampling"]
+        assert first["redraw"] == 0 and first["temperature"] == 0.01  # the colder row is kept
+        assert after.loc[i, "responses"][0] == before.loc[i, "responses"][0]
+        assert hot["redraw"] >= 1 and hot["temperature"] == 1.5 and hot["top_p"] == 1.0
+    for i in same_before[~same_before].index:  # prompts that already differed are untouched
+        assert list(after.loc[i, "responses"]) == list(before.loc[i, "responses"])

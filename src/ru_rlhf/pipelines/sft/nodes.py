@@ -71,6 +71,18 @@ class ReadingParams(BaseModel):
         epochs=1, max_steps=2000, lr_scheduler="constant_with_warmup", group_by_length=False))
 
 
+class RedrawParams(BaseModel):
+    """Prompts whose responses all came out the same (a confident model on a short QA answer gives
+    the same entity at every grid point) get their highest-temperature rows drawn again, hotter,
+    with fresh seeds, until two responses differ or the attempts run out; a pair needs two
+    different responses. Redrawn rows record their own temperature, top-p, seed and attempt."""
+
+    attempts: int = Field(3, ge=0)  # 0: no redraw
+    temperature: float = Field(1.3, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    rows: int = Field(2, ge=1)  # how many of the prompt's rows (the hottest grid points) are drawn again
+
+
 class CandidateParams(BaseModel):
     temperatures: list[float] = [0.3, 0.7, 1.0]
     top_ps: list[float] = [0.85, 0.95]
@@ -78,6 +90,7 @@ class CandidateParams(BaseModel):
     # per task (a short QA answer needs fewer steps than a summary); tasks not named use max_new_tokens
     max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
     batch_size: int = 384
+    redraw: RedrawParams = Field(default_factory=RedrawParams)
 
 
 class EvalParams(BaseModel):
@@ -294,10 +307,14 @@ def generate_candidates(sft_policy, policy_tokenizer, prompts: pd.DataFrame,
         for (r, *_), text in zip(rows, out):
             texts[r] = text
         stats.merge(st)
+    attempt = [0] * len(texts)
+    redraw = _redraw_identical(sft_policy, policy_tokenizer, prompts, records, texts, temps, tops, seeds, attempt,
+                               p, g, stats)
     out = prompts[["prompt_id", "doc_id", "task_type", "lang", "split", "prompt"]].copy()
     out["responses"] = [texts[i * g:(i + 1) * g] for i in range(len(prompts))]
     out["sampling"] = [
-        [{"temperature": temps[i * g + k], "top_p": tops[i * g + k], "seed": seeds[i * g + k]} for k in range(g)]
+        [{"temperature": temps[i * g + k], "top_p": tops[i * g + k], "seed": seeds[i * g + k],
+          "redraw": attempt[i * g + k]} for k in range(g)]
         for i in range(len(prompts))
     ]
     info = {
@@ -305,9 +322,47 @@ def generate_candidates(sft_policy, policy_tokenizer, prompts: pd.DataFrame,
         "seconds": round(time.perf_counter() - start, 2), "new_tokens": stats.new_tokens,
         "tokens_per_second": round(stats.new_tokens / max(1e-9, time.perf_counter() - start), 1),
         "truncated_prompts": stats.truncated_prompts, "empty_responses": stats.empty_outputs,
+        "redraw": redraw,
     }
     log.info("generate_candidates: %s", info)
     return out.reset_index(drop=True), info
+
+
+def _redraw_identical(policy, tokenizer, prompts: pd.DataFrame, records: list, texts: list[str], temps: list,
+                      tops: list, seeds: list, attempt: list, p: SftParams, g: int, stats: GenerationStats) -> dict:
+    """Draw the hottest rows of prompts whose ``g`` responses are all the same again (in place).
+
+    Returns the counts: prompts with identical responses before, rows redrawn, prompts still
+    identical after the last attempt.
+    """
+    r = p.candidates.redraw
+    same = [i for i in range(len(records)) if len(set(texts[i * g:(i + 1) * g])) == 1]
+    counts = {"prompts_identical_before": len(same), "rows_redrawn": 0, "prompts_still_identical": len(same)}
+    if not same or r.attempts == 0:
+        return counts
+    # the hottest grid points are the last rows of a prompt (temperature, then top-p, ascending)
+    grid = [(t, tp) for t in p.candidates.temperatures for tp in p.candidates.top_ps]
+    ks = sorted(range(g), key=lambda k: grid[k])[-min(r.rows, g):]
+    tasks = prompts["task_type"].tolist()
+    budget = p.candidates.max_new_tokens_by_task
+    for a in range(1, r.attempts + 1):
+        if not same:
+            break
+        for task in sorted({tasks[i] for i in same}):
+            rows = [(i * g + k, records[i]) for i in same if tasks[i] == task for k in ks]
+            sd = [stable_seed(p.seed, rec.prompt_id, k_row % g, "redraw", a) for k_row, rec in rows]
+            out, st = generate(policy, tokenizer, [format_prompt(rec.prompt) for _, rec in rows],
+                               temperatures=[r.temperature] * len(rows), top_ps=[r.top_p] * len(rows), seeds=sd,
+                               max_new_tokens=budget.get(task, p.candidates.max_new_tokens),
+                               batch_size=p.candidates.batch_size, desc=f"redraw {a} ({task})")
+            for (row, _), text, seed in zip(rows, out, sd):
+                texts[row], temps[row], tops[row], seeds[row], attempt[row] = text, r.temperature, r.top_p, seed, a
+            stats.merge(st)
+            counts["rows_redrawn"] += len(rows)
+        same = [i for i in same if len(set(texts[i * g:(i + 1) * g])) == 1]
+    counts["prompts_still_identical"] = len(same)
+    log.info("candidates: redrew identical prompts: %s", counts)
+    return counts
 
 
 def summarise_sft(pretrain_log: pd.DataFrame, sft_log: pd.DataFrame, sft_eval: dict, candidates: pd.DataFrame,
@@ -340,6 +395,9 @@ def summarise_sft(pretrain_log: pd.DataFrame, sft_log: pd.DataFrame, sft_eval: d
             "pairs": int(candidates["responses"].map(len).sum()),
             "mean_distinct_2": round(float(d2.mean()), 4),
             "share_prompts_all_identical": round(float(identical.mean()), 4),
+            "share_prompts_all_identical_before_redraw": round(
+                candidate_stats.get("redraw", {}).get("prompts_identical_before", int(identical.sum()))
+                / max(1, len(candidates)), 4),
             "tatar_prompts_answered_in_tatar": round(float(tt.map(is_tatar).mean()), 4) if len(tt) else None,
             "russian_prompts_answered_in_tatar": round(float(ru.map(is_tatar).mean()), 4) if len(ru) else None,
         },
