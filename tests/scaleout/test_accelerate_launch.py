@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_kedro
+from tests.scaleout.launches import check_launches
 
 SMOKE = Path(__file__).resolve().parents[2] / "data" / "smoke"
 
@@ -29,17 +30,8 @@ def test_training_node_runs_on_two_processes(project_root, tmp_path, method):
                      "--params", f"alignment.common.distributed.num_processes=2,"
                                  f"alignment.common.distributed.keep_workdir={keep}"], timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    launches = sorted(keep.iterdir())
-    assert launches, "no distributed launch happened"
     task = "dpo" if method == "dpo" else "rl"
-    for w in launches:
-        assert w.name.startswith(task)
-        ranks = [json.loads((w / f"rank_{i}.json").read_text()) for i in range(2)]
-        assert [r["rank"] for r in ranks] == [0, 1]
-        assert all(r["world_size"] == 2 and r["backend"] == "gloo" for r in ranks)
-        assert all(r["steps"] > 0 for r in ranks)  # both ranks stepped
-        assert ranks[0]["steps"] == ranks[1]["steps"]  # in lockstep
-        load_policy(w / "out")  # the worker's saved model loads (safetensors)
+    check_launches(keep, task)  # two gloo ranks per launch, both stepped, in lockstep; rank 0's model loads
     info = json.loads((SMOKE / "08_reporting" / "alignment" / f"{method}_info.json").read_text())
     if method == "ppo":
         assert info["processes"] == 2

@@ -9,11 +9,12 @@ saved. Nothing is written to the smoke catalog.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
+
+from tests.scaleout.launches import check_launches
 
 SMOKE = Path(__file__).resolve().parents[2] / "data" / "smoke"
 
@@ -32,25 +33,6 @@ def smoke_context(project_root):
         yield session.load_context()
 
 
-def _launches(keep: Path, task: str, expected: int | None = None) -> list[dict]:
-    """Check every kept launch: two ranks, gloo, both stepped, in lockstep; return rank 0's reports."""
-    launches = sorted(keep.iterdir())
-    assert launches, "no distributed launch happened"
-    if expected is not None:
-        assert len(launches) == expected
-    reports = []
-    for w in launches:
-        assert w.name.startswith(task)
-        ranks = [json.loads((w / f"rank_{i}.json").read_text()) for i in range(2)]
-        assert [r["rank"] for r in ranks] == [0, 1]
-        assert all(r["world_size"] == 2 and r["backend"] == "gloo" for r in ranks)
-        assert all(r["steps"] > 0 for r in ranks)  # both ranks stepped
-        assert ranks[0]["steps"] == ranks[1]["steps"]  # in lockstep
-        assert (w / "out").is_dir() and any((w / "out").rglob("*.safetensors"))
-        reports.append({**ranks[0], "workdir": w})
-    return reports
-
-
 def _distributed(keep: Path) -> dict:
     return {"num_processes": 2, "keep_workdir": str(keep)}
 
@@ -65,7 +47,7 @@ def test_sft_node_on_two_processes(smoke_context, tmp_path):
               "distributed": _distributed(keep)}
     model, history = sft_policy(cat.load("pretrained_policy"), cat.load("policy_tokenizer"),
                                 cat.load("demonstrations"), params)
-    (report,) = _launches(keep, "sft", expected=1)
+    (report,) = check_launches(keep, "sft", expected=1)
     assert len(history) > 0 and history["step"].max() == report["steps"]
     saved = load_policy(report["workdir"] / "out")
     assert saved.num_parameters() == model.num_parameters() > 0
@@ -81,7 +63,7 @@ def test_reward_model_node_on_two_processes(smoke_context, tmp_path):
               "distributed": _distributed(keep)}
     pairs = cat.load("preference_pairs")
     (rm, tok), history = train_multi_head_rm(pairs, cat.load("encoder"), params)
-    (report,) = _launches(keep, "rm", expected=1)
+    (report,) = check_launches(keep, "rm", expected=1)
     # the global batch is split across ranks, so the step count is the single-process one
     p = _params(params)
     n = len(_training_pairs(pairs, p))
@@ -105,6 +87,6 @@ def test_cem_node_on_two_processes(smoke_context, tmp_path):
     policy, step_log, info = train_cem(cat.load("sft_policy"), cat.load("reference_policy"),
                                        cat.load("policy_tokenizer"), cat.load("reward_model"),
                                        cat.load("alignment_prompts"), common, train)
-    (report,) = _launches(keep, "sft", expected=1)  # one SFT step per CEM iteration
+    (report,) = check_launches(keep, "sft", expected=1)  # one SFT step per CEM iteration
     assert list(step_log["step"]) == [0, 1] and info["iterations"] == 1
     assert policy.num_parameters() > 0
