@@ -99,9 +99,16 @@ def _cleanup(workdir: Path, p: DistributedParams) -> None:
 
 
 # --------------------------------------------------------------------------- the training steps
+# Each runs the project's training function in this process when ``num_processes`` is 1, so a node
+# makes one call either way.
 def dpo(model, ref_model, tokenizer, dataset, p: DistributedParams, **kwargs) -> tuple[Any, pd.DataFrame]:
-    """:func:`ru_rlhf.models.training.run_dpo_trainer` on ``p.num_processes`` processes."""
+    """:func:`ru_rlhf.models.training.run_dpo_trainer`: in this process, or on ``p.num_processes``."""
     from ru_rlhf.models.policy import load_policy
+
+    if p.num_processes <= 1:
+        from ru_rlhf.models.training import run_dpo_trainer
+
+        return run_dpo_trainer(model, ref_model, tokenizer, dataset, **kwargs)
 
     def write(w: Path) -> None:
         model.save_pretrained(w / "policy")
@@ -117,8 +124,13 @@ def dpo(model, ref_model, tokenizer, dataset, p: DistributedParams, **kwargs) ->
 
 
 def sft(model, tokenizer, dataset, stage_params, p: DistributedParams, **kwargs) -> tuple[Any, pd.DataFrame]:
-    """:func:`ru_rlhf.models.training.run_sft_trainer` on ``p.num_processes`` processes."""
+    """:func:`ru_rlhf.models.training.run_sft_trainer`: in this process, or on ``p.num_processes``."""
     from ru_rlhf.models.policy import load_policy
+
+    if p.num_processes <= 1:
+        from ru_rlhf.models.training import run_sft_trainer
+
+        return run_sft_trainer(model, tokenizer, dataset, stage_params, **kwargs)
 
     def write(w: Path) -> None:
         model.save_pretrained(w / "policy")
@@ -155,12 +167,15 @@ def rl(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts:
 
 
 def reward_model(rm, tokenizer, pairs: pd.DataFrame, p: DistributedParams, **kwargs):
-    """:func:`ru_rlhf.models.reward.train_reward_model` on ``p.num_processes`` processes.
+    """:func:`ru_rlhf.models.reward.train_reward_model`: in this process, or on ``p.num_processes``.
 
     The model goes over with its initialised head (so the run starts from the same weights as a
     single-process one) and comes back with the trained one; returns ``(rm, log)``.
     """
-    from ru_rlhf.models.reward import load_reward_model
+    from ru_rlhf.models.reward import load_reward_model, train_reward_model
+
+    if p.num_processes <= 1:
+        return train_reward_model(rm, tokenizer, pairs, **kwargs)
 
     def write(w: Path) -> None:
         rm.save_pretrained(w / "reward_model", tokenizer)

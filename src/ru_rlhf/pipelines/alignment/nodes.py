@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from ru_rlhf import experts
+from ru_rlhf import distributed, experts
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
@@ -250,7 +250,6 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
     """
     from datasets import Dataset
 
-    from ru_rlhf.models.training import run_dpo_trainer
 
     c, p = CommonParams.model_validate(common), DpoParams.model_validate(train)
     pairs = preference_pairs[(preference_pairs["criterion"] == p.criterion) & (preference_pairs["split"] == "train")]
@@ -270,12 +269,7 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
         kwargs = dict(beta=value, loss_type=p.loss_type, epochs=p.epochs, max_steps=p.max_steps,
                       batch_size=p.batch_size, learning_rate=p.learning_rate, max_length=p.max_length, seed=c.seed,
                       output_dir=Path(c.checkpoint_dir) / p.method / f"beta_{value}", stage=p.method)
-        if c.distributed.num_processes > 1:  # the same call, under `accelerate launch`
-            from ru_rlhf import distributed
-
-            model, hist = distributed.dpo(model, reference_policy, policy_tokenizer, ds, c.distributed, **kwargs)
-        else:
-            model, hist = run_dpo_trainer(model, reference_policy, policy_tokenizer, ds, **kwargs)
+        model, hist = distributed.dpo(model, reference_policy, policy_tokenizer, ds, c.distributed, **kwargs)
         res = probe_scores(model, policy_tokenizer, probe, c)
         row = {"method": p.method, "grid_value": value, "pairs": len(ds), "steps": int(hist["step"].max()),
                "final_loss": float(hist["loss"].iloc[-1]), "probe_gold": res["probe_gold"],
@@ -368,7 +362,6 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
     from datasets import Dataset
 
     from ru_rlhf.models.reward import score_prompts
-    from ru_rlhf.models.training import run_sft_trainer
     from ru_rlhf.pipelines.sft.nodes import StageParams
 
     c, p = CommonParams.model_validate(common), CemParams.model_validate(train)
@@ -397,12 +390,7 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
                                                "completion": elite["response"]}), preserve_index=False)
         kwargs = {"seed": c.seed + it, "output_dir": Path(c.checkpoint_dir) / p.method / f"iter_{it}",
                   "stage": f"cem_{it}"}
-        if c.distributed.num_processes > 1:  # the same call, under `accelerate launch`
-            from ru_rlhf import distributed
-
-            policy, hist = distributed.sft(policy, policy_tokenizer, ds, stage, c.distributed, **kwargs)
-        else:
-            policy, hist = run_sft_trainer(policy, policy_tokenizer, ds, stage, **kwargs)
+        policy, hist = distributed.sft(policy, policy_tokenizer, ds, stage, c.distributed, **kwargs)
         res = probe_scores(policy, policy_tokenizer, probe, c)
         pg = _generate(policy, policy_tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe")
         kl = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(x) for x in pg["prompt"]],

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from ru_rlhf import distributed
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.judges import CRITERIA
 from ru_rlhf.metrics import expected_calibration_error, pairwise_metrics
 from ru_rlhf.models.encoder import EncoderSize, load_encoder, load_encoder_tokenizer, train_wordpiece_tokenizer
 from ru_rlhf.models.policy import format_prompt
-from ru_rlhf.models.reward import RewardModel, score, train_reward_model
+from ru_rlhf.models.reward import RewardModel, score
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +128,7 @@ def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, 
     kwargs = {"epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
               "max_length": t.max_length, "seed": p.seed, "checkpoint_dir": Path(p.checkpoint_dir) / name,
               "save_steps": t.save_steps, "desc": name}
-    if p.distributed.num_processes > 1:  # the same loop on N processes (DDP through accelerate)
-        from ru_rlhf import distributed
-
-        rm, history = distributed.reward_model(rm, tok, data, p.distributed, **kwargs)
-    else:
-        rm, history = train_reward_model(rm, tok, data, **kwargs)
+    rm, history = distributed.reward_model(rm, tok, data, p.distributed, **kwargs)  # here, or N processes
     norm = normalise_heads(rm, tok, data, p)
     log.info("%s: head normalisation %s", name, norm)
     return (rm, tok), history.assign(model=name)

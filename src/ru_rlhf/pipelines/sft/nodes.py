@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from ru_rlhf import distributed
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.metrics import distinct_n, is_tatar
 from ru_rlhf.models.generation import GenerationStats, generate, sequence_logprobs, stable_seed
 from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer, train_tokenizer
-from ru_rlhf.models.training import run_sft_trainer
 from ru_rlhf.schemas import PROMPT_SCHEMA, check_table
 from ru_rlhf.world.tasks import document_items
 from ru_rlhf.world.tasks import format_prompt as format_task_prompt
@@ -121,13 +121,9 @@ def _params(params: dict) -> SftParams:
 
 
 def _train_stage(model, tokenizer, dataset, stage: StageParams, p: SftParams, name: str):
-    """One trainer stage: :func:`run_sft_trainer` here, or the same call on N processes."""
-    kwargs = {"seed": p.seed, "output_dir": Path(p.checkpoint_dir) / name, "stage": name}
-    if p.distributed.num_processes > 1:
-        from ru_rlhf import distributed
-
-        return distributed.sft(model, tokenizer, dataset, stage, p.distributed, **kwargs)
-    return run_sft_trainer(model, tokenizer, dataset, stage, **kwargs)
+    """One trainer stage (``run_sft_trainer``), here or on ``distributed.num_processes`` processes."""
+    return distributed.sft(model, tokenizer, dataset, stage, p.distributed, seed=p.seed,
+                           output_dir=Path(p.checkpoint_dir) / name, stage=name)
 
 
 # --------------------------------------------------------------------------- tokenizer, models
