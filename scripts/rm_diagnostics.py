@@ -27,16 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def label_quality(pairs) -> dict:
+    """The curation report's label quality (:func:`gold_label_agreement`) per split, reward criteria only."""
     from ru_rlhf.judges import CRITERIA
+    from ru_rlhf.pipelines.preference_curation.nodes import gold_label_agreement
 
-    out = {}
-    for (split, crit), g in pairs[pairs["criterion"].isin(CRITERIA)].groupby(["split", "criterion"]):
-        untied = g[g["gold_margin"] != 0]
-        out.setdefault(split, {})[crit] = {
-            "pairs": len(g), "gold_tied_share": round(float((g["gold_margin"] == 0).mean()), 4),
-            "panel_agrees_with_gold_on_untied": round(float((untied["gold_margin"] > 0).mean()), 4)
-            if len(untied) else None}
-    return out
+    rated = pairs[pairs["criterion"].isin(CRITERIA)]
+    return {split: gold_label_agreement(g) for split, g in rated.groupby("split")}
 
 
 def main() -> None:

@@ -42,3 +42,14 @@ def test_alignment_on_a_fresh_checkout_names_the_stages_to_run_first():
     assert "sft_policy: run `kedro run --pipelines sft` first" in msg
     assert "reward_model: run `kedro run --pipelines reward_modeling` first" in msg
     assert "preference_pairs: run `kedro run --pipelines preference_curation` first" in msg
+
+
+def test_curation_metrics_include_label_quality_per_criterion():
+    from ru_rlhf.tracking import metrics_of
+
+    summary = {"pairs": 10, "quarantined_ratings": 2, "biases": {"by_criterion": {
+        "helpfulness": {"pairs": 4, "gold_tied_share": 0.25, "panel_agrees_with_gold_on_untied": 0.6667},
+        "truthfulness": {"pairs": 2, "gold_tied_share": 1.0, "panel_agrees_with_gold_on_untied": None}}}}
+    assert metrics_of("curation_summary", summary) == {
+        "curation.pairs": 10.0, "curation.quarantined_ratings": 2.0, "curation.helpfulness.gold_tied_share": 0.25,
+        "curation.helpfulness.panel_agrees_with_gold": 0.6667, "curation.truthfulness.gold_tied_share": 1.0}

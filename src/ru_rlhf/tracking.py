@@ -83,7 +83,11 @@ def _ingestion(d: dict) -> dict:
 
 
 def _curation(d: dict) -> dict:
-    return {"curation.pairs": d.get("pairs"), "curation.quarantined_ratings": d.get("quarantined_ratings")}
+    out = {"curation.pairs": d.get("pairs"), "curation.quarantined_ratings": d.get("quarantined_ratings")}
+    for crit, q in d.get("biases", {}).get("by_criterion", {}).items():  # label quality against gold
+        out[f"curation.{crit}.gold_tied_share"] = q.get("gold_tied_share")
+        out[f"curation.{crit}.panel_agrees_with_gold"] = q.get("panel_agrees_with_gold_on_untied")
+    return out
 
 
 # dataset name → the metrics in it (names as logged to MLflow)

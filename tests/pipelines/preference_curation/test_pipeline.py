@@ -38,3 +38,18 @@ def test_curation_slice(world_tables, variant_candidates):
         assert str(agreement["after"][c]) in card
     bias = catalog.load("annotation_bias")
     assert {"length", "sycophancy"} <= set(bias)
+    pairs_by_crit = catalog.load("preference_pairs")["criterion"].value_counts().to_dict()
+    assert {c: v["pairs"] for c, v in bias["by_criterion"].items()} == pairs_by_crit
+
+
+def test_gold_label_agreement_by_hand():
+    import pandas as pd
+
+    from ru_rlhf.pipelines.preference_curation.nodes import gold_label_agreement
+
+    pairs = pd.DataFrame({"criterion": ["helpfulness"] * 4 + ["truthfulness"] * 2,
+                          "gold_margin": [0.0, 0.5, 0.2, -0.1, 0.0, 0.0]})
+    out = gold_label_agreement(pairs)
+    # helpfulness: 1 of 4 tied; of the 3 untied, 2 have the panel's chosen preferred by gold
+    assert out["helpfulness"] == {"pairs": 4, "gold_tied_share": 0.25, "panel_agrees_with_gold_on_untied": 0.6667}
+    assert out["truthfulness"] == {"pairs": 2, "gold_tied_share": 1.0, "panel_agrees_with_gold_on_untied": None}

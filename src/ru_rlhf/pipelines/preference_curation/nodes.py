@@ -444,12 +444,26 @@ def pairs_to_dataset(pairs: pd.DataFrame, criterion: str = "overall"):
     })
 
 
+def gold_label_agreement(pairs: pd.DataFrame) -> dict:
+    """Per criterion: how many pairs, the share whose two responses the gold judges tie (the panel
+    decides those by its biases alone), and on the untied ones the share where the panel chose the
+    response gold prefers (the labels' quality)."""
+    out = {}
+    for crit, g in pairs.groupby("criterion"):
+        untied = g["gold_margin"] != 0
+        out[crit] = {"pairs": int(len(g)), "gold_tied_share": round(float((~untied).mean()), 4),
+                     "panel_agrees_with_gold_on_untied": round(float((g.loc[untied, "gold_margin"] > 0).mean()), 4)
+                     if untied.any() else None}
+    return out
+
+
 def bias_report(pairs: pd.DataFrame, gold: pd.DataFrame) -> dict:
     """How the panel's biases show in the pairs, against the gold judges' choice on the same pairs.
 
     For overall pairs whose two responses differ in length: the share where the chosen one is
     the longer, by the panel and by gold. For pairs where exactly one response flatters: the
-    share where the flattering one is chosen, by the panel and by gold.
+    share where the flattering one is chosen, by the panel and by gold. Per criterion, the label
+    quality of :func:`gold_label_agreement`.
     """
     g = gold.set_index("response_id")
     ov = pairs[pairs["criterion"] == "overall"]
@@ -477,6 +491,7 @@ def bias_report(pairs: pd.DataFrame, gold: pd.DataFrame) -> dict:
     }
     out["panel_agrees_with_gold"] = round(float(gold_prefers_chosen[~gold_tie].mean()), 4) if (~gold_tie).any() else None
     out["overall_pairs"] = int(len(ov))
+    out["by_criterion"] = gold_label_agreement(pairs)
     log.info("bias report: %s", out)
     return out
 
