@@ -70,6 +70,10 @@ def test_partial_sort_gives_the_same_tokens_as_a_full_sort():
     full = _sample(logits, temp, top_p, u, top_k_first=500)
     assert torch.equal(_sample(logits, temp, top_p, u, top_k_first=8), full)
     assert torch.equal(_sample(logits, temp, top_p, u, top_k_first=128), full)
+    # mixed temperatures: some rows inside the first topk, some inside the 8x wider one, some sorted in full
+    mixed = torch.linspace(0.2, 3.0, 64)
+    assert torch.equal(_sample(logits, mixed, top_p, u, top_k_first=4),
+                       _sample(logits, mixed, top_p, u, top_k_first=500))
 
 
 def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer, small_world):
@@ -81,7 +85,7 @@ def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer
     eos = tiny_tokenizer.eos_token_id
     with torch.no_grad():  # make EOS likely, so rows end at different steps
         head = model.get_output_embeddings().weight
-        head[eos] = head.mean(0) + 4.0 * model.model.norm(model.model.embed_tokens.weight.mean(0, keepdim=True))[0]
+        head[eos] = head.mean(0) + 2.0 * model.model.norm(model.model.embed_tokens.weight.mean(0, keepdim=True))[0]
     texts = small_world[0]["text"].tolist()[:8]
     prompts = [format_prompt(t[: 40 + 15 * i]) for i, t in enumerate(texts)] * 3
     kw = dict(temperatures=[1.0] * len(prompts), top_ps=[0.95] * len(prompts), seeds=list(range(len(prompts))),

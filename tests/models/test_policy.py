@@ -10,7 +10,7 @@ from ru_rlhf.models.policy import ASSISTANT, USER, ModelLoadError, PolicySize, f
 
 
 def test_prompt_format_is_fixed_in_one_place():
-    assert format_prompt("Вопрос?") == f"{USER}\nВопрос?\n{ASSISTANT}\n"
+    assert format_prompt("Вопрос?") == f"{USER}Вопрос?\n{ASSISTANT}"
 
 
 def test_tokenizer_special_tokens_padding_and_roundtrip(tiny_tokenizer):
@@ -18,11 +18,25 @@ def test_tokenizer_special_tokens_padding_and_roundtrip(tiny_tokenizer):
     assert tok.padding_side == "left" and tok.truncation_side == "left"
     assert {tok.pad_token, tok.eos_token, tok.bos_token} == {"<|pad|>", "<|eos|>", "<|bos|>"}
     text = "2023 елның 12 маенда Казанда яңа күпер ачылды. «Ак Барс Строй» — 350 метров."
-    assert tok.decode(tok(text)["input_ids"]) == text  # byte-level: lossless on Tatar letters too
+    # byte-level: lossless on Tatar letters too, after the one space added before the first word
+    assert tok.decode(tok(text)["input_ids"]) == " " + text
     ids = tok(format_prompt("x"), add_special_tokens=False)["input_ids"]
     assert tok.convert_tokens_to_ids(USER) in ids and tok.convert_tokens_to_ids(ASSISTANT) in ids
     batch = tok(["а", "длинный текст здесь"], padding=True)
     assert batch["attention_mask"][0][0] == 0  # left padding
+
+
+def test_an_answers_first_word_is_the_token_it_has_inside_the_text(tiny_tokenizer):
+    """The answer follows the assistant marker; its first word must be the same token as in the
+    text it is copied from (without the prefix space it was another token, and never copied)."""
+    tok = tiny_tokenizer
+    prompt = format_prompt("Зрителями стали 2023 человек. Сколько пришло?")
+    answer_ids = tok(prompt + "2023 человек.", add_special_tokens=False)["input_ids"]
+    after = answer_ids[answer_ids.index(tok.convert_tokens_to_ids(ASSISTANT)) + 1:]
+    inside = tok(prompt, add_special_tokens=False)["input_ids"]
+    first_word = tok(" 2023", add_special_tokens=False)["input_ids"]
+    assert after[: len(first_word)] == first_word
+    assert any(inside[i: i + len(first_word)] == first_word for i in range(len(inside)))
 
 
 def test_default_size_is_a_few_million_parameters(tiny_tokenizer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,29 @@ def trl_common_args(seed: int, output_dir: str | Path) -> dict:
         "disable_tqdm": False,
         "logging_nan_inf_filter": False,  # a NaN loss must reach the log (and finite_loss_callback), not be hidden
     }
+
+
+@contextlib.contextmanager
+def labelled_positions_only():
+    """Make TRL's fused LM head score only the positions that carry a label, on every device.
+
+    TRL (1.16) projects hidden states through the LM head in tiles and, on Triton devices
+    (CUDA/XPU), only at positions whose label is not -100; everywhere else it scores *every*
+    position (to keep tile shapes fixed for compilers such as Neuron's) and masks afterwards.
+    On CPU that projects each prompt token through the vocabulary and computes its entropy for
+    nothing. Inside this context TRL's own compacting path is taken on CPU too; the tiles are
+    still folded by TRL's torch code, and the loss is the same (a reading-stage run of 60 steps:
+    train loss 4.323 vs 4.324, 0.53 → 0.24 s per step). Written here, not in TRL, because TRL
+    exposes no switch for it; the patched name is private, so TRL is pinned.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 FINGERPRINT_FILE = "run_fingerprint.json"
@@ -139,6 +163,17 @@ def history_table(log_history: list[dict], stage: str) -> pd.DataFrame:
     return df[keep].reset_index(drop=True)
 
 
+def _scheduler_kwargs(stage_params, n_rows: int) -> dict:
+    """The scheduler's keyword arguments; for ``warmup_stable_decay`` the decay length comes from
+    ``lr_decay_share`` of all steps unless ``num_decay_steps`` is given (so it scales with the run)."""
+    s = stage_params
+    kwargs = dict(getattr(s, "lr_scheduler_kwargs", None) or {})
+    if s.lr_scheduler == "warmup_stable_decay" and "num_decay_steps" not in kwargs:
+        total = s.max_steps if s.max_steps > 0 else math.ceil(n_rows / s.batch_size * s.epochs)
+        kwargs["num_decay_steps"] = max(1, round(getattr(s, "lr_decay_share", 0.25) * total))
+    return kwargs
+
+
 def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, output_dir: str | Path,
                     stage: str, resume: bool = True) -> tuple[Any, pd.DataFrame]:
     """Train ``model`` with TRL's SFTTrainer on a ``text`` or ``prompt``/``completion`` dataset.
@@ -158,7 +193,8 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
         **trl_common_args(seed, output_dir),
         num_train_epochs=s.epochs, max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
         learning_rate=s.learning_rate,
-        lr_scheduler_type=s.lr_scheduler, warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
+        lr_scheduler_type=s.lr_scheduler, lr_scheduler_kwargs=_scheduler_kwargs(s, len(dataset)),
+        warmup_steps=s.warmup_ratio, weight_decay=s.weight_decay,
         logging_steps=s.logging_steps, save_strategy="steps", save_steps=s.save_steps,
         save_total_limit=s.save_total_limit, max_length=s.max_length, eval_strategy="no",
         train_sampling_strategy="group_by_length" if s.group_by_length else "random",
@@ -172,7 +208,8 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, outpu
         return _load_finished(model, ckpt, stage), history_table(done["log_history"], stage)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[finite_loss_callback(stage)])
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    with labelled_positions_only():
+        result = trainer.train(resume_from_checkpoint=ckpt)
     log.info("%s: %d steps, final train loss %.4f, %.1f s", stage, result.global_step, result.training_loss,
              result.metrics.get("train_runtime", float("nan")))
     return trainer.model, history_table(trainer.state.log_history, stage)
@@ -208,7 +245,8 @@ def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_t
         return _load_finished(model, ckpt, stage), _log_table(done["log_history"], stage)
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
                          processing_class=tokenizer, callbacks=[finite_loss_callback(stage)])
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    with labelled_positions_only():
+        result = trainer.train(resume_from_checkpoint=ckpt)
     log.info("%s (β=%s): %d steps, final loss %.4f", stage, beta, result.global_step, result.training_loss)
     return trainer.model, _log_table(trainer.state.log_history, stage)
 

@@ -93,10 +93,27 @@ def test_reading_examples_come_from_fresh_documents(world_tables_for_sft):
     from ru_rlhf.pipelines.sft.nodes import reading_examples
 
     ex = reading_examples(20, seed=99, tatar_share=0.25)
-    assert len(ex) >= 20 * 4 and {"prompt", "completion"} == set(ex.columns)
-    assert ex["prompt"].str.startswith("<|user|>").all()
+    assert len(ex) >= 20 * 4 and {"prompt", "completion", "text", "item"} == set(ex.columns)
+    assert ex["prompt"].str.startswith("<|user|>").all() and (ex["text"] == "document").all()
     corpus_texts = set(world_tables_for_sft["text"])
     assert not any(t in p for p in ex["prompt"] for t in list(corpus_texts)[:50])
+
+
+def test_reading_passages_hold_the_answer_and_easy_questions_are_thinned():
+    from ru_rlhf.pipelines.sft.nodes import EASY_ITEMS, reading_examples
+
+    full = reading_examples(60, seed=5, tatar_share=0.25)
+    mixed = reading_examples(60, seed=5, tatar_share=0.25, passage_share=1.0, passage_extra_sentences=1,
+                             easy_keep=0.2)
+    passages = mixed[mixed["text"] == "passage"]
+    assert len(passages) >= 0.9 * len(mixed)  # nearly every answer sits in one sentence
+    assert passages["prompt"].str.len().mean() < 0.6 * full["prompt"].str.len().mean()
+    # the answer (its first word) is in the passage the question is asked on
+    first_words = passages["completion"].str.strip(".").str.split().str[0].str.strip("«»")
+    assert all(w.lower() in p.lower() for w, p in zip(first_words, passages["prompt"]))
+    easy_full, easy_mixed = full["item"].isin(EASY_ITEMS).sum(), mixed["item"].isin(EASY_ITEMS).sum()
+    assert 0 < easy_mixed < 0.4 * easy_full
+    assert (~mixed["item"].isin(EASY_ITEMS)).sum() == (~full["item"].isin(EASY_ITEMS)).sum()
 
 
 def test_prompts_with_identical_responses_are_redrawn_and_recorded(sft_run):
