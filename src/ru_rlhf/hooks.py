@@ -125,15 +125,12 @@ class CarbonHook:
                 ds.save(pd.concat([old[old["node"] != node.name], pd.DataFrame([row])], ignore_index=True))
             except Exception as err:  # noqa: BLE001 — cost accounting never fails a training node
                 log.warning("carbon: could not record %s: %s", node.name, err)
-        try:
-            import mlflow
+        import mlflow  # a dependency (kedro-mlflow): the run's cost goes to the active MLflow run too
 
-            if mlflow.active_run() is not None:
-                mlflow.log_metrics({f"carbon.{row['method']}.energy_kwh": row["energy_kwh"],
-                                    f"carbon.{row['method']}.co2_kg": row["co2_kg"],
-                                    f"carbon.{row['method']}.seconds": row["seconds"]})
-        except ImportError:
-            pass
+        if mlflow.active_run() is not None:
+            mlflow.log_metrics({f"carbon.{row['method']}.energy_kwh": row["energy_kwh"],
+                                f"carbon.{row['method']}.co2_kg": row["co2_kg"],
+                                f"carbon.{row['method']}.seconds": row["seconds"]})
 
 
 def _method_of(node_name: str) -> str:
