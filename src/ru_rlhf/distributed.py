@@ -147,8 +147,13 @@ def sft(model, tokenizer, dataset, stage_params, p: DistributedParams, **kwargs)
 
 def rl(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts: pd.DataFrame, common: dict,
        train: dict, p: DistributedParams):
-    """The alignment ``train_rl`` node's work (PPO or REINFORCE) on ``p.num_processes`` processes."""
+    """The alignment ``train_rl`` node's work (PPO or REINFORCE): in this process, or on ``p.num_processes``."""
     from ru_rlhf.models.policy import load_policy
+
+    if p.num_processes <= 1:
+        from ru_rlhf.pipelines.alignment.nodes import run_rl_local
+
+        return run_rl_local(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts, common, train)
 
     def write(w: Path) -> None:
         sft_policy.save_pretrained(w / "policy")

@@ -167,10 +167,10 @@ def _scheduler_kwargs(stage_params, n_rows: int) -> dict:
     """The scheduler's keyword arguments; for ``warmup_stable_decay`` the decay length comes from
     ``lr_decay_share`` of all steps unless ``num_decay_steps`` is given (so it scales with the run)."""
     s = stage_params
-    kwargs = dict(getattr(s, "lr_scheduler_kwargs", None) or {})
+    kwargs = dict(s.lr_scheduler_kwargs)
     if s.lr_scheduler == "warmup_stable_decay" and "num_decay_steps" not in kwargs:
         total = s.max_steps if s.max_steps > 0 else math.ceil(n_rows / s.batch_size * s.epochs)
-        kwargs["num_decay_steps"] = max(1, round(getattr(s, "lr_decay_share", 0.25) * total))
+        kwargs["num_decay_steps"] = max(1, round(s.lr_decay_share * total))
     return kwargs
 
 

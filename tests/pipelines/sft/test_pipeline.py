@@ -93,8 +93,8 @@ def test_reading_examples_come_from_fresh_documents(world_tables_for_sft):
     from ru_rlhf.pipelines.sft.nodes import reading_examples
 
     ex = reading_examples(20, seed=99, tatar_share=0.25)
-    assert len(ex) >= 20 * 4 and {"prompt", "completion", "text", "item"} == set(ex.columns)
-    assert ex["prompt"].str.startswith("<|user|>").all() and (ex["text"] == "document").all()
+    assert len(ex) >= 20 * 4 and {"prompt", "completion", "context", "item"} == set(ex.columns)
+    assert ex["prompt"].str.startswith("<|user|>").all() and (ex["context"] == "document").all()
     corpus_texts = set(world_tables_for_sft["text"])
     assert not any(t in p for p in ex["prompt"] for t in list(corpus_texts)[:50])
 
@@ -105,7 +105,7 @@ def test_reading_passages_hold_the_answer_and_easy_questions_are_thinned():
     full = reading_examples(60, seed=5, tatar_share=0.25)
     mixed = reading_examples(60, seed=5, tatar_share=0.25, passage_share=1.0, passage_extra_sentences=1,
                              easy_keep=0.2)
-    passages = mixed[mixed["text"] == "passage"]
+    passages = mixed[mixed["context"] == "passage"]
     assert len(passages) >= 0.9 * len(mixed)  # nearly every answer sits in one sentence
     assert passages["prompt"].str.len().mean() < 0.6 * full["prompt"].str.len().mean()
     # the answer (its first word) is in the passage the question is asked on

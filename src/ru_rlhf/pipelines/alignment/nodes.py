@@ -250,7 +250,6 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
     """
     from datasets import Dataset
 
-
     c, p = CommonParams.model_validate(common), DpoParams.model_validate(train)
     pairs = preference_pairs[(preference_pairs["criterion"] == p.criterion) & (preference_pairs["split"] == "train")]
     if pairs.empty:
@@ -309,15 +308,13 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
     work runs under ``accelerate launch`` (``ru_rlhf.distributed``). Returns ``(policy, step_log, info)``.
     """
     c = CommonParams.model_validate(common)
+    start = time.perf_counter()
+    policy, step_log, info = distributed.rl(sft_policy, reference_policy, policy_tokenizer, reward_model,
+                                            alignment_prompts, common, train, c.distributed)
     if c.distributed.num_processes > 1:
-        from ru_rlhf import distributed
-
-        start = time.perf_counter()
-        policy, step_log, info = distributed.rl(sft_policy, reference_policy, policy_tokenizer, reward_model,
-                                                alignment_prompts, common, train, c.distributed)
         info.update(processes=c.distributed.num_processes, seconds=round(time.perf_counter() - start, 1))
-        return policy.eval(), step_log, info
-    return run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts, common, train)
+        policy = policy.eval()
+    return policy, step_log, info
 
 
 def run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
