@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from ru_rlhf.models.generation import GenerationStats, _sample, generate, generate_batch, sequence_logprobs
@@ -76,9 +77,11 @@ def test_partial_sort_gives_the_same_tokens_as_a_full_sort():
                        _sample(logits, mixed, top_p, u, top_k_first=500))
 
 
-def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer, small_world):
-    """Rows that end are dropped from the running batch (and its cache); every row's text and token
-    ids must be what the uncompacted batch gives."""
+@pytest.mark.parametrize("fast_decode", [True, False])
+def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer, small_world, fast_decode):
+    """Rows that end are dropped from the running batch (and its cache; in the Llama decoder also
+    prompts with no row left); every row's text and token ids must be what the uncompacted batch
+    gives, in both decoders."""
     import copy
 
     model = copy.deepcopy(tiny_policy)
@@ -89,7 +92,7 @@ def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer
     texts = small_world[0]["text"].tolist()[:8]
     prompts = [format_prompt(t[: 40 + 15 * i]) for i, t in enumerate(texts)] * 3
     kw = dict(temperatures=[1.0] * len(prompts), top_ps=[0.95] * len(prompts), seeds=list(range(len(prompts))),
-              max_new_tokens=16, return_ids=True)
+              max_new_tokens=16, return_ids=True, fast_decode=fast_decode)
     stats_on, stats_off = GenerationStats(), GenerationStats()
     on = generate_batch(model, tiny_tokenizer, prompts, stats=stats_on, **kw)
     off = generate_batch(model, tiny_tokenizer, prompts, stats=stats_off, compact=False, **kw)
@@ -97,3 +100,65 @@ def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer
     assert stats_on.compactions >= 1 and stats_off.compactions == 0  # the drop happened
     assert min(lengths) < max(lengths)  # rows ended at different steps
     assert on == off
+
+
+def _forced_logits(monkeypatch, model, tokenizer, prompts, forced, **kw):
+    """The logits each decode step sees when every row is fed the tokens ``forced`` (the sampler
+    is replaced by one that records its input), as ``[steps, rows, vocab]`` in the batch's order."""
+    import ru_rlhf.models.generation as gen
+
+    seen = []
+
+    def record(logits, temperature, top_p, u, top_k_first=32):
+        seen.append(logits.clone())
+        return forced[len(seen) - 1].repeat(len(logits))
+
+    monkeypatch.setattr(gen, "_sample", record)
+    gen.generate_batch(model, tokenizer, prompts, temperatures=[1.0] * len(prompts), top_ps=[1.0] * len(prompts),
+                       seeds=list(range(len(prompts))), max_new_tokens=len(forced), compact=False, **kw)
+    return torch.stack(seen)
+
+
+def test_llama_decoder_matches_the_models_forward(tiny_policy, tiny_tokenizer, monkeypatch):
+    """The shared-prefix Llama decoder and the model's own forward with the row cache give the same
+    next-token logits as a plain forward over prompt + continuation, on rows that share prompts."""
+    from ru_rlhf.models.generation import _LlamaDecoder
+
+    assert _LlamaDecoder.supports(tiny_policy)
+    # distinct lengths in ascending order, so the batch's internal order (by length) is this order
+    texts = ["Где?", "Где прошёл турнир по футболу?", "Кто открыл новую школу в Казани в этом году и когда?"]
+    prompts = [format_prompt(t) for t in texts for _ in range(2)]  # two rows per prompt share its cache
+    forced = torch.tensor(tiny_tokenizer(" в Казани прошёл турнир", add_special_tokens=False)["input_ids"])
+    fast = _forced_logits(monkeypatch, tiny_policy, tiny_tokenizer, prompts, forced, fast_decode=True)
+    slow = _forced_logits(monkeypatch, tiny_policy, tiny_tokenizer, prompts, forced, fast_decode=False)
+    assert fast.shape == (len(forced), len(prompts), tiny_policy.config.vocab_size)
+    assert torch.allclose(fast, slow, atol=1e-4)
+    for r, p in enumerate(prompts):
+        p_ids = tiny_tokenizer(p, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            full = tiny_policy(torch.tensor([p_ids + forced.tolist()])).logits[0]
+        assert torch.allclose(fast[:, r], full[len(p_ids) - 1: len(p_ids) - 1 + len(forced)], atol=1e-4)
+
+
+def test_greedy_decoding_matches_model_generate_for_llama_and_gpt2(tiny_policy, tiny_tokenizer):
+    """Temperature 0 gives ``model.generate``'s greedy tokens: the Llama decoder for the default
+    policy, the model's own forward for a GPT-2 (the hub env's architecture)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ru_rlhf.models.generation import _LlamaDecoder
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=256, n_embd=32, n_layer=2,
+                                      n_head=2, bos_token_id=tiny_tokenizer.bos_token_id,
+                                      eos_token_id=tiny_tokenizer.eos_token_id)).eval()
+    assert not _LlamaDecoder.supports(gpt2)
+    prompts = [format_prompt("Где прошёл турнир?"), format_prompt("Кто открыл новую школу в Казани?")]
+    for model in (tiny_policy, gpt2):
+        _, ids = generate_batch(model, tiny_tokenizer, prompts, temperatures=[0.0, 0.0], top_ps=[1.0, 1.0],
+                                seeds=[0, 1], max_new_tokens=10, return_ids=True)
+        for p, got in zip(prompts, ids):
+            enc = tiny_tokenizer(p, return_tensors="pt", add_special_tokens=False)
+            with torch.no_grad():
+                ref = model.generate(**enc, do_sample=False, max_new_tokens=10, pad_token_id=tiny_tokenizer.pad_token_id,
+                                     eos_token_id=tiny_tokenizer.eos_token_id)[0, enc["input_ids"].shape[1]:].tolist()
+            assert got == ref[: len(got)] and len(got) == len(ref)

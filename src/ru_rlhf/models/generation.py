@@ -16,7 +16,8 @@ import zlib
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StaticCache
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 log = logging.getLogger(__name__)
 
@@ -77,43 +78,270 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
-            u: torch.Tensor, top_k_first: int = 128) -> torch.Tensor:
-    """One token per row: greedy where temperature is 0, else top-p sampling by inverse CDF at ``u``.
-
-    The nucleus is found among the ``top_k_first`` most likely tokens (a partial sort, much cheaper
-    than sorting the whole vocabulary every step); rows whose nucleus is not inside them (their
-    top tokens hold less than ``top_p``) are sorted in full, so the result is exact either way.
-    """
-    greedy = logits.argmax(-1)
-    t = temperature.clamp_min(1e-5).unsqueeze(-1)
-    probs = torch.softmax(logits.float() / t, dim=-1)
-    k = min(top_k_first, probs.shape[-1])
-    sorted_p, order = probs.topk(k, dim=-1)
-    short = sorted_p.sum(-1) < top_p
-    if bool(short.any()):
-        full_p, full_order = probs[short].sort(dim=-1, descending=True)
-        sorted_p = torch.cat([sorted_p, sorted_p.new_zeros(len(probs), probs.shape[-1] - k)], dim=-1)
-        order = torch.cat([order, order.new_zeros(len(probs), probs.shape[-1] - k)], dim=-1)
-        sorted_p[short], order[short] = full_p, full_order
+def _nucleus_pick(sorted_p: torch.Tensor, order: torch.Tensor, top_p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw at ``u`` from the smallest prefix of ``sorted_p`` (descending) whose mass reaches top_p."""
     cum = sorted_p.cumsum(-1)
-    keep = (cum - sorted_p) < top_p.unsqueeze(-1)  # the smallest prefix whose mass reaches top_p
-    sorted_p = sorted_p * keep
+    sorted_p = sorted_p * ((cum - sorted_p) < top_p.unsqueeze(-1))
     cum = sorted_p.cumsum(-1)
     target = (u * cum[:, -1]).unsqueeze(-1)
-    pos = torch.searchsorted(cum, target).clamp_max(cum.shape[-1] - 1).squeeze(-1)
-    sampled = order.gather(-1, pos.unsqueeze(-1)).squeeze(-1)
-    return torch.where(temperature > 0, sampled, greedy)
+    pos = torch.searchsorted(cum, target).clamp_max(cum.shape[-1] - 1)
+    return order.gather(-1, pos).squeeze(-1)
+
+
+def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
+            u: torch.Tensor, top_k_first: int = 32) -> torch.Tensor:
+    """One token per row: greedy where temperature is 0, else top-p sampling by inverse CDF at ``u``.
+
+    The nucleus is looked for among the ``top_k_first`` most likely tokens (a partial sort, much
+    cheaper than sorting the whole vocabulary every step), then among 16 and 64 times as many
+    for the rows whose nucleus is not inside them (their top tokens hold less than ``top_p``),
+    and only the rows still short are sorted in full, so the result is exact either way.
+    """
+    t = temperature.clamp_min(1e-5).unsqueeze(-1)
+    probs = torch.softmax(logits.float() / t, dim=-1)
+    vocab = probs.shape[-1]
+    sorted_p, order = probs.topk(min(top_k_first, vocab), dim=-1)
+    sampled = _nucleus_pick(sorted_p, order, top_p, u)
+    short = (sorted_p.sum(-1) < top_p).nonzero().squeeze(-1)
+    for k in (top_k_first * 16, top_k_first * 64, vocab):
+        if not len(short) or k <= sorted_p.shape[-1]:
+            continue
+        sorted_p, order = probs[short].topk(k, dim=-1) if k < vocab else probs[short].sort(dim=-1, descending=True)
+        sampled[short] = _nucleus_pick(sorted_p, order, top_p[short], u[short])
+        short = short[sorted_p.sum(-1) < top_p[short]]
+    greedy = temperature <= 0
+    if bool(greedy.any()):
+        sampled = torch.where(greedy, logits.argmax(-1), sampled)
+    return sampled
+
+
+def _keep_rows_(bufs: tuple[torch.Tensor, ...], index: list[int], length: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Keep the rows at ``index`` (ascending) of each buffer, moved down in place over the first
+    ``length`` positions of dim 2 (all of it when None); returns the buffers' first rows as views.
+
+    In place because a fresh buffer per drop costs more in page faults than the copy itself.
+    Row ``j`` comes from row ``index[j] >= j``; a block of destination rows is copied at once when
+    all its source rows lie past it (``index_select`` must not read what it writes).
+    """
+    m, j = len(index), 0
+    while j < m and index[j] == j:
+        j += 1  # rows before the first dropped one stay where they are
+    while j < m:
+        stop = min(m, index[j])  # rows [j, stop) read from index[j] >= stop onwards: no overlap
+        src = torch.tensor(index[j:stop], dtype=torch.long, device=bufs[0].device) - stop
+        for b in bufs:
+            part = b if length is None or b.dim() < 3 else b[:, :, :length]
+            torch.index_select(part[stop:], 0, src, out=part[j:stop])
+        j = stop
+    return tuple(b[:m] for b in bufs)
+
+
+class _BufferLayer(DynamicLayer):
+    """A KV-cache layer over a preallocated buffer ``[rows, heads, width, head_dim]``.
+
+    Each step writes its keys and values in place and hands attention a view of the filled part
+    only. Why not a library cache: ``DynamicLayer`` copies all of itself on every step (``cat``),
+    and ``StaticLayer`` zero-fills its whole length up front and attends over all of it, unfilled
+    positions included; both cost more than this small model's step in the long tail of a batch.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._bufs, self.length = (keys, values), length
+        self._view()
+
+    def _view(self) -> None:
+        self.keys = self._bufs[0][:, :, :self.length]
+        self.values = self._bufs[1][:, :, :self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        self._bufs[0][:, :, self.length:self.length + n] = key_states
+        self._bufs[1][:, :, self.length:self.length + n] = value_states
+        self.length += n
+        self._view()
+        return self.keys, self.values
+
+
+class _ModelDecoder:
+    """Decodes through the model's own ``forward`` (any causal LM): every row has its own copy of
+    its prompt's KV cache in ``_BufferLayer`` buffers, and a 4-D additive mask hides the pads."""
+
+    def __init__(self, model, n: int, width: int, max_new_tokens: int, device):
+        self.model, self.width = model, width
+        self.dtype = next(model.parameters()).dtype
+        self.min = torch.finfo(self.dtype).min
+        self.layers: list[_BufferLayer] = []
+        self.cache = DynamicCache(config=model.config)
+        # prompts' pads are masked; every generated position is attended to (an ended row makes
+        # pad tokens that nothing reads)
+        self.mask = torch.zeros((n, 1, 1, width + max_new_tokens), dtype=self.dtype, device=device)
+        self.n, self.max_new_tokens = n, max_new_tokens
+
+    def add_group(self, rows: slice, src: torch.Tensor, prompts: slice, kv_layers, attn: torch.Tensor) -> None:
+        """Lay out one prefill group's KV cache (left-padded to ``width``) for batch rows ``rows``;
+        row ``rows.start + i`` samples from the group's prompt ``src[i]``."""
+        w = attn.shape[1]
+        self.mask[rows, 0, 0, :self.width - w] = self.min
+        self.mask[rows, 0, 0, self.width - w:self.width] = torch.where(attn[src] > 0, 0.0, self.min).to(self.dtype)
+        for i, layer in enumerate(kv_layers):
+            if len(self.layers) <= i:
+                k = layer.keys
+                shape = (self.n, k.shape[1], self.width + self.max_new_tokens, k.shape[-1])
+                self.layers.append(_BufferLayer(k.new_empty(shape), k.new_empty(shape), self.width))
+            for buf, new in zip(self.layers[i]._bufs, (layer.keys, layer.values)):
+                buf[rows, :, :self.width - w] = 0  # masked, but must be finite
+                buf[rows, :, self.width - w:self.width] = new[src]
+        self.cache.layers = self.layers
+
+    def keep_rows(self, index: list[int]) -> None:
+        for layer in self.layers:
+            layer._bufs = _keep_rows_(layer._bufs, index, layer.length)
+            layer._view()
+        self.mask = self.mask[index]
+
+    def step(self, tok: torch.Tensor, position: torch.Tensor, step: int) -> torch.Tensor:
+        cur = self.width + step  # the buffer position this step's token is written to
+        out = self.model(input_ids=tok.unsqueeze(-1), attention_mask=self.mask[:, :, :, :cur + 1],
+                         position_ids=position, past_key_values=self.cache, use_cache=True,
+                         cache_position=torch.tensor([cur], device=tok.device))
+        return out.logits[:, -1, :]
+
+
+class _LlamaDecoder:
+    """Decodes a ``LlamaForCausalLM`` one token per row with the model's own weights, keeping each
+    distinct prompt's KV cache once (shared-prefix attention).
+
+    Why our own: in the candidate grid 6 rows sample from every prompt, so a per-row cache reads
+    each prompt's keys and values 6 times per layer and step, and that reading, not arithmetic,
+    bounds attention at a few hundred rows; here the prompt part is read once per prompt (the
+    rows of a prompt are its queries) and only the generated part is per row, in one softmax
+    over both. At a few rows per step (the tail of every batch) the library's module tree costs
+    more in per-call overhead than this small model's arithmetic; this is about 25 tensor
+    operations per layer with the query/key/value and gate/up projections fused into one matrix
+    product each. Used only where ``supports`` holds (the default models); any other model (GPT-2
+    from the hub, adapters) decodes with ``_ModelDecoder``. A test checks its logits against the
+    model's ``forward``. Weights are read per call, so a policy that trains between calls (PPO)
+    is always decoded as it is now.
+    """
+
+    @staticmethod
+    def supports(model) -> bool:
+        cfg = model.config
+        return (type(model).__name__ == "LlamaForCausalLM" and cfg.hidden_act == "silu"
+                and not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
+                and getattr(cfg, "pretraining_tp", 1) == 1 and cfg._attn_implementation in ("sdpa", "eager"))
+
+    def __init__(self, model, n: int, n_prompts: int, width: int, max_new_tokens: int,
+                 prompt_of: torch.Tensor, slot: torch.Tensor):
+        from transformers.models.llama.modeling_llama import rotate_half
+
+        cfg, inner = model.config, model.model
+        self.rotate_half = rotate_half
+        self.embed, self.rotary, self.lm_head = inner.embed_tokens.weight, inner.rotary_emb, model.lm_head.weight
+        self.norm, self.eps = inner.norm.weight, cfg.rms_norm_eps
+        attn = inner.layers[0].self_attn
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim
+        self.scale = attn.scaling
+        self.weights = [(layer.input_layernorm.weight,
+                         torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+                                    layer.self_attn.v_proj.weight]),
+                         layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
+                         torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
+                         layer.mlp.down_proj.weight)
+                        for layer in inner.layers]
+        w = self.embed
+        self.dtype, self.min = w.dtype, torch.finfo(w.dtype).min
+        shape_p = (n_prompts, self.kv_heads, width, self.head_dim)
+        shape_g = (n, self.kv_heads, max_new_tokens, self.head_dim)
+        # per layer: prompt keys, prompt values (one row per distinct prompt), generated keys and
+        # values (one row per batch row)
+        self.kv = [(w.new_empty(shape_p), w.new_empty(shape_p), w.new_empty(shape_g), w.new_empty(shape_g))
+                   for _ in self.weights]
+        self.bias = w.new_zeros((n_prompts, width))  # additive: 0 for prompt tokens, dtype-min for pads
+        self.width, self.length = width, 0  # generated positions written so far
+        self.prompt_of, self.slot = prompt_of, slot
+        self.slots = int(slot.max()) + 1 if len(slot) else 1
+
+    def add_group(self, rows: slice, src: torch.Tensor, prompts: slice, kv_layers, attn: torch.Tensor) -> None:
+        """Store one prefill group's prompt KV cache (left-padded to ``width``) at ``prompts``."""
+        w = attn.shape[1]
+        self.bias[prompts, :self.width - w] = self.min
+        self.bias[prompts, self.width - w:] = torch.where(attn > 0, 0.0, self.min).to(self.dtype)
+        for (kp, vp, _, _), layer in zip(self.kv, kv_layers):
+            for buf, new in ((kp, layer.keys), (vp, layer.values)):
+                buf[prompts, :, :self.width - w] = 0  # masked, but must be finite
+                buf[prompts, :, self.width - w:] = new
+
+    def keep_rows(self, index: list[int]) -> None:
+        """Drop ended rows; drop prompts too once a quarter of them have no row left."""
+        self.kv = [(kp, vp, *_keep_rows_((gk, gv), index, self.length)) for kp, vp, gk, gv in self.kv]
+        self.prompt_of, self.slot = self.prompt_of[index], self.slot[index]
+        live = torch.unique(self.prompt_of)
+        if len(live) * 4 <= 3 * len(self.bias):
+            keep = live.tolist()
+            self.kv = [(*_keep_rows_((kp, vp), keep), gk, gv) for kp, vp, gk, gv in self.kv]
+            (self.bias,) = _keep_rows_((self.bias,), keep)
+            self.prompt_of = torch.searchsorted(live, self.prompt_of)
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # LlamaRMSNorm: normalised in float32, scaled in the input's dtype
+        h = torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return weight * h.to(x.dtype)
+
+    def _attend(self, q: torch.Tensor, kp, vp, gk, gv) -> torch.Tensor:
+        """Attention of ``q`` ``[rows, heads, head_dim]`` over each row's prompt (shared) and its own
+        generated tokens, in one softmax; returns ``[rows, heads, head_dim]``."""
+        rep = self.heads // self.kv_heads
+        if rep > 1:  # grouped-query attention: each key/value head serves `rep` query heads
+            kp, vp, gk, gv = (t.repeat_interleave(rep, dim=1) for t in (kp, vp, gk, gv))
+        q = q * self.scale
+        p, s, n_p = self.prompt_of, self.slot, len(kp)
+        grouped = q.new_zeros((n_p, self.slots, self.heads, self.head_dim))
+        grouped[p, s] = q  # each prompt's rows are its queries
+        scores_p = torch.matmul(grouped.transpose(1, 2), kp.transpose(-1, -2))  # [prompts, heads, slots, width]
+        scores_p = scores_p.permute(0, 2, 1, 3)[p, s] + self.bias[p].unsqueeze(1)  # [rows, heads, width]
+        scores_g = torch.matmul(q.unsqueeze(2), gk.transpose(-1, -2)).squeeze(2)  # [rows, heads, generated]
+        weights = torch.softmax(torch.cat([scores_p, scores_g], dim=-1), dim=-1)
+        w_p, w_g = weights.split([self.width, gk.shape[2]], dim=-1)
+        spread = w_p.new_zeros((n_p, self.slots, self.heads, self.width))
+        spread[p, s] = w_p
+        out_p = torch.matmul(spread.transpose(1, 2), vp).permute(0, 2, 1, 3)[p, s]  # [rows, heads, head_dim]
+        return out_p + torch.matmul(w_g.unsqueeze(2), gv).squeeze(2)
+
+    def step(self, tok: torch.Tensor, position: torch.Tensor, step: int) -> torch.Tensor:
+        """Next-token logits ``[rows, vocab]`` for tokens ``tok`` ``[rows]`` at ``position`` ``[rows, 1]``."""
+        rows, hd, t = len(tok), self.head_dim, self.length
+        x = torch.nn.functional.embedding(tok.unsqueeze(-1), self.embed)
+        cos, sin = self.rotary(x, position)
+        split = [(self.heads + self.kv_heads) * hd, self.kv_heads * hd]
+        cos, sin = cos.view(rows, 1, hd), sin.view(rows, 1, hd)
+        for (ln1, qkv, o, ln2, gate_up, down), (kp, vp, gk, gv) in zip(self.weights, self.kv):
+            qk, v = torch.nn.functional.linear(self._rms(x, ln1), qkv).split(split, dim=-1)
+            # rotary position embedding of the queries and keys together (as apply_rotary_pos_emb)
+            qk = qk.view(rows, self.heads + self.kv_heads, hd)
+            qk = qk * cos + self.rotate_half(qk) * sin
+            gk[:, :, t] = qk[:, self.heads:]
+            gv[:, :, t] = v.view(rows, self.kv_heads, hd)
+            a = self._attend(qk[:, :self.heads], kp, vp, gk[:, :, :t + 1], gv[:, :, :t + 1])
+            x = x + torch.nn.functional.linear(a.reshape(rows, 1, -1), o)
+            g, u = torch.nn.functional.linear(self._rms(x, ln2), gate_up).chunk(2, dim=-1)
+            x = x + torch.nn.functional.linear(torch.nn.functional.silu(g) * u, down)
+        self.length += 1
+        return torch.nn.functional.linear(self._rms(x, self.norm), self.lm_head)[:, -1]
 
 
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
                    seeds: list[int], max_new_tokens: int = 64, max_prompt_tokens: int | None = None,
-                   stats: GenerationStats | None = None, return_ids: bool = False, compact: bool = True):
+                   stats: GenerationStats | None = None, return_ids: bool = False, compact: bool = True,
+                   prefill_chunk: int = 16, fast_decode: bool = True):
     """Generate one continuation per row in a single batch (left padding, KV cache).
 
-    Rows with the same prompt share one prefill (the prompt is encoded once and its KV cache
-    repeated); ``stats.truncated_prompts`` counts distinct prompts cut to fit the context.
+    Rows with the same prompt share one prefill (the prompt is encoded once);
+    ``stats.truncated_prompts`` counts distinct prompts cut to fit the context.
 
     Args:
         prompts: the model-formatted prompts (see ``ru_rlhf.models.policy.format_prompt``).
@@ -125,6 +353,10 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
             model's context minus ``max_new_tokens``); the number cut is counted in ``stats``.
         compact: drop ended rows from the running batch (and their KV cache) once a quarter of
             it has ended, so that later steps compute live rows only; outputs do not change.
+        prefill_chunk: distinct prompts encoded per prefill call, grouped by length so that a
+            batch of mixed lengths is not all padded to its longest prompt.
+        fast_decode: decode Llama models with ``_LlamaDecoder`` (shared prompt cache, less
+            per-step overhead); False, or any other model, decodes through ``forward``.
 
     Returns:
         The decoded continuations, without special tokens, stripped; with ``return_ids`` also
@@ -133,38 +365,54 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     """
     model.eval()
     device = next(model.parameters()).device
-    ctx = getattr(model.config, "max_position_embeddings", 1024)
+    ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
     limit = max_prompt_tokens or max(8, ctx - max_new_tokens)
-    # rows that share a prompt share its prefill: encode each distinct prompt once, then repeat
-    # its KV cache for every row that samples from it (the candidate grid has 6 rows per prompt)
+    # rows that share a prompt share its prefill: encode each distinct prompt once
     unique = list(dict.fromkeys(prompts))
-    where = {p: i for i, p in enumerate(unique)}
-    expand = torch.tensor([where[p] for p in prompts], dtype=torch.long, device=device)
     enc, cut = _encode_prompts(tokenizer, unique, limit)
-    ids, mask = _left_pad(enc, tokenizer.pad_token_id)
-    ids, mask = ids.to(device), mask.to(device)
+    width = max(len(s) for s in enc)
+    where = {p: i for i, p in enumerate(unique)}
+    rows_of: dict[int, list[int]] = {}
+    for r, p in enumerate(prompts):
+        rows_of.setdefault(where[p], []).append(r)
+    # distinct prompts by length, prefilled in groups of `prefill_chunk`; the batch runs in that
+    # order, so that each group's rows are contiguous. rows[i] is the output row of batch row i.
+    by_length = sorted(range(len(unique)), key=lambda i: len(enc[i]))
+    order = [r for u in by_length for r in rows_of[u]]
+    prompt_of = torch.tensor([k for k, u in enumerate(by_length) for _ in rows_of[u]], dtype=torch.long,
+                             device=device)
+    slot = torch.tensor([j for u in by_length for j in range(len(rows_of[u]))], dtype=torch.long, device=device)
     n = len(prompts)
-    temperature = torch.tensor(temperatures, dtype=torch.float32, device=device)
-    top_p = torch.tensor(top_ps, dtype=torch.float32, device=device)
+    rows = torch.tensor(order, dtype=torch.long, device=device)
+    temperature = torch.tensor([temperatures[r] for r in order], dtype=torch.float32, device=device)
+    top_p = torch.tensor([top_ps[r] for r in order], dtype=torch.float32, device=device)
     # one uniform number per row and step, each row from its own seeded stream
-    u = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(int(s)))
-                     for s in seeds]).to(device)
+    stream = torch.Generator()
+    u = torch.stack([torch.rand(max_new_tokens, generator=stream.manual_seed(int(seeds[r]))) for r in order]).to(device)
+    next_pos = torch.tensor([[len(enc[by_length[k]])] for k in prompt_of.tolist()], dtype=torch.long,
+                            device=device)
+    if fast_decode and _LlamaDecoder.supports(model):
+        decoder = _LlamaDecoder(model, n, len(unique), width, max_new_tokens, prompt_of, slot)
+    else:
+        decoder = _ModelDecoder(model, n, width, max_new_tokens, device)
+    logits, start = None, 0
+    for c in range(0, len(by_length), prefill_chunk):
+        members = by_length[c:c + prefill_chunk]
+        ids, attn = _left_pad([enc[i] for i in members], tokenizer.pad_token_id)
+        ids, attn = ids.to(device), attn.to(device)
+        position = (attn.cumsum(-1) - 1).clamp_min(0)
+        # next-token logits of the last position only (not the whole prompt × vocabulary)
+        out = model(input_ids=ids, attention_mask=attn, position_ids=position, use_cache=True, logits_to_keep=1)
+        src = torch.tensor([j for j, m in enumerate(members) for _ in rows_of[m]], dtype=torch.long, device=device)
+        if logits is None:
+            logits = out.logits.new_empty((n, out.logits.shape[-1]))
+        logits[start:start + len(src)] = out.logits[src, -1, :]
+        decoder.add_group(slice(start, start + len(src)), src, slice(c, c + len(members)),
+                          out.past_key_values.layers, attn)
+        start += len(src)
     eos = tokenizer.eos_token_id
-    position = (mask.cumsum(-1) - 1).clamp_min(0)
-    # the prefill needs the next-token logits of the last position only (not the whole prompt × vocabulary)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=position, use_cache=True, logits_to_keep=1)
-    prompt_len = ids.shape[1]
-    # decode into a preallocated (static) cache: a growing cache copies all of itself every step,
-    # which costs more than the model itself at a few hundred rows
-    cache = StaticCache(config=model.config, max_cache_len=prompt_len + max_new_tokens)
-    prefill = torch.arange(prompt_len, device=device)
-    for layer, dyn in zip(cache.layers, out.past_key_values.layers):
-        layer.update(dyn.keys[expand], dyn.values[expand], cache_kwargs={"cache_position": prefill})
-    logits, mask, position = out.logits[expand, -1, :], mask[expand], position[expand]
-    next_pos = position[:, -1:] + 1
     generated = torch.full((n, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
     compactions = 0
-    rows = torch.arange(n, device=device)  # the batch holds only unfinished rows: rows[i] is batch row i's output row
     done = torch.zeros(n, dtype=torch.bool, device=device)
     steps = 0
     for step in range(max_new_tokens):
@@ -177,30 +425,24 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
             break
         if compact and int(done.sum()) * 4 >= len(rows):
             # a quarter of the batch has ended: drop those rows (and their cache) so the remaining
-            # steps compute only live rows. Not every step: each drop copies the whole cache.
-            keep = ~done
-            rows, tok, mask, next_pos, done = rows[keep], tok[keep], mask[keep], next_pos[keep], done[keep]
+            # steps compute only live rows. Not every step: each drop copies the cache.
+            keep = (~done).nonzero().squeeze(-1)
+            rows, tok, next_pos, done = rows[keep], tok[keep], next_pos[keep], done[keep]
             temperature, top_p, u = temperature[keep], top_p[keep], u[keep]
-            for layer in cache.layers:
-                layer.keys, layer.values = layer.keys[keep], layer.values[keep]
-                layer.batch_size = len(rows)
+            decoder.keep_rows(keep.tolist())
             compactions += 1
-        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=device)], dim=-1)
-        out = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True,
-                    cache_position=torch.tensor([prompt_len + step], device=device))
-        logits = out.logits[:, -1, :]
+        logits = decoder.step(tok, next_pos, step)
         next_pos = next_pos + 1
-    texts, token_ids = [], []
-    new_tokens = 0
+    token_ids, kept = [], []
     for row in generated[:, :steps].tolist():
         ended = eos in row
         if ended:
             row = row[: row.index(eos)]
         row = [t for t in row if t != tokenizer.pad_token_id]
-        new_tokens += len(row)
+        kept.append(row)
         token_ids.append(row + [eos] if ended else row)
-        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    new_tokens = sum(map(len, kept))
+    texts = [t.strip() for t in tokenizer.batch_decode(kept, skip_special_tokens=True)]
     if stats is not None:
         stats.sequences += n
         stats.new_tokens += new_tokens
