@@ -5,7 +5,12 @@ model; each reports new tokens per second (the median of 3 alternating repeats; 
 call after an untimed one of the same size), and the ratio is taken in this one run (after a short
 untimed warm-up of both paths).
 
-    python benchmarks/bench_generation.py [--prompts 48] [--max-new-tokens 64] [--repeats 3]
+    python benchmarks/bench_generation.py [--prompts 48] [--budgets uniform|node] [--max-new-tokens 64] [--repeats 3]
+
+``--budgets uniform`` (the default) gives every prompt ``--max-new-tokens``; ``--budgets node`` gives each
+prompt its task's budget from the base env's ``sft.candidates.max_new_tokens_by_task`` (typed by
+``SftParams``: qa 24, dialogue 48, summarization 64), to both paths, and the batched path runs one call per task,
+as the candidates node does.
 
 The model is the trained SFT policy in data/06_models/sft_policy when it exists (run
 `kedro run --pipelines ingestion,sft` first), else a fresh model of the default size.
@@ -24,20 +29,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, append_result  # noqa: E402
 
-from ru_rlhf.models.generation import generate  # noqa: E402
+from ru_rlhf.models.generation import GenerationStats, generate  # noqa: E402
 from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer  # noqa: E402
 
 
-def per_prompt_loop(model, tok, prompts, temps, tops, max_new_tokens) -> tuple[int, float]:
+def per_prompt_loop(model, tok, prompts, temps, tops, budgets) -> tuple[int, float]:
     """The notebook's way: one `model.generate` call per prompt and sampling setting."""
     new_tokens, start = 0, time.perf_counter()
-    for p, t, tp in zip(prompts, temps, tops):
+    for p, t, tp, b in zip(prompts, temps, tops, budgets):
         enc = tok(p, return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**enc, do_sample=True, temperature=t, top_p=tp, max_new_tokens=max_new_tokens,
+            out = model.generate(**enc, do_sample=True, temperature=t, top_p=tp, max_new_tokens=b,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new_tokens += int(out.shape[1] - enc["input_ids"].shape[1])
     return new_tokens, time.perf_counter() - start
+
+
+def batched(model, tok, prompts, temps, tops, budgets, seeds, batch_size) -> GenerationStats:
+    """The node's way: one batched `generate` call per token budget (per task, with node budgets)."""
+    stats = GenerationStats()
+    for b in sorted(set(budgets)):
+        idx = [i for i, x in enumerate(budgets) if x == b]
+        _, st = generate(model, tok, [prompts[i] for i in idx], temperatures=[temps[i] for i in idx],
+                         top_ps=[tops[i] for i in idx], seeds=[seeds[i] for i in idx], max_new_tokens=b,
+                         batch_size=batch_size, progress=False)
+        stats.merge(st)
+    return stats
 
 
 def main() -> None:
@@ -46,6 +63,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=384)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--budgets", choices=["uniform", "node"], default="uniform")
     args = ap.parse_args()
 
     model_dir, tok_dir = ROOT / "data/06_models/sft_policy", ROOT / "data/06_models/tokenizer"
@@ -58,13 +76,22 @@ def main() -> None:
     else:
         model, which = load_policy(size=PolicySize(), tokenizer=tok, seed=0), "fresh default-size policy"
     model.eval()
-    prompts = pd.read_parquet(prompts_path).sample(n=args.prompts, random_state=0)["prompt"].map(format_prompt)
+    sample = pd.read_parquet(prompts_path).sample(n=args.prompts, random_state=0)
+    by_task = {}
+    if args.budgets == "node":
+        import yaml
+
+        from ru_rlhf.pipelines.sft.nodes import SftParams
+
+        base = yaml.safe_load((ROOT / "conf/base/parameters_sft.yml").read_text())["sft"]
+        by_task = SftParams.model_validate(base).candidates.max_new_tokens_by_task
     grid = [(t, p) for t in (0.3, 0.7, 1.0) for p in (0.85, 0.95)]
-    rows = [(x, t, p) for x in prompts for t, p in grid]
-    texts, temps, tops = zip(*rows)
+    rows = [(format_prompt(x), t, p, by_task.get(task, args.max_new_tokens))
+            for x, task in zip(sample["prompt"], sample["task_type"]) for t, p in grid]
+    texts, temps, tops, budgets = zip(*rows)
     torch.manual_seed(0)
     # warm-up of both paths on other prompts (first-call allocations and kernel selection are not timed)
-    per_prompt_loop(model, tok, texts[-6:], temps[-6:], tops[-6:], 8)
+    per_prompt_loop(model, tok, texts[-6:], temps[-6:], tops[-6:], [8] * 6)
     generate(model, tok, list(texts[-12:]), temperatures=list(temps[-12:]), top_ps=list(tops[-12:]),
              seeds=list(range(12)), max_new_tokens=8, batch_size=args.batch_size, progress=False)
 
@@ -73,34 +100,34 @@ def main() -> None:
     # timed batched call follows an untimed one of the same size with other seeds: the loop is
     # timed in its steady state (288 calls back to back), and so is the node, whose batches run
     # back to back; a lone call after the loop also pays for first touching its cache's memory.
-    loops, batched, stats = [], [], None
-    kw = dict(temperatures=list(temps), top_ps=list(tops), max_new_tokens=args.max_new_tokens,
-              batch_size=args.batch_size, progress=False)
+    loops, runs, stats = [], [], None
     for rep in range(args.repeats):
-        loop_tokens, loop_s = per_prompt_loop(model, tok, texts, temps, tops, args.max_new_tokens)
+        loop_tokens, loop_s = per_prompt_loop(model, tok, texts, temps, tops, budgets)
         loops.append((loop_tokens / loop_s, loop_tokens, loop_s))
-        generate(model, tok, list(texts), seeds=[10_000 * (rep + 1) + i for i in range(len(texts))], **kw)
-        _, stats = generate(model, tok, list(texts), seeds=list(range(len(texts))), **kw)
-        batched.append((stats.tokens_per_second, stats.new_tokens, stats.seconds))
+        batched(model, tok, texts, temps, tops, budgets, [10_000 * (rep + 1) + i for i in range(len(texts))],
+                args.batch_size)
+        stats = batched(model, tok, texts, temps, tops, budgets, list(range(len(texts))), args.batch_size)
+        runs.append((stats.tokens_per_second, stats.new_tokens, stats.seconds))
     (loop_tps, loop_tokens, loop_s), (batch_tps, batch_tokens, batch_s) = (
-        sorted(runs)[len(runs) // 2] for runs in (loops, batched))
+        sorted(r)[len(r) // 2] for r in (loops, runs))
     ratio = batch_tps / loop_tps
     table = [
         ("model", f"{which}, {model.num_parameters() / 1e6:.2f}M parameters"),
         ("sequences (prompts x 6 settings)", f"{len(texts)} ({args.prompts} x 6)"),
-        ("max new tokens", str(args.max_new_tokens)),
+        ("max new tokens", str(args.max_new_tokens) if args.budgets == "uniform"
+         else "per task, as the node: " + ", ".join(f"{k} {v}" for k, v in by_task.items())),
         ("repeats (median shown)", str(args.repeats)),
         ("per-prompt loop: new tokens, seconds, tokens/s", f"{loop_tokens}, {loop_s:.1f}, {loop_tps:.1f}"),
         ("per-prompt loop: tokens/s of each repeat", ", ".join(f"{r[0]:.1f}" for r in loops)),
         (f"batched node (batch {args.batch_size}): new tokens, seconds, tokens/s",
          f"{batch_tokens}, {batch_s:.2f}, {batch_tps:.1f}"),
-        ("batched node: tokens/s of each repeat", ", ".join(f"{r[0]:.1f}" for r in batched)),
+        ("batched node: tokens/s of each repeat", ", ".join(f"{r[0]:.1f}" for r in runs)),
         ("ratio batched / loop (tokens/s)", f"{ratio:.1f}x (target >= 20x)"),
         ("batched: times ended rows were dropped from the running batch", str(stats.compactions)),
     ]
     for k, v in table:
         print(f"{k}: {v}")
-    append_result("Generation: batched vs per-prompt loop", table)
+    append_result(f"Generation: batched vs per-prompt loop ({args.budgets} token budgets)", table)
 
 
 if __name__ == "__main__":
