@@ -312,7 +312,10 @@ class _LlamaDecoder:
         return out_p + torch.matmul(w_g.unsqueeze(2), gv).squeeze(2)
 
     def step(self, tok: torch.Tensor, position: torch.Tensor, step: int) -> torch.Tensor:
-        """Next-token logits ``[rows, vocab]`` for tokens ``tok`` ``[rows]`` at ``position`` ``[rows, 1]``."""
+        """Next-token logits ``[rows, vocab]`` for tokens ``tok`` ``[rows]`` at ``position`` ``[rows, 1]``.
+
+        ``step`` is the loop's step, taken for the same signature as ``_ModelDecoder.step``; this
+        decoder counts the generated positions it has written itself (``length``)."""
         rows, hd, t = len(tok), self.head_dim, self.length
         x = torch.nn.functional.embedding(tok.unsqueeze(-1), self.embed)
         cos, sin = self.rotary(x, position)

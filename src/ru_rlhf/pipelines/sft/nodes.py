@@ -78,8 +78,9 @@ class ReadingParams(BaseModel):
     (``warmup_stable_decay``) lifted one run from 0.25 to 0.40 during the decay (people 0 → 0.73);
     keeping only 30 % of the org/place questions (``easy_keep``) stopped copying from emerging at
     all (0.11 after 2 400 steps): the easy answers teach the copying the hard ones build on.
-    More steps decide it: 3 000 steps reached 0.375, 3 600 reached 0.42-0.58, 5 000 reached 0.52-0.58
-    (dates 0.45-0.70, people 0.91). Batches grouped by length (``group_by_length``: passages are
+    More steps decide it (single runs, reading stage alone): 3 000 steps reached 0.375, 3 600
+    reached 0.42 (0.58 in a run on another draw of documents), 5 000 reached 0.52 with reading
+    first and 0.56-0.58 after the LM epoch (dates 0.45-0.70, people 0.91). Batches grouped by length (``group_by_length``: passages are
     ~34 tokens, documents ~76, and mixed batches were 43 % padding) made a step 0.1 -> 0.055 s,
     which is what pays for those steps.
     """
