@@ -102,6 +102,63 @@ def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer
     assert on == off
 
 
+def test_continuous_batching_gives_the_same_outputs(tiny_policy, tiny_tokenizer, small_world, monkeypatch):
+    """With ``max_rows`` below the number of rows, prompt groups join the running batch as ended
+    rows leave it (rows at different generated lengths decode together); every row's tokens must
+    be what one batch of all rows gives, no step may run more than ``max_rows`` rows, and every
+    row is reported as done exactly once."""
+    import copy
+
+    import ru_rlhf.models.generation as gen
+
+    model = copy.deepcopy(tiny_policy)
+    eos = tiny_tokenizer.eos_token_id
+    with torch.no_grad():  # make EOS likely, so rows end at different steps and free room
+        head = model.get_output_embeddings().weight
+        head[eos] = head.mean(0) + 1.0 * model.model.norm(model.model.embed_tokens.weight.mean(0, keepdim=True))[0]
+    texts = small_world[0]["text"].tolist()[:12]
+    prompts = [format_prompt(t[: 30 + 11 * i]) for i, t in enumerate(texts) for _ in range(3)]
+    kw = dict(temperatures=[0.7, 1.0, 1.3] * 12, top_ps=[0.95, 0.85, 0.95] * 12, seeds=list(range(len(prompts))),
+              max_new_tokens=16, return_ids=True, prefill_chunk=2)
+    ref = generate_batch(model, tiny_tokenizer, prompts, **kw)
+    lengths = [len(ids) for ids in ref[1]]
+    assert min(lengths) < max(lengths) == 16  # rows end at different steps, some run to the budget
+    sizes, step = [], gen._LlamaDecoder.step
+
+    def spy(self, tok, position, column):
+        sizes.append((len(tok), int(column.min()), int(column.max())))
+        return step(self, tok, position, column)
+
+    monkeypatch.setattr(gen._LlamaDecoder, "step", spy)
+    done: list[int] = []
+    streamed = generate_batch(model, tiny_tokenizer, prompts, max_rows=9,
+                              on_rows_done=lambda k, tokens: done.append(k), **kw)
+    assert streamed == ref
+    assert max(s for s, _, _ in sizes) <= 9 and sum(done) == len(prompts)
+    assert any(lo < hi for _, lo, hi in sizes)  # rows at different lengths shared a step
+    # through `generate` (the nodes' entry point), in the input order
+    texts_streamed, stats = generate(model, tiny_tokenizer, prompts, batch_size=9, progress=False,
+                                     **{k: v for k, v in kw.items() if k not in ("return_ids", "prefill_chunk")})
+    assert texts_streamed == ref[0] and stats.sequences == len(prompts)
+
+
+def test_per_row_token_budgets_match_one_call_per_budget(tiny_policy, tiny_tokenizer, small_world):
+    """Rows with different token budgets (the candidates node's per-task budgets) in one running
+    batch give what one call per budget gives, and none runs past its budget."""
+    texts = small_world[0]["text"].tolist()[:8]
+    prompts = [format_prompt(t[: 30 + 9 * i]) for i, t in enumerate(texts) for _ in range(2)]
+    budgets = [4, 12, 7, 12] * 4
+    kw = dict(temperatures=[1.0] * 16, top_ps=[0.95] * 16, seeds=list(range(16)), return_ids=True)
+    texts_all, ids_all = generate_batch(tiny_policy, tiny_tokenizer, prompts, max_new_tokens=budgets, max_rows=6, **kw)
+    for b in set(budgets):
+        idx = [i for i, x in enumerate(budgets) if x == b]
+        one = generate_batch(tiny_policy, tiny_tokenizer, [prompts[i] for i in idx], max_new_tokens=b,
+                             **{k: [v[i] for i in idx] if isinstance(v, list) else v for k, v in kw.items()})
+        assert one == ([texts_all[i] for i in idx], [ids_all[i] for i in idx])
+    assert all(len(ids) <= b for ids, b in zip(ids_all, budgets))
+    assert any(len(ids) == b for ids, b in zip(ids_all, budgets))  # some rows stopped at their budget
+
+
 def _forced_logits(monkeypatch, model, tokenizer, prompts, forced, **kw):
     """The logits each decode step sees when every row is fed the tokens ``forced`` (the sampler
     is replaced by one that records its input), as ``[steps, rows, vocab]`` in the batch's order."""

@@ -115,9 +115,9 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
     return sampled
 
 
-def _keep_rows_(bufs: tuple[torch.Tensor, ...], index: list[int], length: int | None = None) -> tuple[torch.Tensor, ...]:
-    """Keep the rows at ``index`` (ascending) of each buffer, moved down in place over the first
-    ``length`` positions of dim 2 (all of it when None); returns the buffers' first rows as views.
+def _keep_rows_(bufs: tuple[torch.Tensor, ...], index: list[int]) -> None:
+    """Keep the rows at ``index`` (ascending) of each buffer, moved down in place to rows
+    ``0 .. len(index) - 1`` (buffers may be views, e.g. the filled columns of a cache).
 
     In place because a fresh buffer per drop costs more in page faults than the copy itself.
     Row ``j`` comes from row ``index[j] >= j``; a block of destination rows is copied at once when
@@ -130,10 +130,8 @@ def _keep_rows_(bufs: tuple[torch.Tensor, ...], index: list[int], length: int | 
         stop = min(m, index[j])  # rows [j, stop) read from index[j] >= stop onwards: no overlap
         src = torch.tensor(index[j:stop], dtype=torch.long, device=bufs[0].device) - stop
         for b in bufs:
-            part = b if length is None or b.dim() < 3 else b[:, :, :length]
-            torch.index_select(part[stop:], 0, src, out=part[j:stop])
+            torch.index_select(b[stop:], 0, src, out=b[j:stop])
         j = stop
-    return tuple(b[:m] for b in bufs)
 
 
 class _BufferLayer(DynamicLayer):
@@ -167,23 +165,29 @@ class _BufferLayer(DynamicLayer):
 
 class _ModelDecoder:
     """Decodes through the model's own ``forward`` (any causal LM): every row has its own copy of
-    its prompt's KV cache in ``_BufferLayer`` buffers, and a 4-D additive mask hides the pads."""
+    its prompt's KV cache in ``_BufferLayer`` buffers, and a 4-D additive mask hides the pads.
 
-    def __init__(self, model, n: int, width: int, max_new_tokens: int, device):
+    All rows step together (one cache position per step), so every row of a call is admitted
+    before the first step: ``generate_batch`` gives this decoder no continuous batching."""
+
+    streams = False
+
+    def __init__(self, model, n: int, n_prompts: int, width: int, max_new_tokens: int, slots: int):
         self.model, self.width = model, width
         self.dtype = next(model.parameters()).dtype
         self.min = torch.finfo(self.dtype).min
         self.layers: list[_BufferLayer] = []
         self.cache = DynamicCache(config=model.config)
+        device = next(model.parameters()).device
         # prompts' pads are masked; every generated position is attended to (an ended row makes
         # pad tokens that nothing reads)
         self.mask = torch.zeros((n, 1, 1, width + max_new_tokens), dtype=self.dtype, device=device)
-        self.n, self.max_new_tokens = n, max_new_tokens
+        self.n, self.rows, self.max_new_tokens = n, 0, max_new_tokens
 
-    def add_group(self, rows: slice, src: torch.Tensor, prompts: slice, kv_layers, attn: torch.Tensor) -> None:
-        """Lay out one prefill group's KV cache (left-padded to ``width``) for batch rows ``rows``;
-        row ``rows.start + i`` samples from the group's prompt ``src[i]``."""
-        w = attn.shape[1]
+    def add_group(self, src: torch.Tensor, slot: torch.Tensor, kv_layers, attn: torch.Tensor) -> None:
+        """Lay out one prefill group's KV cache (left-padded to ``width``) for the next
+        ``len(src)`` rows; row ``i`` of them samples from the group's prompt ``src[i]``."""
+        rows, w = slice(self.rows, self.rows + len(src)), attn.shape[1]
         self.mask[rows, 0, 0, :self.width - w] = self.min
         self.mask[rows, 0, 0, self.width - w:self.width] = torch.where(attn[src] > 0, 0.0, self.min).to(self.dtype)
         for i, layer in enumerate(kv_layers):
@@ -195,15 +199,20 @@ class _ModelDecoder:
                 buf[rows, :, :self.width - w] = 0  # masked, but must be finite
                 buf[rows, :, self.width - w:self.width] = new[src]
         self.cache.layers = self.layers
+        self.rows += len(src)
 
-    def keep_rows(self, index: list[int]) -> None:
+    def keep_rows(self, index: list[int], generated: int) -> None:
+        """Keep the running rows at ``index`` (the cache as filled so far; ``generated`` is unused here)."""
         for layer in self.layers:
-            layer._bufs = _keep_rows_(layer._bufs, index, layer.length)
+            k, v = layer._bufs
+            _keep_rows_((k[:, :, :layer.length], v[:, :, :layer.length]), index)
+            layer._bufs = (k[:len(index)], v[:len(index)])
             layer._view()
         self.mask = self.mask[index]
+        self.rows = len(index)
 
-    def step(self, tok: torch.Tensor, position: torch.Tensor, step: int) -> torch.Tensor:
-        cur = self.width + step  # the buffer position this step's token is written to
+    def step(self, tok: torch.Tensor, position: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+        cur = self.width + int(column[0])  # the buffer position this step's token is written to
         out = self.model(input_ids=tok.unsqueeze(-1), attention_mask=self.mask[:, :, :, :cur + 1],
                          position_ids=position, past_key_values=self.cache, use_cache=True,
                          cache_position=torch.tensor([cur], device=tok.device))
@@ -212,7 +221,7 @@ class _ModelDecoder:
 
 class _LlamaDecoder:
     """Decodes a ``LlamaForCausalLM`` one token per row with the model's own weights, keeping each
-    distinct prompt's KV cache once (shared-prefix attention).
+    distinct prompt's KV cache once (shared-prefix attention), with continuous batching.
 
     Why our own: in the candidate grid 6 rows sample from every prompt, so a per-row cache reads
     each prompt's keys and values 6 times per layer and step, and that reading, not arithmetic,
@@ -221,11 +230,15 @@ class _LlamaDecoder:
     over both. At a few rows per step (the tail of every batch) the library's module tree costs
     more in per-call overhead than this small model's arithmetic; this is about 25 tensor
     operations per layer with the query/key/value and gate/up projections fused into one matrix
-    product each. Used only where ``supports`` holds (the default models); any other model (GPT-2
-    from the hub, adapters) decodes with ``_ModelDecoder``. A test checks its logits against the
-    model's ``forward``. Weights are read per call, so a policy that trains between calls (PPO)
-    is always decoded as it is now.
+    product each. Every row keeps its own count of generated tokens, so new prompts' rows join
+    the running batch when ended rows leave it (``generate_batch``'s ``max_rows``) and no batch
+    ends in a long tail of a few rows. Used only where ``supports`` holds (the default models);
+    any other model (GPT-2 from the hub, adapters) decodes with ``_ModelDecoder``. A test checks
+    its logits against the model's ``forward``. Weights are read per call, so a policy that
+    trains between calls (PPO) is always decoded as it is now.
     """
+
+    streams = True
 
     @staticmethod
     def supports(model) -> bool:
@@ -234,8 +247,7 @@ class _LlamaDecoder:
                 and not getattr(cfg, "attention_bias", False) and not getattr(cfg, "mlp_bias", False)
                 and getattr(cfg, "pretraining_tp", 1) == 1 and cfg._attn_implementation in ("sdpa", "eager"))
 
-    def __init__(self, model, n: int, n_prompts: int, width: int, max_new_tokens: int,
-                 prompt_of: torch.Tensor, slot: torch.Tensor):
+    def __init__(self, model, n: int, n_prompts: int, width: int, max_new_tokens: int, slots: int):
         from transformers.models.llama.modeling_llama import rotate_half
 
         cfg, inner = model.config, model.model
@@ -244,9 +256,9 @@ class _LlamaDecoder:
         self.norm, self.eps = inner.norm.weight, cfg.rms_norm_eps
         attn = inner.layers[0].self_attn
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, attn.head_dim
-        self.scale = attn.scaling
+        # the attention scale is folded into the query projection (rotary embedding is linear)
         self.weights = [(layer.input_layernorm.weight,
-                         torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
+                         torch.cat([layer.self_attn.q_proj.weight * attn.scaling, layer.self_attn.k_proj.weight,
                                     layer.self_attn.v_proj.weight]),
                          layer.self_attn.o_proj.weight, layer.post_attention_layernorm.weight,
                          torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
@@ -254,69 +266,124 @@ class _LlamaDecoder:
                         for layer in inner.layers]
         w = self.embed
         self.dtype, self.min = w.dtype, torch.finfo(w.dtype).min
+        # per layer: prompt keys, prompt values (one row per stored prompt, right-aligned in
+        # `width` columns), generated keys and values (one row per running row). Not zero-filled
+        # up front (that costs more than many steps): columns are zeroed as attention first
+        # reaches them (`_expose`), so that every column read is finite; the masks hide them.
         shape_p = (n_prompts, self.kv_heads, width, self.head_dim)
         shape_g = (n, self.kv_heads, max_new_tokens, self.head_dim)
-        # per layer: prompt keys, prompt values (one row per distinct prompt), generated keys and
-        # values (one row per batch row)
         self.kv = [(w.new_empty(shape_p), w.new_empty(shape_p), w.new_empty(shape_g), w.new_empty(shape_g))
                    for _ in self.weights]
-        self.bias = w.new_zeros((n_prompts, width))  # additive: 0 for prompt tokens, dtype-min for pads
-        self.width, self.length = width, 0  # generated positions written so far
-        self.prompt_of, self.slot = prompt_of, slot
-        self.slots = int(slot.max()) + 1 if len(slot) else 1
+        self.bias = w.new_full((n_prompts, width), self.min)  # additive: 0 on prompt tokens, dtype-min elsewhere
+        # `window`: the last prompt columns read (prompts come shortest first); `span`: the first
+        # generated columns that are finite in every row
+        self.width, self.window, self.span, self.max_new_tokens = width, 0, 0, max_new_tokens
+        self.prompts, self.rows = 0, 0  # stored prompts, running rows
+        self.prompt_of = torch.zeros(0, dtype=torch.long, device=w.device)  # each row's prompt
+        self.slot = torch.zeros(0, dtype=torch.long, device=w.device)  # each row's place among its prompt's rows
+        self.slots = slots
 
-    def add_group(self, rows: slice, src: torch.Tensor, prompts: slice, kv_layers, attn: torch.Tensor) -> None:
-        """Store one prefill group's prompt KV cache (left-padded to ``width``) at ``prompts``."""
-        w = attn.shape[1]
-        self.bias[prompts, :self.width - w] = self.min
-        self.bias[prompts, self.width - w:] = torch.where(attn > 0, 0.0, self.min).to(self.dtype)
-        for (kp, vp, _, _), layer in zip(self.kv, kv_layers):
-            for buf, new in ((kp, layer.keys), (vp, layer.values)):
-                buf[prompts, :, :self.width - w] = 0  # masked, but must be finite
-                buf[prompts, :, self.width - w:] = new
+    def _expose(self, window: int, span: int) -> None:
+        """Zero the prompt columns that a wider ``window`` reads for the first time (and mask them),
+        and the generated columns up to ``span``, in the stored prompts and running rows (rows
+        and prompts that join are zeroed over what is read when they join, in ``add_group``)."""
+        if window > self.window:
+            new = slice(self.width - window, self.width - self.window)
+            for kp, vp, _, _ in self.kv:
+                kp[:self.prompts, :, new] = 0
+                vp[:self.prompts, :, new] = 0
+            self.bias[:self.prompts, new] = self.min
+            self.window = window
+        if span > self.span:
+            for _, _, gk, gv in self.kv:
+                gk[:self.rows, :, self.span:span] = 0
+                gv[:self.rows, :, self.span:span] = 0
+            self.span = span
 
-    def keep_rows(self, index: list[int]) -> None:
-        """Drop ended rows; drop prompts too once a quarter of them have no row left."""
-        self.kv = [(kp, vp, *_keep_rows_((gk, gv), index, self.length)) for kp, vp, gk, gv in self.kv]
-        self.prompt_of, self.slot = self.prompt_of[index], self.slot[index]
+    def _grow(self, prompts: int) -> None:
+        """Make room for ``prompts`` stored prompts (rare: only when few ended prompts could be dropped)."""
+        have = len(self.bias)
+        if prompts <= have:
+            return
+        more = max(prompts, 2 * have) - have
+        pad = lambda t: torch.cat([t, t.new_zeros((more, *t.shape[1:]))])  # noqa: E731
+        self.kv = [(pad(kp), pad(vp), gk, gv) for kp, vp, gk, gv in self.kv]
+        self.bias = torch.cat([self.bias, self.bias.new_full((more, self.width), self.min)])
+
+    def add_group(self, src: torch.Tensor, slot: torch.Tensor, kv_layers, attn: torch.Tensor) -> None:
+        """Store one prefill group's prompt KV cache (``attn.shape[0]`` prompts, left-padded) and
+        start its rows: row ``i`` of them samples from the group's prompt ``src[i]``, as its
+        prompt's row number ``slot[i]``."""
+        k, w = attn.shape
+        at, cols = slice(self.prompts, self.prompts + k), slice(self.width - w, self.width)
+        self._grow(self.prompts + k)
+        self._expose(w, self.span)
+        rows = slice(self.rows, self.rows + len(src))
+        self.bias[at] = self.min
+        self.bias[at, cols] = torch.where(attn > 0, 0.0, self.min).to(self.dtype)
+        for (kp, vp, gk, gv), layer in zip(self.kv, kv_layers):
+            kp[at, :, self.width - self.window:self.width - w] = 0  # read (masked) while wider prompts run
+            vp[at, :, self.width - self.window:self.width - w] = 0
+            kp[at, :, cols] = layer.keys
+            vp[at, :, cols] = layer.values
+            gk[rows, :, :self.span] = 0  # read (masked) while older rows run
+            gv[rows, :, :self.span] = 0
+        self.prompt_of = torch.cat([self.prompt_of, src + self.prompts])
+        self.slot = torch.cat([self.slot, slot])
+        self.prompts += k
+        self.rows += len(src)
+
+    def keep_rows(self, index: list[int], generated: int) -> None:
+        """Keep the running rows at ``index`` (their first ``generated`` generated positions);
+        drop stored prompts too once a quarter of them have no row left."""
+        for _, _, gk, gv in self.kv:
+            _keep_rows_((gk[:self.rows, :, :generated], gv[:self.rows, :, :generated]), index)
+        self.prompt_of, self.slot, self.rows = self.prompt_of[index], self.slot[index], len(index)
         live = torch.unique(self.prompt_of)
-        if len(live) * 4 <= 3 * len(self.bias):
-            keep = live.tolist()
-            self.kv = [(*_keep_rows_((kp, vp), keep), gk, gv) for kp, vp, gk, gv in self.kv]
-            (self.bias,) = _keep_rows_((self.bias,), keep)
-            self.prompt_of = torch.searchsorted(live, self.prompt_of)
+        if len(live) * 4 <= 3 * self.prompts:
+            keep, cols = live.tolist(), slice(self.width - self.window, self.width)
+            for kp, vp, _, _ in self.kv:
+                _keep_rows_((kp[:self.prompts, :, cols], vp[:self.prompts, :, cols]), keep)
+            _keep_rows_((self.bias[:self.prompts, cols],), keep)
+            self.prompt_of, self.prompts = torch.searchsorted(live, self.prompt_of), len(keep)
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # LlamaRMSNorm: normalised in float32, scaled in the input's dtype
         h = torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return weight * h.to(x.dtype)
 
-    def _attend(self, q: torch.Tensor, kp, vp, gk, gv) -> torch.Tensor:
-        """Attention of ``q`` ``[rows, heads, head_dim]`` over each row's prompt (shared) and its own
-        generated tokens, in one softmax; returns ``[rows, heads, head_dim]``."""
+    def _attend(self, q: torch.Tensor, kp, vp, gk, gv, bias: torch.Tensor) -> torch.Tensor:
+        """Attention of ``q`` ``[rows, heads, head_dim]`` (already scaled) over each row's prompt (shared) and its own
+        generated tokens, in one softmax with the additive ``bias`` ``[rows, 1, prompt + generated]``;
+        returns ``[rows, heads, head_dim]``."""
         rep = self.heads // self.kv_heads
         if rep > 1:  # grouped-query attention: each key/value head serves `rep` query heads
             kp, vp, gk, gv = (t.repeat_interleave(rep, dim=1) for t in (kp, vp, gk, gv))
-        q = q * self.scale
-        p, s, n_p = self.prompt_of, self.slot, len(kp)
+        p, s, n_p, width = self.prompt_of, self.slot, len(kp), kp.shape[2]
         grouped = q.new_zeros((n_p, self.slots, self.heads, self.head_dim))
         grouped[p, s] = q  # each prompt's rows are its queries
         scores_p = torch.matmul(grouped.transpose(1, 2), kp.transpose(-1, -2))  # [prompts, heads, slots, width]
-        scores_p = scores_p.permute(0, 2, 1, 3)[p, s] + self.bias[p].unsqueeze(1)  # [rows, heads, width]
+        scores_p = scores_p.permute(0, 2, 1, 3)[p, s]  # [rows, heads, width]
         scores_g = torch.matmul(q.unsqueeze(2), gk.transpose(-1, -2)).squeeze(2)  # [rows, heads, generated]
-        weights = torch.softmax(torch.cat([scores_p, scores_g], dim=-1), dim=-1)
-        w_p, w_g = weights.split([self.width, gk.shape[2]], dim=-1)
-        spread = w_p.new_zeros((n_p, self.slots, self.heads, self.width))
+        weights = torch.softmax(torch.cat([scores_p, scores_g], dim=-1) + bias, dim=-1)
+        w_p, w_g = weights.split([width, gk.shape[2]], dim=-1)
+        spread = w_p.new_zeros((n_p, self.slots, self.heads, width))
         spread[p, s] = w_p
         out_p = torch.matmul(spread.transpose(1, 2), vp).permute(0, 2, 1, 3)[p, s]  # [rows, heads, head_dim]
         return out_p + torch.matmul(w_g.unsqueeze(2), gv).squeeze(2)
 
-    def step(self, tok: torch.Tensor, position: torch.Tensor, step: int) -> torch.Tensor:
-        """Next-token logits ``[rows, vocab]`` for tokens ``tok`` ``[rows]`` at ``position`` ``[rows, 1]``.
-
-        ``step`` is the loop's step, taken for the same signature as ``_ModelDecoder.step``; this
-        decoder counts the generated positions it has written itself (``length``)."""
-        rows, hd, t = len(tok), self.head_dim, self.length
+    def step(self, tok: torch.Tensor, position: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``[rows, vocab]`` for tokens ``tok`` ``[rows]`` at ``position`` ``[rows, 1]``,
+        each written to its row's generated position ``column`` ``[rows]``."""
+        rows, hd = len(tok), self.head_dim
+        span = int(column.max()) + 1  # generated positions any row attends to
+        self._expose(self.window, span)
+        cols = slice(self.width - self.window, self.width)
+        # one additive mask for all layers: the row's prompt's pads, and generated positions past the row's own
+        later = torch.arange(span, device=tok.device) > column.unsqueeze(-1)
+        bias = torch.cat([self.bias[:self.prompts, cols][self.prompt_of],
+                          torch.where(later, self.min, 0.0).to(self.dtype)], dim=-1).unsqueeze(1)
+        where = torch.arange(rows, device=tok.device)
         x = torch.nn.functional.embedding(tok.unsqueeze(-1), self.embed)
         cos, sin = self.rotary(x, position)
         split = [(self.heads + self.kv_heads) * hd, self.kv_heads * hd]
@@ -326,22 +393,23 @@ class _LlamaDecoder:
             # rotary position embedding of the queries and keys together (as apply_rotary_pos_emb)
             qk = qk.view(rows, self.heads + self.kv_heads, hd)
             qk = qk * cos + self.rotate_half(qk) * sin
-            gk[:, :, t] = qk[:, self.heads:]
-            gv[:, :, t] = v.view(rows, self.kv_heads, hd)
-            a = self._attend(qk[:, :self.heads], kp, vp, gk[:, :, :t + 1], gv[:, :, :t + 1])
+            gk[where, :, column] = qk[:, self.heads:]
+            gv[where, :, column] = v.view(rows, self.kv_heads, hd)
+            a = self._attend(qk[:, :self.heads], kp[:self.prompts, :, cols], vp[:self.prompts, :, cols],
+                             gk[:rows, :, :span], gv[:rows, :, :span], bias)
             x = x + torch.nn.functional.linear(a.reshape(rows, 1, -1), o)
             g, u = torch.nn.functional.linear(self._rms(x, ln2), gate_up).chunk(2, dim=-1)
             x = x + torch.nn.functional.linear(torch.nn.functional.silu(g) * u, down)
-        self.length += 1
         return torch.nn.functional.linear(self._rms(x, self.norm), self.lm_head)[:, -1]
 
 
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
-                   seeds: list[int], max_new_tokens: int = 64, max_prompt_tokens: int | None = None,
+                   seeds: list[int], max_new_tokens: int | list[int] = 64, max_prompt_tokens: int | None = None,
                    stats: GenerationStats | None = None, return_ids: bool = False, compact: bool = True,
-                   prefill_chunk: int = 16, fast_decode: bool = True):
-    """Generate one continuation per row in a single batch (left padding, KV cache).
+                   prefill_chunk: int = 16, fast_decode: bool = True, max_rows: int | None = None,
+                   on_rows_done=None):
+    """Generate one continuation per row (left padding, KV cache), all rows in one running batch.
 
     Rows with the same prompt share one prefill (the prompt is encoded once);
     ``stats.truncated_prompts`` counts distinct prompts cut to fit the context.
@@ -351,15 +419,21 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
         temperatures: per-row temperature; 0 means greedy.
         top_ps: per-row nucleus mass.
         seeds: per-row seed of the row's own random stream.
-        max_new_tokens: the longest continuation.
+        max_new_tokens: the longest continuation, one for all rows or one per row (rows of
+            different budgets share the running batch).
         max_prompt_tokens: prompts are cut from the left to this many tokens (default: the
-            model's context minus ``max_new_tokens``); the number cut is counted in ``stats``.
+            model's context minus the largest ``max_new_tokens``); the number cut is counted in ``stats``.
         compact: drop ended rows from the running batch (and their KV cache) once a quarter of
             it has ended, so that later steps compute live rows only; outputs do not change.
-        prefill_chunk: distinct prompts encoded per prefill call, grouped by length so that a
-            batch of mixed lengths is not all padded to its longest prompt.
+        prefill_chunk: distinct prompts encoded per prefill call, shortest prompts first, so that
+            a batch of mixed lengths is not all padded to its longest prompt.
         fast_decode: decode Llama models with ``_LlamaDecoder`` (shared prompt cache, less
             per-step overhead); False, or any other model, decodes through ``forward``.
+        max_rows: with the Llama decoder, the most rows decoded at once (continuous batching):
+            the next prefill group's rows join the running batch as soon as they fit, after ended
+            rows were dropped. None (or any other decoder): every row runs from the first step.
+        on_rows_done: called as rows leave the batch with the number that ended and the new
+            tokens generated so far (for a progress bar).
 
     Returns:
         The decoded continuations, without special tokens, stripped; with ``return_ids`` also
@@ -369,6 +443,9 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     model.eval()
     device = next(model.parameters()).device
     ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
+    n = len(prompts)
+    budget_all = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    max_new_tokens = max(budget_all)
     limit = max_prompt_tokens or max(8, ctx - max_new_tokens)
     # rows that share a prompt share its prefill: encode each distinct prompt once
     unique = list(dict.fromkeys(prompts))
@@ -378,70 +455,105 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     rows_of: dict[int, list[int]] = {}
     for r, p in enumerate(prompts):
         rows_of.setdefault(where[p], []).append(r)
-    # distinct prompts by length, prefilled in groups of `prefill_chunk`; the batch runs in that
-    # order, so that each group's rows are contiguous. rows[i] is the output row of batch row i.
+    # distinct prompts by length, prefilled in groups of `prefill_chunk`, shortest first; a group's
+    # rows join the running batch together
     by_length = sorted(range(len(unique)), key=lambda i: len(enc[i]))
-    order = [r for u in by_length for r in rows_of[u]]
-    prompt_of = torch.tensor([k for k, u in enumerate(by_length) for _ in rows_of[u]], dtype=torch.long,
-                             device=device)
-    slot = torch.tensor([j for u in by_length for j in range(len(rows_of[u]))], dtype=torch.long, device=device)
-    n = len(prompts)
-    rows = torch.tensor(order, dtype=torch.long, device=device)
-    temperature = torch.tensor([temperatures[r] for r in order], dtype=torch.float32, device=device)
-    top_p = torch.tensor([top_ps[r] for r in order], dtype=torch.float32, device=device)
-    # one uniform number per row and step, each row from its own seeded stream
+    groups = [by_length[c:c + prefill_chunk] for c in range(0, len(by_length), prefill_chunk)]
+    slots = max(map(len, rows_of.values()))
+    fast = fast_decode and _LlamaDecoder.supports(model)
+    limit_rows = n if max_rows is None or not fast else min(n, max(max_rows, max(sum(len(rows_of[m]) for m in g)
+                                                                                 for g in groups)))
+    decoder = (_LlamaDecoder if fast else _ModelDecoder)(
+        # room for the prompts of a full batch and two groups more (it grows if ended prompts linger)
+        model, limit_rows, min(len(unique), 2 * prefill_chunk + -(-limit_rows // slots)), width, max_new_tokens, slots)
+    # one uniform number per row and step, each row from its own seeded stream (as many as its budget)
     stream = torch.Generator()
-    u = torch.stack([torch.rand(max_new_tokens, generator=stream.manual_seed(int(seeds[r]))) for r in order]).to(device)
-    next_pos = torch.tensor([[len(enc[by_length[k]])] for k in prompt_of.tolist()], dtype=torch.long,
-                            device=device)
-    if fast_decode and _LlamaDecoder.supports(model):
-        decoder = _LlamaDecoder(model, n, len(unique), width, max_new_tokens, prompt_of, slot)
-    else:
-        decoder = _ModelDecoder(model, n, width, max_new_tokens, device)
-    logits, start = None, 0
-    for c in range(0, len(by_length), prefill_chunk):
-        members = by_length[c:c + prefill_chunk]
-        ids, attn = _left_pad([enc[i] for i in members], tokenizer.pad_token_id)
+    u_all = torch.zeros((n, max_new_tokens))
+    for i, (s, b) in enumerate(zip(seeds, budget_all)):
+        u_all[i, :b] = torch.rand(b, generator=stream.manual_seed(int(s)))
+    u_all = u_all.to(device)
+    budget_all = torch.tensor(budget_all, dtype=torch.long, device=device)
+    temp_all = torch.tensor(temperatures, dtype=torch.float32, device=device)
+    top_p_all = torch.tensor(top_ps, dtype=torch.float32, device=device)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    # the running batch, in the decoder's row order: output row, sampling settings, uniforms,
+    # budget, next position, tokens generated so far, ended; column `max_new_tokens` of `generated` takes
+    # what ended rows still produce until they are dropped
+    rows = torch.zeros(0, dtype=torch.long, device=device)
+    temperature, top_p = temp_all[:0], top_p_all[:0]
+    u, budget = u_all[:0], budget_all[:0]
+    next_pos = torch.zeros((0, 1), dtype=torch.long, device=device)
+    count = torch.zeros(0, dtype=torch.long, device=device)
+    done = torch.zeros(0, dtype=torch.bool, device=device)
+    logits = None
+    generated = torch.full((n, max_new_tokens + 1), pad, dtype=torch.long, device=device)
+    compactions, made, pending = 0, 0, list(reversed(groups))
+
+    def admit(members: list[int]) -> None:
+        nonlocal rows, temperature, top_p, u, budget, next_pos, count, done, logits
+        ids, attn = _left_pad([enc[i] for i in members], pad)
         ids, attn = ids.to(device), attn.to(device)
         position = (attn.cumsum(-1) - 1).clamp_min(0)
         # next-token logits of the last position only (not the whole prompt × vocabulary)
         out = model(input_ids=ids, attention_mask=attn, position_ids=position, use_cache=True, logits_to_keep=1)
+        new = torch.tensor([r for m in members for r in rows_of[m]], dtype=torch.long, device=device)
         src = torch.tensor([j for j, m in enumerate(members) for _ in rows_of[m]], dtype=torch.long, device=device)
-        if logits is None:
-            logits = out.logits.new_empty((n, out.logits.shape[-1]))
-        logits[start:start + len(src)] = out.logits[src, -1, :]
-        decoder.add_group(slice(start, start + len(src)), src, slice(c, c + len(members)),
-                          out.past_key_values.layers, attn)
-        start += len(src)
-    eos = tokenizer.eos_token_id
-    generated = torch.full((n, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)
-    compactions = 0
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    steps = 0
-    for step in range(max_new_tokens):
-        tok = _sample(logits, temperature, top_p, u[:, step])
-        tok = torch.where(done, torch.full_like(tok, tokenizer.pad_token_id), tok)
-        generated[rows, step] = tok
-        steps = step + 1
-        done |= tok == eos
-        if bool(done.all()) or step == max_new_tokens - 1:
-            break
-        if compact and int(done.sum()) * 4 >= len(rows):
-            # a quarter of the batch has ended: drop those rows (and their cache) so the remaining
-            # steps compute only live rows. Not every step: each drop copies the cache.
+        slot = torch.tensor([j for m in members for j in range(len(rows_of[m]))], dtype=torch.long, device=device)
+        decoder.add_group(src, slot, out.past_key_values.layers, attn)
+        first = out.logits[src, -1, :]
+        logits = first if logits is None else torch.cat([logits, first])
+        rows = torch.cat([rows, new])
+        temperature, top_p, u = torch.cat([temperature, temp_all[new]]), torch.cat([top_p, top_p_all[new]]), \
+            torch.cat([u, u_all[new]])
+        budget = torch.cat([budget, budget_all[new]])
+        next_pos = torch.cat([next_pos, torch.tensor([[len(enc[members[j]])] for j in src.tolist()],
+                                                     dtype=torch.long, device=device)])
+        count = torch.cat([count, torch.zeros(len(new), dtype=torch.long, device=device)])
+        done = torch.cat([done, torch.zeros(len(new), dtype=torch.bool, device=device)])
+
+    def fits(group: list[int]) -> bool:
+        return not len(rows) or len(rows) + sum(len(rows_of[m]) for m in group) <= limit_rows
+
+    while True:
+        if not decoder.streams and not len(rows):  # every row from the first step
+            while pending:
+                admit(pending.pop())
+        while decoder.streams and pending and fits(pending[-1]):
+            admit(pending.pop())
+        column = count.clamp_max(max_new_tokens - 1)
+        tok = _sample(logits, temperature, top_p, u.gather(1, column.unsqueeze(-1)).squeeze(-1))
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        generated[rows, torch.where(done, max_new_tokens, count)] = tok
+        if on_rows_done is not None:
+            made += int(((tok != eos) & ~done).sum())
+        count = count + 1
+        done = done | (tok == eos) | (count >= budget)
+        ended = int(done.sum())
+        if ended == len(rows) or (compact and ended * 4 >= len(rows)):
+            # a quarter of the batch has ended (or all of it): drop those rows (and their cache),
+            # so the next steps compute live rows only and the next group's rows fit in. Not every
+            # step: each drop copies the cache.
             keep = (~done).nonzero().squeeze(-1)
-            rows, tok, next_pos, done = rows[keep], tok[keep], next_pos[keep], done[keep]
-            temperature, top_p, u = temperature[keep], top_p[keep], u[keep]
-            decoder.keep_rows(keep.tolist())
+            rows, tok, next_pos, count, done = rows[keep], tok[keep], next_pos[keep], count[keep], done[keep]
+            temperature, top_p, u, budget, column = temperature[keep], top_p[keep], u[keep], budget[keep], column[keep]
+            if on_rows_done is not None:
+                on_rows_done(ended, made)
+            if not len(keep):
+                if not pending:
+                    break
+                logits = None
+                decoder.keep_rows([], 0)
+                continue
+            decoder.keep_rows(keep.tolist(), int(count.max()))
             compactions += 1
-        logits = decoder.step(tok, next_pos, step)
+        logits = decoder.step(tok, next_pos, column)
         next_pos = next_pos + 1
     token_ids, kept = [], []
-    for row in generated[:, :steps].tolist():
+    for row in generated[:, :max_new_tokens].tolist():
         ended = eos in row
         if ended:
             row = row[: row.index(eos)]
-        row = [t for t in row if t != tokenizer.pad_token_id]
+        row = [t for t in row if t != pad]
         kept.append(row)
         token_ids.append(row + [eos] if ended else row)
     new_tokens = sum(map(len, kept))
@@ -456,34 +568,46 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
 
 
 def generate(model, tokenizer, prompts: list[str], *, temperatures: list[float], top_ps: list[float],
-             seeds: list[int], max_new_tokens: int = 64, batch_size: int = 64,
+             seeds: list[int], max_new_tokens: int | list[int] = 64, batch_size: int = 64,
              max_prompt_tokens: int | None = None, progress: bool = True,
              desc: str = "generate") -> tuple[list[str], GenerationStats]:
-    """Generate for many prompts in batches of similar length, with a progress bar.
+    """Generate for many prompts, at most ``batch_size`` rows at once, with a progress bar.
 
-    Rows are sorted by prompt length so that each batch pads little; outputs come back in the
-    input order. Per-row seeds make each row's sample independent of its batch-mates.
+    With the Llama decoder all rows go through one continuously batched call (shortest prompts
+    first; ended rows make room for new ones); any other model runs batches of ``batch_size``
+    rows of similar prompt length. Outputs come back in the input order. Per-row seeds make each
+    row's sample independent of its batch-mates.
     """
     from tqdm.auto import tqdm
 
     stats = GenerationStats()
-    lengths = [len(p) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    results: list[str] = [""] * len(prompts)
     start = time.perf_counter()
     bar = tqdm(total=len(prompts), desc=desc, unit="seq", disable=not progress, mininterval=2.0)
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        texts = generate_batch(
-            model, tokenizer, [prompts[i] for i in idx], temperatures=[temperatures[i] for i in idx],
-            top_ps=[top_ps[i] for i in idx], seeds=[seeds[i] for i in idx], max_new_tokens=max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens, stats=stats,
-        )
-        for i, t in zip(idx, texts):
-            results[i] = t
-        stats.seconds = time.perf_counter() - start
-        bar.update(len(idx))
-        bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
+
+    def advance(k: int, tokens: int) -> None:
+        bar.update(k)
+        bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.0f}", refresh=False)
+
+    kw = dict(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, stats=stats)
+    if _LlamaDecoder.supports(model):
+        results = generate_batch(model, tokenizer, prompts, temperatures=temperatures, top_ps=top_ps, seeds=seeds,
+                                 max_rows=batch_size, on_rows_done=advance, **kw)
+    else:
+        lengths = [len(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        results: list[str] = [""] * len(prompts)
+        budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else max_new_tokens
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            texts = generate_batch(
+                model, tokenizer, [prompts[i] for i in idx], temperatures=[temperatures[i] for i in idx],
+                top_ps=[top_ps[i] for i in idx], seeds=[seeds[i] for i in idx],
+                **{**kw, "max_new_tokens": [budgets[i] for i in idx]})
+            for i, t in zip(idx, texts):
+                results[i] = t
+            stats.seconds = time.perf_counter() - start
+            bar.update(len(idx))
+            bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
     bar.close()
     stats.seconds = time.perf_counter() - start
     if stats.truncated_prompts:

@@ -119,7 +119,9 @@ class CandidateParams(BaseModel):
     max_new_tokens: int = 64
     # per task (a short QA answer needs fewer steps than a summary); tasks not named use max_new_tokens
     max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
-    batch_size: int = 384
+    # rows decoded at once: with the default (Llama) policy continuously batched, new prompts' rows
+    # joining as ended rows leave; any other model runs batches of this many rows
+    batch_size: int = 768
     redraw: RedrawParams = Field(default_factory=RedrawParams)
 
 
@@ -349,21 +351,20 @@ def generate_candidates(sft_policy, policy_tokenizer, prompts: pd.DataFrame,
     temps, tops, seeds = [0.0] * len(texts), [0.0] * len(texts), [0] * len(texts)
     start = time.perf_counter()
     stats = GenerationStats()
-    positions = {task: [i for i, t in enumerate(prompts["task_type"]) if t == task]
-                 for task in prompts["task_type"].unique()}
     records = list(prompts[["prompt_id", "prompt"]].itertuples(index=False))
-    for task, idx in positions.items():  # one call per task: its own length budget
-        rows = [(i * g + k, format_prompt(records[i].prompt), t, tp, stable_seed(p.seed, records[i].prompt_id, k))
-                for i in idx for k, (t, tp) in enumerate(grid)]
-        for r, _, t, tp, sd in rows:
-            temps[r], tops[r], seeds[r] = t, tp, sd
-        out, st = generate(sft_policy, policy_tokenizer, [x[1] for x in rows], temperatures=[x[2] for x in rows],
-                           top_ps=[x[3] for x in rows], seeds=[x[4] for x in rows],
-                           max_new_tokens=c.max_new_tokens_by_task.get(task, c.max_new_tokens),
-                           batch_size=c.batch_size, desc=f"candidates ({task})")
-        for (r, *_), text in zip(rows, out):
-            texts[r] = text
-        stats.merge(st)
+    # one call for every row: each row has its task's length budget, and rows of all tasks share
+    # the running batch (so there is one drain at the end, not one per task)
+    rows = [(i * g + k, format_prompt(rec.prompt), t, tp, stable_seed(p.seed, rec.prompt_id, k),
+             c.max_new_tokens_by_task.get(task, c.max_new_tokens))
+            for i, (rec, task) in enumerate(zip(records, prompts["task_type"])) for k, (t, tp) in enumerate(grid)]
+    for r, _, t, tp, sd, _ in rows:
+        temps[r], tops[r], seeds[r] = t, tp, sd
+    out, st = generate(sft_policy, policy_tokenizer, [x[1] for x in rows], temperatures=[x[2] for x in rows],
+                       top_ps=[x[3] for x in rows], seeds=[x[4] for x in rows], max_new_tokens=[x[5] for x in rows],
+                       batch_size=c.batch_size, desc="candidates")
+    for (r, *_), text in zip(rows, out):
+        texts[r] = text
+    stats.merge(st)
     attempt = [0] * len(texts)
     redraw = _redraw_identical(sft_policy, policy_tokenizer, prompts, records, texts, temps, tops, seeds, attempt,
                                p, g, stats)
