@@ -38,6 +38,12 @@ def test_rows_are_seeded_on_their_own(tiny_policy, tiny_tokenizer, small_world):
     assert other != together
 
 
+def test_no_prompts_give_no_outputs(tiny_policy, tiny_tokenizer):
+    kw = dict(temperatures=[], top_ps=[], seeds=[])
+    assert generate(tiny_policy, tiny_tokenizer, [], progress=False, **kw)[0] == []
+    assert generate_batch(tiny_policy, tiny_tokenizer, [], return_ids=True, **kw) == ([], [])
+
+
 def test_long_prompts_are_cut_from_the_left_and_counted(tiny_policy, tiny_tokenizer):
     long = format_prompt("слово " * 400)
     _, stats = generate(tiny_policy, tiny_tokenizer, [long, format_prompt("коротко")], temperatures=[0, 0],

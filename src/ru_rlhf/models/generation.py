@@ -440,6 +440,8 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
         each row's sampled token ids (ending with EOS where the row stopped on it), which RL
         needs to score exactly the tokens it sampled.
     """
+    if not prompts:
+        return ([], []) if return_ids else []
     model.eval()
     device = next(model.parameters()).device
     ctx = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
