@@ -96,8 +96,8 @@ def main() -> None:
     # each path 3 times, alternating, and the median of each (one run's figure moves by ~10 % with
     # the machine's state; alternating keeps a slow spell from falling on one path only). Each
     # timed batched call follows an untimed one of the same size with other seeds: the loop is
-    # timed in its steady state (288 calls back to back), and so is the node, whose batches run
-    # back to back; a lone call after the loop also pays for first touching its cache's memory.
+    # timed in its steady state (one call per row, back to back), and so is the node, which runs
+    # right after other work; a lone call after the loop also pays for first touching its cache's memory.
     loops, runs, stats = [], [], None
     for rep in range(args.repeats):
         loop_tokens, loop_s = per_prompt_loop(model, tok, texts, temps, tops, budgets)
