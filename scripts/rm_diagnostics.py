@@ -62,7 +62,7 @@ def main() -> None:
     train = _training_pairs(pairs, p)
     report["setting"]["training_pairs"] = train["criterion"].value_counts().to_dict()
     start = time.perf_counter()
-    model, history = _train("multi_head", pairs, encoder, p, f"rm_diagnostics_{args.max_pairs}x{args.epochs:g}")
+    model, history, _ = _train("multi_head", pairs, encoder, p, f"rm_diagnostics_{args.max_pairs}x{args.epochs:g}")
     report["setting"].update(steps=len(history), seconds=round(time.perf_counter() - start, 1),
                              loss_last20=round(float(history["loss"].tail(20).mean()), 4))
     test = pairs[(pairs["split"] == "test") & pairs["criterion"].isin(CRITERIA)]

@@ -39,9 +39,15 @@ def small_world() -> tuple[pd.DataFrame, pd.DataFrame]:
     return raw, pd.DataFrame(facts).astype(str)
 
 
-def run_kedro(args: list[str], cwd: Path = PROJECT_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the kedro CLI of this interpreter's environment in a subprocess."""
+def run_kedro(args: list[str], cwd: Path = PROJECT_ROOT, timeout: int = 600,
+              data_root: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the kedro CLI of this interpreter's environment in a subprocess.
+
+    ``data_root``: the run reads and writes there instead of the env's data root (``RU_RLHF_DATA_ROOT``).
+    """
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    if data_root is not None:
+        env["RU_RLHF_DATA_ROOT"] = str(data_root)
     kedro = Path(sys.executable).with_name("kedro")
     return subprocess.run([str(kedro), *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -90,3 +96,21 @@ def tiny_policy(tiny_tokenizer):
     from ru_rlhf.models.policy import load_policy
 
     return load_policy(size=TINY_SIZE, tokenizer=tiny_tokenizer, seed=0)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def require_chromium() -> None:
+    """Skip without Debian's Chromium, unless this run requires the browser tests (CI sets RU_RLHF_REQUIRE_BROWSER)."""
+    if not CHROMIUM.exists():
+        if os.environ.get("RU_RLHF_REQUIRE_BROWSER"):
+            pytest.fail("/usr/bin/chromium is missing but this run requires the browser tests")
+        pytest.skip("needs Debian's chromium (`make browser` or .ci/run installs it with apt)")
+
+
+def launch_chromium(pw):
+    """Debian's Chromium under Playwright, headless (never a downloaded browser)."""
+    return pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+

@@ -37,8 +37,21 @@ Path("mlruns").mkdir(exist_ok=True) if Path("pyproject.toml").exists() else None
 
 # CONFIG_LOADER_CLASS = OmegaConfigLoader
 
+
+
+def _data_root(default: str) -> str:
+    """``${data_root:<env default>}`` in ``globals.yml``: the env's data root, or ``RU_RLHF_DATA_ROOT`` when set.
+
+    Kedro does not allow ``runtime_params`` in globals; this lets tests (and a user who wants a scratch
+    run) send every catalog path, checkpoint and report of a run to another folder, never the checkout's
+    ``data/``.
+    """
+    return os.environ.get("RU_RLHF_DATA_ROOT") or default
+
+
 # Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor.
 CONFIG_LOADER_ARGS = {
+    "custom_resolvers": {"data_root": _data_root},
     "base_env": "base",
     "default_run_env": "local",
     # env files override only the parameter keys they name (smoke changes sizes, not everything)

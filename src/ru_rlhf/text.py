@@ -80,3 +80,15 @@ def extract_mentions(text: str) -> list[dict]:
             if m.start() > 0:
                 found.append({"type": "entity", "surface": m.group(0)})
     return found
+
+
+def comparison_key(text) -> str:
+    """The form two answers are compared in to decide whether they are the same text: :func:`normalise_text`,
+    then every run of white space as one space. Used wherever a pair is made, so that no source (panel, app,
+    imported pairs) makes a pair whose chosen and rejected answers read the same."""
+    return " ".join(normalise_text(str(text or "")).split())
+
+
+def same_text(a, b) -> bool:
+    """Whether two answers are the same text after :func:`comparison_key`."""
+    return comparison_key(a) == comparison_key(b)

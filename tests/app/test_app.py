@@ -10,12 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.app.conftest import MODEL_IDS, free_port
+from tests.conftest import launch_chromium, require_chromium
 
 HIDDEN = re.compile(r"\b(sft|dpo|ipo|ppo|reinforce|cem)\b|06_models|policies/", re.IGNORECASE)
 RATINGS = [5, 4, 5, 3, 4, 5, 2, 4, 5]  # A (H, T, S), B, C
@@ -77,7 +77,9 @@ def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(running_app):
 
     def worker():
         try:
-            client = Client(url, verbose=False)
+            # httpx's 5 s default is a latency limit, not what this test checks: on a shared 2-core machine
+            # 50 clients and the server in one process answer slower than that
+            client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
             for _ in range(20):
                 status = _vote(client)
                 assert "Голос" in repr(status), status
@@ -148,21 +150,13 @@ def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
     assert store.count() == len(votes) + 1
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
 def test_a_person_votes_in_a_real_browser(running_app, tmp_path):
-    if not CHROMIUM.exists():
-        if os.environ.get("RU_RLHF_REQUIRE_BROWSER"):
-            pytest.fail("/usr/bin/chromium is missing but this run requires the browser tests")
-        pytest.skip("needs Debian's chromium (`make browser` or .ci/run installs it with apt)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     url, service = running_app
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--headless", "--no-sandbox", "--disable-gpu",
-                                           "--disable-background-networking"])
+        browser = launch_chromium(pw)
         page = browser.new_page()
         page.goto(url)
         page.locator("#random").click()
@@ -184,7 +178,7 @@ def test_a_person_votes_in_a_real_browser(running_app, tmp_path):
     assert len(v) == 1
     row = v.iloc[0]
     assert row["choice"] == 1 and row["ratings"][0] == {"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}
-    assert row["comment"] == "Ответ B точнее &lt;script&gt;"
+    assert row["comment"] == "Ответ B точнее <script>"  # stored as typed
     assert row["prompt_id"] in {"p-test-1", "p-test-2"}  # a drawn test prompt keeps its id
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ru_rlhf.app.store import FeedbackStore, VoteError, long_to_pairs, votes_to_long
+from ru_rlhf.app.store import FeedbackStore, VoteError
+from ru_rlhf.feedback import long_to_pairs, votes_to_long
 
 GOOD = [{"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}, {"helpfulness": 2, "truthfulness": 4, "harmlessness": 5}]
 
@@ -16,7 +17,7 @@ def test_a_vote_is_one_row_with_hidden_ids(tmp_path):
     vid = store.vote(tok, "ann", GOOD, 0, "хорошо <b>очень</b>")
     v = store.votes().iloc[0]
     assert vid == v["id"] == 1 and v["models"] == ["dpo", "sft"] and v["chosen_model"] == "dpo"
-    assert v["comment"] == "хорошо &lt;b&gt;очень&lt;/b&gt;"  # escaped
+    assert v["comment"] == "хорошо <b>очень</b>"  # stored as typed; escaped where it is shown
     assert store._con().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -58,7 +59,8 @@ def test_the_dataset_reads_the_long_table_and_an_absent_store_is_empty(tmp_path)
     long = FeedbackDataset(str(tmp_path / "v.sqlite")).load()
     assert len(long) == 2 * 3 + 1 and set(long["source"]) == {"app"}
     assert long.loc[long["criterion"] == "overall", "choice"].item() == "app:1:0"
-    pairs = long_to_pairs(long, margin=1.0)
+    pairs, counts = long_to_pairs(long, margin=1.0)
+    assert counts == {"votes": 1, "pairs": 2, "dropped_identical_texts": 0}
     # helpfulness 5 vs 2 → one pair; truthfulness and harmlessness tie → none; overall: chosen over the other
     assert sorted(pairs["criterion"]) == ["helpfulness", "overall"]
     assert (pairs["chosen"] == "Ответ один.").all()
@@ -76,7 +78,7 @@ def test_votes_join_preference_curation(tmp_path):
                            "rejected": "b", "split": "train", "lang": "ru", "task_type": "qa", "gold_margin": 0.5}])
     prompts = pd.DataFrame({"prompt_id": ["p-train", "p-test"], "split": ["train", "test"], "lang": ["ru", "ru"],
                             "task_type": ["qa", "qa"]})
-    pairs, ann = add_app_votes(panel, long, prompts, {})
+    pairs, ann, counts = add_app_votes(panel, long, prompts, {}, {})
     assert set(pairs["source"]) == {"panel", "app"}
     app = pairs[pairs["source"] == "app"]
     assert len(app) == 3 * 2
@@ -84,6 +86,7 @@ def test_votes_join_preference_curation(tmp_path):
     assert set(app.loc[app["prompt_id"] == "p-test", "split"]) == {"app_holdout"}
     assert set(app.loc[app["prompt_id"] != "p-test", "split"]) == {"train"}
     assert len(ann) == len(long)
+    assert counts["app_votes"] == 3 and counts["app_pairs"] == len(app)
 
 
 def test_export_writes_parquet_a_datasets_reader_loads(tmp_path):
@@ -93,11 +96,15 @@ def test_export_writes_parquet_a_datasets_reader_loads(tmp_path):
 
     store = FeedbackStore(tmp_path / "v.sqlite")
     tok = store.serve("Вопрос?", "p1", ["dpo", "sft"], ["Ответ один.", "Ответ два."])
-    store.vote(tok, "ann", GOOD, 0)
+    store.vote(tok, "ann", GOOD, 0, "A <b>лучше</b>")
     info = export_votes(tmp_path / "v.sqlite", tmp_path / "out")
-    assert info == {"votes": 1, "ratings_rows": 7, "pairs": 2, "out": str(tmp_path / "out")}
+    assert info == {"votes": 1, "ratings_rows": 7, "pairs": 2, "dropped_identical_texts": 0,
+                    "out": str(tmp_path / "out")}
     pairs = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "pairs.parquet"))["train"]
-    assert set(pairs.column_names) >= {"prompt", "chosen", "rejected", "criterion"} and len(pairs) == 2
+    assert set(pairs.column_names) >= {"prompt", "chosen", "rejected", "criterion", "comment"} and len(pairs) == 2
+    assert set(pairs["comment"]) == {"A <b>лучше</b>"}
+    ratings = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "ratings.parquet"))["train"]
+    assert set(ratings["comment"]) == {"A <b>лучше</b>"}
 
 
 def test_only_one_retraining_run_at_a_time(tmp_path):

@@ -85,7 +85,7 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
                reports / "ethics" / "overoptimisation.png", reports / "training_emissions.jsonl",
                project_root / "data" / "smoke" / "09_publish" / "manifest.parquet",
                *[project_root / "data" / "smoke" / "07_model_output" / f"{m}.parquet"
-                 for m in ("sft", "dpo", "ipo", "ppo", "reinforce", "cem")]]
+                 for m in ("sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem")]]
     for out in outputs:
         out.unlink(missing_ok=True)
     res = run_kedro(["run", "--env", "smoke"], timeout=900)
@@ -100,11 +100,11 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
     metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     assert {"multi_head", "distributional", "calibration"} <= set(metrics)
     summary = json.loads((reports / "alignment_summary.json").read_text(encoding="utf-8"))
-    for method in ("dpo", "ipo", "ppo", "reinforce", "cem"):
+    for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
         assert {"gold_gain", "kl"} <= set(summary[method])
         assert (project_root / "data" / "smoke" / "06_models" / "policies" / method / "config.json").exists()
     comparison = pd.read_parquet(reports / "evaluation" / "comparison.parquet")
-    assert set(comparison["model"]) == {"sft", "dpo", "ipo", "ppo", "reinforce", "cem"}
+    assert set(comparison["model"]) == {"sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem"}
     # the smoke run never writes the base docs' appendix
     assert (project_root / "data" / "smoke" / "docs" / "ethics_appendix.md").exists()
 

@@ -62,7 +62,7 @@ def test_reward_model_node_on_two_processes(smoke_context, tmp_path):
     params = {**smoke_context.params["reward_modeling"], "checkpoint_dir": str(tmp_path / "ckpt"),
               "distributed": _distributed(keep)}
     pairs = cat.load("preference_pairs")
-    (rm, tok), history = train_multi_head_rm(pairs, cat.load("encoder"), params)
+    (rm, tok), history, _ = train_multi_head_rm(pairs, cat.load("encoder"), params)
     (report,) = check_launches(keep, "rm", expected=1)
     # the global batch is split across ranks, so the step count is the single-process one
     p = _params(params)

@@ -5,16 +5,24 @@ Two tables:
 * ``served``: every set of responses the server showed (a random token, the prompt, the hidden
   model ids in display order, the texts). A vote must name a served token, once.
 * ``votes``: one row per vote: timestamp, annotator, prompt, the hidden model ids, ratings 1–5 per
-  response and criterion, the chosen response (its slot and model id), the comment.
+  response and criterion, the chosen response (its slot and model id), the comment exactly as typed.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so a killed server leaves whole rows or none
 (SQLite's journal rolls back a torn transaction when the store is opened again).
+
+The store checks its file before every operation: a file deleted or replaced while the app runs
+(another inode at the path) is noticed, the open connection is dropped and the file at the path is
+opened again with its tables created, so that nothing is written into a deleted file and reported
+saved. Responses served from the lost file cannot be voted on any more (:class:`VoteError`, rule
+``store_reset``). A store that cannot be opened or written (an impossible path, a read-only file or
+folder, a full disk) raises :class:`StoreError`, whose message names the file and the rule.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -22,10 +30,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-CRITERIA = ("helpfulness", "truthfulness", "harmlessness")
-MAX_COMMENT = 1000
-MAX_PROMPT = 4000
+from ru_rlhf.feedback import CRITERIA
 
+__all__ = ["CRITERIA", "MAX_COMMENT", "MAX_PROMPT", "FeedbackStore", "StoreError", "VoteError"]
+log = logging.getLogger(__name__)
+
+MAX_COMMENT = 1000  # characters of the comment as typed
+MAX_PROMPT = 4000
+MAX_LOST_TOKENS = 100_000  # unvoted tokens remembered from a store file that vanished
+
+TABLES = ("served", "votes")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS served (
     token TEXT PRIMARY KEY,
@@ -48,7 +62,7 @@ CREATE TABLE IF NOT EXISTS votes (
     ratings TEXT NOT NULL,     -- JSON list (per response) of {criterion: 1..5}
     choice INTEGER NOT NULL,   -- display slot of the best response
     chosen_model TEXT NOT NULL,
-    comment TEXT NOT NULL DEFAULT ''
+    comment TEXT NOT NULL DEFAULT ''  -- exactly as typed (escape it wherever it is shown)
 );
 """
 
@@ -57,68 +71,255 @@ class VoteError(ValueError):
     """A vote the store refuses, with the rule it breaks."""
 
 
+class StoreError(sqlite3.DatabaseError):
+    """The store cannot be used (no such folder, read-only, file gone during a write, disk full).
+
+    ``rule`` is one of ``store_unavailable``, ``store_read_only``, ``store_lost``, ``store_full`` or
+    ``store_error``; the message names the file and the rule.
+    """
+
+    def __init__(self, message: str, rule: str):
+        super().__init__(message)
+        self.rule = rule
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class FeedbackStore:
-    """A thread-safe handle on the SQLite feedback store (WAL mode)."""
+    """A thread-safe handle on the SQLite feedback store (WAL mode).
 
-    def __init__(self, path: str | Path):
+    One connection per handle, used under a lock: SQLite serialises writers anyway, and one
+    connection can be checked against the file (and dropped) in one place.
+
+    Args:
+        path: the SQLite file; its folder is created unless ``read_only``.
+        read_only: open with ``mode=ro`` (readers, the export): nothing is created and every write
+            raises :class:`StoreError` (rule ``store_read_only``).
+
+    Raises:
+        StoreError: the folder cannot be created, the file cannot be opened, or (``read_only``)
+            there is no store at ``path``.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._con().executescript(SCHEMA)  # IF NOT EXISTS: idempotent, its own transaction
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file self._db has open
+        self._lost_tokens: set[str] = set()
+        self.resets: list[dict] = []  # {"ts", "why"} each time the file vanished or was replaced under us
+        with self._lock:
+            self._open()
+
+    # ----------------------------------------------------------------- the connection
+    def _fail(self, what: str, err: BaseException | str, rule: str) -> StoreError:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return StoreError(f"{self.path}: {what} ({reason}) (rule: {rule})", rule)
+
+    def _explain(self, err: sqlite3.Error, doing: str) -> sqlite3.Error:
+        """A clear :class:`StoreError` for an SQLite error the person cannot fix by voting again
+        (read-only, cannot open, disk full); other errors (a corrupt file) come back as they are."""
+        if isinstance(err, StoreError):
+            return err
+        name = getattr(err, "sqlite_errorname", "") or ""
+        text = str(err).lower()
+        read_only = f"cannot {doing}: the file or its folder is read-only; make both writable by the app"
+        if name.startswith("SQLITE_READONLY") or "readonly" in text or "read-only" in text:
+            return self._fail(read_only, err, "store_read_only")
+        if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+            folder = self.path.parent
+            if self.path.exists() and not (os.access(self.path, os.W_OK) and os.access(folder, os.W_OK)):
+                return self._fail(read_only, err, "store_read_only")
+            return self._fail(f"cannot {doing}: the file cannot be opened; check that {folder} is a writable folder",
+                              err, "store_unavailable")
+        if name.startswith("SQLITE_FULL") or "disk is full" in text:
+            return self._fail(f"cannot {doing}: the disk is full", err, "store_full")
+        if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
+            return self._fail(f"cannot {doing}: the file could not be read or written", err, "store_error")
+        return err
+
+    def _open(self) -> None:
+        """Open the file at ``self.path`` (creating it and its tables unless read-only)."""
+        if self.read_only:
+            if not self.path.is_file():
+                raise self._fail("cannot open the feedback store read-only", "no such file", "store_unavailable")
+        else:
+            try:
+                if not self.path.parent.is_dir():  # (mkdir of an existing folder on a read-only mount fails)
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise self._fail(f"cannot create the store's folder {self.path.parent}", err,
+                                 "store_unavailable") from None
+            if self.path.exists() and not self.path.is_file():
+                raise self._fail("cannot open the feedback store", "a folder or something else not a file is there",
+                                 "store_unavailable")
+        con = None
+        try:
+            if self.read_only:
+                con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                      isolation_level=None, check_same_thread=False)
+            else:
+                con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA busy_timeout=30000")
+            if not self.read_only:
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            self._ensure_schema(con)
+            st = os.stat(self.path)
+        except (sqlite3.Error, OSError) as err:
+            if con is not None:
+                con.close()
+            if isinstance(err, OSError):
+                raise self._fail("cannot open the feedback store", err, "store_unavailable") from None
+            raise self._explain(err, "open the feedback store") from None
+        self._db, self._ident = con, (st.st_dev, st.st_ino)
+
+    def _ensure_schema(self, con: sqlite3.Connection) -> None:
+        have = {r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('served', 'votes')")}
+        if have == set(TABLES):
+            return
+        if self.read_only:
+            raise self._fail("cannot read the feedback store", f"no table {', '.join(sorted(set(TABLES) - have))}",
+                             "store_unavailable")
+        if have:  # one table left: the file was emptied or rewritten under the app
+            log.warning("%s: table(s) %s missing; creating them", self.path, sorted(set(TABLES) - have))
+        con.executescript(SCHEMA)  # IF NOT EXISTS: idempotent, its own transaction
+
+    def _same_file(self) -> bool:
+        """Whether the file at ``self.path`` is still the one the connection has open."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            raise self._fail("cannot check the feedback store file", err, "store_unavailable") from None
+        return (st.st_dev, st.st_ino) == self._ident
+
+    def _reset(self) -> None:
+        """The file at the path is gone or another one: drop the connection, open the path again."""
+        why = "replaced" if self.path.exists() else "deleted"
+        old, self._db, self._ident = self._db, None, None
+        if old is not None:
+            try:  # the responses served from the lost file: their votes are refused with the reason
+                rows = old.execute("SELECT token FROM served WHERE voted = 0 ORDER BY ts DESC LIMIT ?",
+                                   (MAX_LOST_TOKENS,)).fetchall()
+                self._lost_tokens.update(r[0] for r in rows)
+            except sqlite3.Error:
+                pass
+            try:
+                # SQLite does not checkpoint or delete the WAL of a moved or deleted file on close: empty
+                # it now, or the file now at the path would replay the old file's pages ("mispaired WAL")
+                old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as err:
+                log.warning("%s: could not empty the old file's WAL (%s)", self.path, err)
+            try:
+                old.close()
+            except sqlite3.Error:
+                pass
+        self.resets.append({"ts": _now(), "why": why})
+        log.error("%s: the feedback store file was %s while the app was running; its votes are not in the "
+                  "store any more (responses served from it cannot be voted on); opening the file at the path "
+                  "again", self.path, why)
+        self._open()
 
     def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA busy_timeout=30000")
-            self._local.con = con
-        return con
+        """The connection, checked against the file at the path (reopened if that file changed)."""
+        with self._lock:
+            if self._db is None:
+                self._open()
+            elif not self._same_file():
+                self._reset()
+            else:
+                try:
+                    self._ensure_schema(self._db)
+                except sqlite3.Error as err:
+                    raise self._explain(err, "read the feedback store") from None
+            return self._db
 
     @contextmanager
-    def _tx(self):
-        con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    def _tx(self, doing: str):
+        """One ``BEGIN IMMEDIATE`` transaction on the checked connection; commits only while the
+        connection still has the file at the path open, and checks it again after the commit."""
+        with self._lock:
+            con = self._con()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as err:
+                raise self._explain(err, doing) from None
+            try:
+                yield con
+                if not self._same_file():
+                    raise self._fail(f"cannot {doing}: the feedback store file was deleted or replaced "
+                                     "during the write", "nothing was written", "store_lost")
+                con.execute("COMMIT")
+            except BaseException as err:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(err, sqlite3.Error):
+                    raise self._explain(err, doing) from None
+                raise
+            if not self._same_file():  # committed into a file that has just gone away
+                raise self._fail(f"cannot {doing}: the feedback store file was deleted or replaced "
+                                 "during the write", "the write went to the old file", "store_lost")
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` unless a vote could be written now (the app calls it at start)."""
+        if self.read_only:
+            raise self._fail("cannot write votes: the feedback store is opened read-only", "read_only=True",
+                             "store_read_only")
+        with self._tx("write votes") as con:
+            con.execute("UPDATE served SET voted = voted WHERE 0")  # a write that changes nothing
 
     # ----------------------------------------------------------------- writes
     def serve(self, prompt: str, prompt_id: str | None, models: list[str], responses: list[str]) -> str:
-        """Record a set of responses shown to a person; returns the token their vote must name."""
+        """Record a set of responses shown to a person; returns the token their vote must name.
+
+        Raises:
+            VoteError: not 2 or 3 responses, or not one model id per response.
+            StoreError: the store cannot be written.
+        """
         if len(models) != len(responses) or not 2 <= len(models) <= 3:
             raise VoteError("2 or 3 responses are served at a time")
         token = secrets.token_urlsafe(16)
-        with self._tx() as con:
+        with self._tx("record the served responses") as con:
             con.execute("INSERT INTO served (token, ts, prompt_id, prompt, models, responses) VALUES (?,?,?,?,?,?)",
                         (token, _now(), prompt_id, prompt, json.dumps(models), json.dumps(responses, ensure_ascii=False)))
         return token
 
     def vote(self, token: str, annotator: str, ratings: list[dict], choice: int, comment: str = "") -> int:
-        """Store one vote; returns its row id.
+        """Store one vote; returns its row id (for the store's users, never for the voter's page).
+
+        The comment is stored exactly as typed (whoever shows it escapes it).
 
         Raises:
             VoteError: an unknown or already used token (the server did not serve these responses,
-                or they were voted on), ratings that are not 1–5 for every response and criterion,
-                a choice that is not one of the served slots, or a comment over ``MAX_COMMENT``.
+                they were voted on, or they were served from a store file that has since been deleted
+                or replaced: rule ``store_reset``), ratings that are not 1–5 for every response and
+                criterion, a choice that is not one of the served slots, or a comment over
+                ``MAX_COMMENT`` characters.
+            StoreError: the store cannot be written; nothing was stored.
         """
-        comment = comment or ""
+        comment = "" if comment is None else comment
+        if not isinstance(comment, str):
+            raise VoteError(f"the comment must be text, got {type(comment).__name__}")
         if len(comment) > MAX_COMMENT:
-            raise VoteError(f"comment longer than {MAX_COMMENT} characters")
-        comment = html.escape(comment.strip())
+            raise VoteError(f"comment longer than {MAX_COMMENT} characters ({len(comment)})")
         annotator = (annotator or "anonymous").strip()[:64] or "anonymous"
-        with self._tx() as con:
+        with self._tx("save the vote") as con:
             row = con.execute("SELECT prompt_id, prompt, models, responses, voted FROM served WHERE token = ?",
                               (token,)).fetchone()
             if row is None:
+                if token in self._lost_tokens:
+                    last = self.resets[-1]
+                    raise VoteError(f"these responses were served from a feedback store file that was {last['why']} "
+                                    f"at {last['ts']} while the app was running; they are lost with it and the vote "
+                                    "is not saved: get new responses (unknown token) (rule: store_reset)")
                 raise VoteError("these responses were not served by this server (unknown token)")
             prompt_id, prompt, models_json, responses_json, voted = row
             if voted:
@@ -143,82 +344,35 @@ class FeedbackStore:
                 (_now(), token, annotator, prompt_id, prompt, models_json, responses_json, json.dumps(clean), choice,
                  models[choice], comment))
             con.execute("UPDATE served SET voted = 1 WHERE token = ?", (token,))
-            return int(cur.lastrowid)
+            vote_id = int(cur.lastrowid)
+        return vote_id
 
     # ----------------------------------------------------------------- reads
+    def _read(self, fn, doing: str):
+        with self._lock:
+            con = self._con()
+            try:
+                return fn(con)
+            except sqlite3.Error as err:
+                raise self._explain(err, doing) from None
+
     def count(self) -> int:
-        return int(self._con().execute("SELECT COUNT(*) FROM votes").fetchone()[0])
+        return int(self._read(lambda con: con.execute("SELECT COUNT(*) FROM votes").fetchone()[0], "count the votes"))
 
     def votes(self):
-        """Every vote as a DataFrame (JSON columns decoded)."""
+        """Every vote as a DataFrame (JSON columns decoded, the comment as typed)."""
         import pandas as pd
 
-        df = pd.read_sql_query("SELECT * FROM votes ORDER BY id", self._con())
+        df = self._read(lambda con: pd.read_sql_query("SELECT * FROM votes ORDER BY id", con), "read the votes")
         for col in ("models", "responses", "ratings"):
             df[col] = df[col].map(json.loads)
         return df
 
     def integrity(self) -> str:
-        return str(self._con().execute("PRAGMA integrity_check").fetchone()[0])
+        return str(self._read(lambda con: con.execute("PRAGMA integrity_check").fetchone()[0], "check its integrity"))
 
     def close(self) -> None:
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()
-            self._local.con = None
-
-
-def votes_to_long(votes) -> pd.DataFrame:  # noqa: F821
-    """The votes as the long annotation table (``item_id, annotator_id, criterion, score, choice``…),
-    one row per response and criterion plus one ``overall`` row per vote with the chosen item.
-
-    ``item_id`` is ``app:<vote id>:<slot>``; ``source`` is ``app``.
-    """
-    import pandas as pd
-
-    rows = []
-    for v in votes.itertuples(index=False):
-        for slot, (model, resp, r) in enumerate(zip(v.models, v.responses, v.ratings)):
-            for c in CRITERIA:
-                rows.append({"item_id": f"app:{v.id}:{slot}", "prompt_id": v.prompt_id or f"app:{v.id}",
-                             "response_id": f"app:{v.id}:{slot}", "annotator_id": v.annotator, "criterion": c,
-                             "score": float(r[c]), "choice": None, "source": "app", "prompt": v.prompt,
-                             "response": resp, "model": model, "vote_id": int(v.id), "ts": v.ts})
-        rows.append({"item_id": f"app:{v.id}", "prompt_id": v.prompt_id or f"app:{v.id}",
-                     "response_id": f"app:{v.id}:{v.choice}", "annotator_id": v.annotator, "criterion": "overall",
-                     "score": float("nan"), "choice": f"app:{v.id}:{v.choice}", "source": "app", "prompt": v.prompt,
-                     "response": v.responses[v.choice], "model": v.chosen_model, "vote_id": int(v.id), "ts": v.ts})
-    cols = ["item_id", "prompt_id", "response_id", "annotator_id", "criterion", "score", "choice", "source", "prompt",
-            "response", "model", "vote_id", "ts"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def long_to_pairs(long, margin: float = 1.0) -> pd.DataFrame:  # noqa: F821
-    """Preference pairs in TRL's format from the long vote table (:func:`votes_to_long`): per
-    criterion, two responses of one vote whose ratings differ by at least ``margin``; overall, the
-    chosen response over each other one."""
-    import pandas as pd
-
-    rows = []
-    for vote_id, g in long.groupby("vote_id", sort=True):
-        rated = g[g["criterion"] != "overall"]
-        text = dict(zip(rated["response_id"], rated["response"]))
-        prompt, pid, annotator = g["prompt"].iloc[0], g["prompt_id"].iloc[0], g["annotator_id"].iloc[0]
-        base = {"prompt_id": pid, "prompt": prompt, "n_votes": 1, "annotator_id": annotator, "source": "app"}
-        for c, gc in rated.groupby("criterion", sort=True):
-            sc = dict(zip(gc["response_id"], gc["score"]))
-            for a, sa in sc.items():
-                for b, sb in sc.items():
-                    if a != b and sa - sb >= margin:
-                        rows.append({**base, "pair_id": f"app:{vote_id}|{c}|{a}|{b}", "criterion": c,
-                                     "chosen": text[a], "rejected": text[b], "chosen_id": a, "rejected_id": b,
-                                     "margin": float(sa - sb)})
-        for r in g[g["criterion"] == "overall"].itertuples(index=False):
-            for b in text:
-                if b != r.choice:
-                    rows.append({**base, "pair_id": f"app:{vote_id}|overall|{r.choice}|{b}", "criterion": "overall",
-                                 "chosen": text[r.choice], "rejected": text[b], "chosen_id": r.choice,
-                                 "rejected_id": b, "margin": float("nan")})
-    cols = ["pair_id", "prompt_id", "criterion", "prompt", "chosen", "rejected", "chosen_id", "rejected_id", "margin",
-            "n_votes", "annotator_id", "source"]
-    return pd.DataFrame(rows, columns=cols)
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+            self._db, self._ident = None, None

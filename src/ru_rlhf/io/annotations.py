@@ -13,7 +13,12 @@ The long table (documented in ``docs/data_formats.md``) has one row per rating::
   published Krippendorff examples.
 
 Every row read comes back as kept, control, or quarantined; a file that cannot be read at all
-raises :class:`AnnotationReadError` naming it and the rule.
+raises :class:`AnnotationReadError` naming it (the line, where there is one) and the rule. CSV and
+TSV files are read a physical line at a time by :func:`read_delimited` (a TSV with no quoting, so
+that a ``"`` cannot merge lines; a header naming a column twice is ``duplicate_column``); ids and
+annotator names are NFC-normalised and stripped (``id_normalised`` says which rows changed); the
+file access rules (directories, symlink loops, gzip, UTF-16, over-long lines) are those of
+:mod:`ru_rlhf.io.readers`.
 """
 
 from __future__ import annotations
@@ -22,17 +27,38 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
-from ru_rlhf.io.readers import read_file_text
+from ru_rlhf.io.readers import (
+    MAX_LINE_BYTES,
+    format_suffix,
+    iter_file_lines,
+    no_readable_line,
+    non_utf8_error,
+    normalise_id,
+    normalise_ids,
+    normalise_status,
+    read_file_text,
+)
 
 LONG_COLUMNS = ["item_id", "prompt_id", "response_id", "annotator_id", "criterion", "score", "choice", "source"]
 REQUIRED = ("item_id", "annotator_id", "criterion")
+ID_FIELDS = ("item_id", "prompt_id", "response_id", "annotator_id", "choice")
+"""Fields normalised as ids (NFC, surrounding white space stripped); ``choice`` names a response."""
+BOOLEAN_WORDS = {"true", "false"}
 
 
 class AnnotationReadError(ValueError):
     """An annotation file that cannot be read at all (names the file and the rule)."""
+
+
+def _fail(path, message: str, rule: str, line: int | None = None) -> AnnotationReadError:
+    where = f"line {line}: " if line is not None else ""
+    exc = AnnotationReadError(f"{path}: {where}{message} (rule: {rule})")
+    exc.rule = rule
+    return exc
 
 
 def _text(path: Path) -> str:
@@ -43,71 +69,222 @@ def empty_long_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in [*LONG_COLUMNS, "source_file", "source_row"]})
 
 
-def read_long_table(path: str | Path, default_source: str = "human") -> pd.DataFrame:
-    """Read a long annotation table from CSV (``.csv``) or JSON lines (``.jsonl``).
+# --------------------------------------------------------------------------- delimited files
+class Delimited(NamedTuple):
+    """A CSV/TSV file as read: the header (names NFC-normalised and stripped) and one entry per
+    record, ``(source_row, fields | None, read_error | None)``; ``source_row`` is the physical line
+    the record starts on, ``fields`` is padded with None to the header's length."""
 
-    Returns:
-        The table with ``source_file`` and ``source_row`` (1-based data row) added; a JSONL line
-        that does not parse comes back with ``read_error = "broken_json_line"``.
+    header: list[str]
+    rows: list[tuple[int, list | None, str | None]]
+
+
+def read_delimited(path: str | Path, tsv: bool, max_line_bytes: int = MAX_LINE_BYTES) -> Delimited:
+    """Read a CSV (``tsv=False``: comma, ``"`` quoting) or a TSV (tab, no quoting at all).
+
+    The file is read a physical line at a time (:func:`ru_rlhf.io.readers.iter_file_lines`), so a
+    record's row is the line it starts on even after a quoted field with new lines in it, and an
+    over-long line is never parsed: its record is ``line_too_long``. A single-line record with more
+    fields than the header is ``wrong_field_count``; one with a stray quote (``a,"b"c``) is
+    ``bad_quote``; blank lines are not records.
 
     Raises:
-        AnnotationReadError: missing or empty file, not UTF-8, or a required column missing.
+        AnnotationReadError: the file cannot be read (see
+            :func:`ru_rlhf.io.readers.open_checked`), a byte is not UTF-8 (``non_utf8``), there is no
+            header (``missing_column``), a column appears twice (``duplicate_column``), or a quote
+            is never closed or merges lines into one record (``unmatched_quote``).
     """
     path = Path(path)
-    text = _text(path)
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+    too_long: dict[int, object] = {}
+
+    def lines():
+        for ln in iter_file_lines(path, AnnotationReadError, max_line_bytes):
+            if ln.too_long:
+                too_long[ln.number] = ln
+                yield "\n"  # a blank stand-in: the record it was in is marked below
                 continue
             try:
-                obj = json.loads(line)
-                rows.append({**obj, "source_row": i} if isinstance(obj, dict) else
-                            {"source_row": i, "read_error": "not_an_object"})
+                text = ln.data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise non_utf8_error(AnnotationReadError, path, ln.offset + err.start, ln.number) from err
+            yield text + "\n"
+
+    if tsv:
+        reader = csv.reader(lines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(lines(), delimiter=",", quotechar='"', strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, list | None, str | None]] = []
+    end = 0
+    old_limit = csv.field_size_limit()
+    csv.field_size_limit(max(old_limit, 16 * max_line_bytes))
+    try:
+        while True:
+            start = end + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                end = reader.line_num
+                if "unexpected end of data" in str(err):
+                    raise _fail(path, f"a quoted field opened in the record that starts on this line is never "
+                                      f"closed (it runs to the end of the file, line {end})", "unmatched_quote",
+                                line=start) from err
+                if end > start:
+                    raise _fail(path, f"a quoted field merges lines {start}-{end} into one record and then breaks "
+                                      f"({err})", "unmatched_quote", line=start) from err
+                if header is None:
+                    raise _fail(path, f"header cannot be parsed ({err})", "bad_quote", line=start) from err
+                rows.append((start, None, "bad_quote"))
+                continue
+            end = reader.line_num
+            longs = [n for n in too_long if start <= n <= end]
+            if longs:
+                if header is None:
+                    raise _fail(path, f"header line is over {max_line_bytes} bytes", "line_too_long", line=start)
+                rows.append((start, None, "line_too_long"))
+                continue
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header = [normalise_id(f)[0] for f in fields]
+                seen: dict[str, int] = {}
+                for k, name in enumerate(header, start=1):
+                    if name in seen:
+                        raise _fail(path, f"column {name!r} appears twice in the header (columns {seen[name]} "
+                                          f"and {k})", "duplicate_column", line=start)
+                    seen[name] = k
+                continue
+            if end > start and len(fields) != len(header):
+                raise _fail(path, f"a quoted field merges lines {start}-{end} into one record of {len(fields)} "
+                                  f"fields (the header has {len(header)})", "unmatched_quote", line=start)
+            if len(fields) > len(header):
+                rows.append((start, None, "wrong_field_count"))
+                continue
+            rows.append((start, fields + [None] * (len(header) - len(fields)), None))
+    finally:
+        csv.field_size_limit(old_limit)
+    if header is None:
+        raise _fail(path, "no header row", "missing_column")
+    return Delimited(header, rows)
+
+
+def _score_rule(raw, number) -> str | None:
+    """``score_is_boolean`` for ``true``/``false`` (JSON or text), ``score_not_a_number`` for other
+    text that is not a number; None when the score is a number or absent."""
+    if isinstance(raw, bool) or (isinstance(raw, str) and raw.strip().lower() in BOOLEAN_WORDS):
+        return "score_is_boolean"
+    if _present(raw) and pd.isna(number):
+        return "score_not_a_number"
+    return None
+
+
+def read_long_table(path: str | Path, default_source: str = "human",
+                    max_line_bytes: int = MAX_LINE_BYTES) -> pd.DataFrame:
+    """Read a long annotation table: CSV (``.csv``), TSV (``.tsv``: tab-separated, no quoting) or JSON
+    lines (``.jsonl``); any of them may be gzipped (``.csv.gz`` ...).
+
+    Returns:
+        The table with ``source_file``, ``source_row`` (the physical line the row starts on; the
+        header is line 1), ``read_error`` (``broken_json_line``, ``non_utf8``, ``not_an_object``,
+        ``line_too_long``, ``wrong_field_count``, ``bad_quote``, ``score_is_boolean``,
+        ``score_not_a_number``) and ``id_normalised`` (an id changed by NFC or stripping).
+
+    Raises:
+        AnnotationReadError: the file cannot be read (missing, a directory, empty, UTF-16, ...),
+            a CSV is not UTF-8, a required column is missing or one appears twice, a quote is
+            never closed, or no JSON line is an object (``no_readable_line``).
+    """
+    path = Path(path)
+    fmt = format_suffix(path)
+    rows: list[dict] = []
+    if fmt == ".jsonl":
+        any_object = False
+        for ln in iter_file_lines(path, AnnotationReadError, max_line_bytes):
+            i = ln.number
+            if ln.too_long:
+                rows.append({"source_row": i, "read_error": "line_too_long"})
+                continue
+            if not ln.data.strip():
+                continue
+            try:
+                obj = json.loads(ln.data.decode("utf-8"))
+            except UnicodeDecodeError:
+                rows.append({"source_row": i, "read_error": "non_utf8"})
+                continue
             except json.JSONDecodeError:
                 rows.append({"source_row": i, "read_error": "broken_json_line"})
-        df = pd.DataFrame(rows)
-        columns = set(df.columns)
+                continue
+            if not isinstance(obj, dict):
+                rows.append({"source_row": i, "read_error": "not_an_object"})
+                continue
+            any_object = True
+            rows.append({**obj, "source_row": i, "read_error": None})
+        if rows and not any_object:
+            raise no_readable_line(AnnotationReadError, path, [(r["source_row"], r["read_error"]) for r in rows])
+        columns = {c for r in rows for c in r} - {"source_row", "read_error"}
     else:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
-        columns = set(df.columns)
-        df["source_row"] = range(2, len(df) + 2)  # line numbers: the header is line 1
+        table = read_delimited(path, tsv=fmt == ".tsv", max_line_bytes=max_line_bytes)
+        for row, fields, error in table.rows:
+            if fields is None:
+                rows.append({"source_row": row, "read_error": error})
+            else:
+                rows.append({**{h: (v if v != "" else None) for h, v in zip(table.header, fields)},
+                             "source_row": row, "read_error": None})
+        columns = set(table.header)
     missing = [c for c in REQUIRED if c not in columns]
     if "score" not in columns and "choice" not in columns:
         missing.append("score|choice")
-    if missing and not (df.empty and path.suffix == ".jsonl"):
+    if missing and not (not rows and fmt == ".jsonl"):
         raise AnnotationReadError(f"{path}: missing column(s) {missing} (rule: missing_column)")
-    for c in LONG_COLUMNS:
+    for r in rows:
+        r["id_normalised"] = normalise_ids(r, ID_FIELDS)
+    df = pd.DataFrame(rows)
+    for c in [*LONG_COLUMNS, "source_row", "read_error", "id_normalised"]:
         if c not in df.columns:
             df[c] = None
+    df["id_normalised"] = df["id_normalised"].map(lambda v: v is True)
     df["source"] = df["source"].fillna(default_source)
     df["source_file"] = str(path)
-    if "read_error" not in df.columns:
-        df["read_error"] = None
     raw_scores = df["score"].tolist()
-    df["score"] = pd.to_numeric(df["score"], errors="coerce")
-    not_number = [_present(r) and pd.isna(n) for r, n in zip(raw_scores, df["score"])]
-    df.loc[pd.Series(not_number, index=df.index) & df["read_error"].isna(), "read_error"] = "score_not_a_number"
-    return df[[*LONG_COLUMNS, "source_file", "source_row", "read_error"]]
+    df["score"] = pd.to_numeric(df["score"].map(lambda v: None if isinstance(v, bool) else v), errors="coerce")
+    rules = [_score_rule(r, n) for r, n in zip(raw_scores, df["score"])]
+    bad_score = pd.Series([r is not None for r in rules], index=df.index) & df["read_error"].isna()
+    df.loc[bad_score, "read_error"] = pd.Series(rules, index=df.index)[bad_score]
+    df["read_error"] = pd.Series([e if isinstance(e, str) else None for e in df["read_error"]], index=df.index,
+                                 dtype="object")
+    return df[[*LONG_COLUMNS, "source_file", "source_row", "read_error", "id_normalised"]]
 
 
 def _present(v) -> bool:
     return v is not None and not (isinstance(v, float) and pd.isna(v)) and str(v).strip() != ""
 
 
-def read_toloka_tsv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read a Toloka TSV export.
+TOLOKA_IDS = (("item_id", "INPUT:item_id"), ("prompt_id", "INPUT:prompt_id"),
+              ("response_id", "INPUT:response_id"), ("annotator_id", "ASSIGNMENT:worker_id"))
+
+
+def read_toloka_tsv(path: str | Path,
+                    max_line_bytes: int = MAX_LINE_BYTES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read a Toloka TSV export (tab-separated, no quoting: a ``"`` is an ordinary character).
 
     Returns:
-        ``(labels, control, rejected)``: ``labels`` in the long layout (``source = "toloka"``);
-        ``control`` has one row per golden task and criterion with the worker's answer and the
-        golden one; ``rejected`` has the rows of rejected assignments (``rule =
-        "rejected_assignment"``).
+        ``(labels, control, rejected)``: ``labels`` in the long layout (``source = "toloka"``) with
+        ``read_error`` and ``id_normalised``; ``control`` has one row per golden task and
+        criterion with the worker's answer and the golden one; ``rejected`` has one row per line
+        that gives no labels: rejected assignments (``rule = "rejected_assignment"``; the status
+        is compared stripped and in upper case) and lines that cannot be read (``line_too_long``,
+        ``wrong_field_count``). Every data line is in exactly one of them (once per ``OUTPUT:``
+        column in ``labels`` and ``control``).
+
+    Raises:
+        AnnotationReadError: the file cannot be read, a column is missing or appears twice
+            (``duplicate_column``), or it is not UTF-8.
     """
     path = Path(path)
-    text = _text(path)
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
-    header = reader.fieldnames or []
+    table = read_delimited(path, tsv=True, max_line_bytes=max_line_bytes)
+    header = table.header
     need = ["INPUT:item_id", "ASSIGNMENT:worker_id", "ASSIGNMENT:status"]
     missing = [c for c in need if c not in header]
     outputs = [c for c in header if c.startswith("OUTPUT:")]
@@ -116,12 +293,21 @@ def read_toloka_tsv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
     if missing:
         raise AnnotationReadError(f"{path}: missing column(s) {missing} (rule: missing_column)")
     labels, control, rejected = [], [], []
-    for i, row in enumerate(reader, start=2):
-        base = {"item_id": row.get("INPUT:item_id"), "prompt_id": row.get("INPUT:prompt_id"),
-                "response_id": row.get("INPUT:response_id") or row.get("INPUT:item_id"),
-                "annotator_id": row.get("ASSIGNMENT:worker_id"), "source": "toloka",
-                "source_file": str(path), "source_row": i}
-        if (row.get("ASSIGNMENT:status") or "").upper() == "REJECTED":
+    for i, fields, error in table.rows:
+        if fields is None:
+            rejected.append({"item_id": None, "prompt_id": None, "response_id": None, "annotator_id": None,
+                             "source": "toloka", "source_file": str(path), "source_row": i, "id_normalised": False,
+                             "rule": error})
+            continue
+        row = dict(zip(header, fields))
+        base: dict = {}
+        changed = False
+        for key, col in TOLOKA_IDS:
+            base[key], c = normalise_id(row.get(col))
+            changed |= c
+        base["response_id"] = base["response_id"] or base["item_id"]
+        base.update(source="toloka", source_file=str(path), source_row=i, id_normalised=changed)
+        if normalise_status(row.get("ASSIGNMENT:status")) == "REJECTED":
             rejected.append({**base, "rule": "rejected_assignment"})
             continue
         golden = {c[len("GOLDEN:"):]: row[c] for c in header if c.startswith("GOLDEN:") and _present(row.get(c))}
@@ -130,20 +316,20 @@ def read_toloka_tsv(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
             value = row.get(col)
             rec = {**base, "criterion": criterion}
             if criterion == "choice":
-                rec.update(criterion="overall", choice=value, score=None)
+                choice, c = normalise_id(value)
+                rec.update(criterion="overall", choice=choice, score=None, id_normalised=changed or c)
             else:
                 rec.update(score=value, choice=None)
             if golden:
                 control.append({**rec, "golden": golden.get(criterion)})
             else:
                 labels.append(rec)
-    labels_df = pd.DataFrame(labels, columns=[*LONG_COLUMNS, "source_file", "source_row"])
+    labels_df = pd.DataFrame(labels, columns=[*LONG_COLUMNS, "source_file", "source_row", "id_normalised"])
     raw_scores = labels_df["score"].tolist()
     labels_df["score"] = pd.to_numeric(labels_df["score"], errors="coerce")
-    labels_df["read_error"] = [
-        "score_not_a_number" if _present(raw) and pd.isna(num) else None
-        for raw, num in zip(raw_scores, labels_df["score"])
-    ]
+    labels_df["read_error"] = [_score_rule(raw, num) for raw, num in zip(raw_scores, labels_df["score"])]
+    labels_df["id_normalised"] = labels_df["id_normalised"].astype(bool)
+    labels_df = labels_df[[*LONG_COLUMNS, "source_file", "source_row", "read_error", "id_normalised"]]
     control_df = pd.DataFrame(control)
     if not control_df.empty:
         control_df["correct"] = [

@@ -15,8 +15,11 @@ class CorpusDataset(AbstractDataset[None, pd.DataFrame]):
     """Reads one or more corpus sources into one raw document table (read-only).
 
     Each source names a ``format`` (``jsonl``, ``squad``, ``text_folder``, ``conllu``), a
-    ``path``, and the reader's other arguments (``lang``, ``source``, ``license``, ...). Every row
-    of every source comes back, good or bad (see :mod:`ru_rlhf.io.readers`).
+    ``path`` (a ``.gz`` file is decompressed), and the reader's other arguments (``lang``,
+    ``source``, ``license``, ``max_line_bytes`` for the line readers, ...). Every row of every
+    source comes back, good or bad, with ``id_normalised`` saying whether its ``doc_id`` was
+    NFC-normalised or stripped (see :mod:`ru_rlhf.io.readers`); a source that cannot be read at all
+    raises :class:`~ru_rlhf.io.readers.CorpusReadError` naming the file and the rule.
 
     Example (``conf/external/catalog.yml``)::
 
@@ -148,11 +151,11 @@ class FeedbackDataset(AbstractDataset):
     def load(self) -> pd.DataFrame:
         from pathlib import Path
 
-        from ru_rlhf.app.store import FeedbackStore, votes_to_long
+        from ru_rlhf.app.store import FeedbackStore
+        from ru_rlhf.feedback import empty_votes, votes_to_long
 
         if not Path(self._path).exists():
-            return votes_to_long(pd.DataFrame(columns=["id", "ts", "annotator", "prompt_id", "prompt", "models",
-                                                       "responses", "ratings", "choice", "chosen_model"]))
+            return votes_to_long(empty_votes())
         import sqlite3
 
         store = None

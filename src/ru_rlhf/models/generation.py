@@ -654,9 +654,13 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
 
 @torch.no_grad()
 def response_kl(model, ref_model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 32,
-                add_eos: bool = True) -> list[dict]:
+                add_eos: bool = True, ref_prompts: list[str] | None = None) -> list[dict]:
     """Per-token KL(π ‖ π_ref) along each response: the exact KL of the two next-token distributions
     at every response position, given the prompt and the response so far.
+
+    ``ref_prompts``: what the reference is given instead of ``prompts`` (a Chain of Hindsight policy is
+    conditioned on its prompt and a feedback phrase, the reference on the prompt alone); the response
+    tokens are the same for both, so the two are compared position by position from the end.
 
     Returns:
         One ``{"kl": mean over the response's tokens, "kl_sum": their sum, "tokens": count}`` per pair.
@@ -664,20 +668,23 @@ def response_kl(model, ref_model, tokenizer, prompts: list[str], responses: list
     """
     model.eval()
     ref_model.eval()
+    ref_prompts = prompts if ref_prompts is None else ref_prompts
     out: list[dict] = []
-    for b in range(0, len(prompts), batch_size):
-        seqs, r_lens = [], []
-        for p, r in zip(prompts[b:b + batch_size], responses[b:b + batch_size]):
-            p_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
-            r_ids = tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
-            seqs.append(p_ids + r_ids)
-            r_lens.append(len(r_ids))
+
+    def batch(texts: list[str], r_ids_list: list[list[int]]) -> dict:
+        seqs = [tokenizer(t, add_special_tokens=False)["input_ids"] + r for t, r in zip(texts, r_ids_list)]
         ids, mask = _left_pad(seqs, tokenizer.pad_token_id)
-        position = (mask.cumsum(-1) - 1).clamp_min(0)
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_min(0)}
+
+    for b in range(0, len(prompts), batch_size):
+        r_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
+                 for r in responses[b:b + batch_size]]
+        r_lens = [len(r) for r in r_ids]
         keep = max(r_lens) + 1
-        kw = {"input_ids": ids, "attention_mask": mask, "position_ids": position, "logits_to_keep": keep}
-        logp = torch.log_softmax(model(**kw).logits[:, -keep:-1].float(), dim=-1)
-        ref = torch.log_softmax(ref_model(**kw).logits[:, -keep:-1].float(), dim=-1)
+        kw = batch(prompts[b:b + batch_size], r_ids)
+        ref_kw = kw if ref_prompts is prompts else batch(ref_prompts[b:b + batch_size], r_ids)
+        logp = torch.log_softmax(model(**kw, logits_to_keep=keep).logits[:, -keep:-1].float(), dim=-1)
+        ref = torch.log_softmax(ref_model(**ref_kw, logits_to_keep=keep).logits[:, -keep:-1].float(), dim=-1)
         kl = (logp.exp() * (logp - ref)).sum(-1)  # [batch, keep-1]; position j predicts response token j
         for i, n in enumerate(r_lens):
             vals = kl[i, keep - 1 - n:]

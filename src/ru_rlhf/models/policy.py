@@ -31,6 +31,22 @@ def format_prompt(prompt: str) -> str:
     return f"{USER}{prompt}\n{ASSISTANT}"
 
 
+def policy_prompt(policy, prompt: str, lang: str | None = None) -> str:
+    """The generation prompt for ``policy``: :func:`format_prompt`, then the policy's inference cue if it has
+    one (a Chain of Hindsight policy is conditioned on its positive feedback phrase, stored in its config;
+    see :mod:`ru_rlhf.hindsight`). ``lang`` picks the phrase's language (guessed from the prompt if None)."""
+    from ru_rlhf.hindsight import CUE_ATTRIBUTE, inference_cue
+
+    config = getattr(policy, "config", None)
+    if not getattr(config, CUE_ATTRIBUTE, None):
+        return format_prompt(prompt)
+    if lang is None:
+        from ru_rlhf.metrics import is_tatar
+
+        lang = "tt" if is_tatar(prompt) else "ru"
+    return format_prompt(prompt) + inference_cue(config, lang)
+
+
 class PolicySize(BaseModel):
     """Size of a policy built from scratch (a Llama-style decoder)."""
 

@@ -1,3 +1,67 @@
-"""The alignment tests reuse the curation fixtures (the small world and its variant candidates)."""
+"""The alignment tests reuse the curation fixtures (the small world and its variant candidates) and share one
+run of the whole alignment slice."""
 
-from tests.pipelines.preference_curation.conftest import variant_candidates, world_tables  # noqa: F401
+import pandas as pd
+import pytest
+from kedro.runner import SequentialRunner
+
+from ru_rlhf.pipelines.alignment import create_pipeline
+from ru_rlhf.pipelines.alignment.pipeline import METHODS
+from tests.conftest import TINY_SIZE, keep_catalog
+from tests.pipelines.preference_curation.conftest import variant_candidates, world_tables  # noqa: F401, F811
+
+COH_FEEDBACK = {"ru": {"positive": "Хороший ответ:", "negative": "Плохой ответ:"},
+                "tt": {"positive": "Яхшы җавап:", "negative": "Начар җавап:"}}
+ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+           "max_position_embeddings": 256}
+
+
+def _pairs(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Overall pairs: the reference answer over its rude and refusing variants (see the fixture)."""
+    rows = []
+    for c in candidates.itertuples(index=False):
+        for worse in (2, 3, 5):  # flattery, refusal, rude
+            rows.append({"prompt_id": c.prompt_id, "prompt": c.prompt, "chosen": c.responses[0],
+                         "rejected": c.responses[worse], "criterion": "overall", "split": c.split,
+                         "lang": c.lang})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def alignment_run(world_tables, variant_candidates, small_world, tmp_path_factory):  # noqa: F811
+    from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
+    from ru_rlhf.models.policy import load_policy, train_tokenizer
+    from ru_rlhf.models.reward import RewardModel
+
+    docs, facts, prompts = world_tables
+    tok = train_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
+    policy = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
+    enc_tok = train_wordpiece_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
+    rm = RewardModel(load_encoder(size=ENCODER, tokenizer=enc_tok, seed=0))
+    common = {"seed": 3, "checkpoint_dir": str(tmp_path_factory.mktemp("align")), "train_prompts": 24,
+              "probe_prompts": 6, "test_prompts": 8, "test_samples": 2,
+              "max_new_tokens_by_task": {"qa": 6, "dialogue": 8, "summarization": 8}, "batch_size": 16}
+    dpo = {"grid": [0.1, 0.5], "max_pairs": 24, "batch_size": 8, "max_length": 256}
+    rl = {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6, "eval_every": 2,
+          "patience": 10}
+    params = {
+        "params:alignment.common": common,
+        "params:alignment.dpo.train": {"method": "dpo", "loss_type": "sigmoid", **dpo},
+        "params:alignment.ipo.train": {"method": "ipo", "loss_type": "ipo", **dpo},
+        "params:alignment.coh.train": {"method": "coh", "feedback": COH_FEEDBACK, "max_pairs": 24, "epochs": 1,
+                                       "batch_size": 8, "learning_rate": 1e-3, "max_length": 256,
+                                       "grid": [{"mask_share": 0.0, "plain_share": 0.0},
+                                                {"mask_share": 0.05, "plain_share": 0.5}]},
+        "params:alignment.ppo.train": {"method": "ppo", "algorithm": "ppo", **rl},
+        "params:alignment.reinforce.train": {"method": "reinforce", "algorithm": "reinforce", **rl},
+        "params:alignment.cem.train": {"method": "cem", "iterations": 1, "prompts": 6, "samples": 3, "elite": 1,
+                                       "max_new_tokens": 6, "batch_size": 4, "max_length": 256},
+    }
+    keep = ["alignment_prompts", "sft_generations", "alignment_summary",
+            *[f"alignment.{m}.{d}" for m in METHODS for d in ("policy", "step_log", "info", "curve", "generations")],
+            "alignment.dpo.grid", "alignment.ipo.grid", "alignment.coh.grid"]
+    catalog = keep_catalog({"prompts": prompts, "facts": facts, "documents": docs, "sft_policy": policy,
+                            "reference_policy": policy, "policy_tokenizer": tok, "reward_model": (rm, enc_tok),
+                            "preference_pairs": _pairs(variant_candidates), **params}, keep=keep)
+    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog

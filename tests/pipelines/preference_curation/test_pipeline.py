@@ -51,5 +51,7 @@ def test_gold_label_agreement_by_hand():
                           "gold_margin": [0.0, 0.5, 0.2, -0.1, 0.0, 0.0]})
     out = gold_label_agreement(pairs)
     # helpfulness: 1 of 4 tied; of the 3 untied, 2 have the panel's chosen preferred by gold
-    assert out["helpfulness"] == {"pairs": 4, "gold_tied_share": 0.25, "panel_agrees_with_gold_on_untied": 0.6667}
-    assert out["truthfulness"] == {"pairs": 2, "gold_tied_share": 1.0, "panel_agrees_with_gold_on_untied": None}
+    assert out["helpfulness"] == {"pairs": 4, "skipped_no_gold": 0, "gold_tied_share": 0.25,
+                                  "panel_agrees_with_gold_on_untied": 0.6667}
+    assert out["truthfulness"] == {"pairs": 2, "skipped_no_gold": 0, "gold_tied_share": 1.0,
+                                   "panel_agrees_with_gold_on_untied": None}

@@ -1,4 +1,4 @@
-"""Nodes of the alignment pipeline: DPO, IPO, PPO, REINFORCE and CEM from the SFT policy.
+"""Nodes of the alignment pipeline: DPO, IPO, Chain of Hindsight, PPO, REINFORCE and CEM from the SFT policy.
 
 Shared nodes (one set, reused by every method): the prompt roles (training prompts, a validation
 probe set, the test prompts), generation on the test prompts with the same seeds for every
@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ru_rlhf import distributed, experts
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
-from ru_rlhf.models.policy import format_prompt
+from ru_rlhf.models.policy import format_prompt, policy_prompt
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,37 @@ class DpoParams(BaseModel):
     batch_size: int = 16
     learning_rate: float = 5e-5
     max_length: int = 512
+
+
+class FeedbackPhrases(BaseModel):
+    """Chain of Hindsight's feedback words for one language."""
+
+    model_config = ConfigDict(extra="forbid")
+    positive: str = Field(min_length=1)
+    negative: str = Field(min_length=1)
+
+
+class CohGuards(BaseModel):
+    """One point of Chain of Hindsight's guard grid."""
+
+    model_config = ConfigDict(extra="forbid")
+    mask_share: float = Field(0.0, ge=0, lt=0.5)  # share of input tokens masked (the paper: 0–5 %)
+    plain_share: float = Field(0.0, ge=0, le=1)  # plain prompt → chosen sequences, per pair
+
+
+class CohParams(BaseModel):
+    """Chain of Hindsight (``alignment.coh.train``): SFT on feedback-conditioned pair sequences."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = "coh"
+    criterion: str = "overall"
+    feedback: dict[str, FeedbackPhrases]  # by language: the phrases that introduce each answer
+    grid: list[CohGuards] = Field(min_length=1)  # guard settings; the probe's gold chooses one
+    max_pairs: int = Field(gt=0)
+    epochs: float = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    max_length: int = Field(gt=16)
 
 
 class CemParams(BaseModel):
@@ -121,8 +152,10 @@ def _generate(policy, tokenizer, table: pd.DataFrame, c: CommonParams, *, temper
     rows = []
     for task, grp in table.groupby("task_type", sort=True):
         recs = [(r.prompt_id, r.prompt, k) for r in grp.itertuples(index=False) for k in range(samples)]
+        langs = dict(zip(grp["prompt_id"], grp["lang"])) if "lang" in grp else {}
         texts, _ = generate(
-            policy, tokenizer, [format_prompt(p) for _, p, _ in recs], temperatures=[temperature] * len(recs),
+            policy, tokenizer, [policy_prompt(policy, p, langs.get(pid)) for pid, p, _ in recs],
+            temperatures=[temperature] * len(recs),
             top_ps=[top_p] * len(recs), seeds=[stable_seed(c.seed, tag, pid, k) for pid, _, k in recs],
             max_new_tokens=c.max_new_tokens_by_task.get(task, 64), batch_size=c.batch_size, progress=False,
             desc=f"{desc} ({task})")
@@ -140,13 +173,18 @@ def _gold(table: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-def probe_scores(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> dict:
-    """Greedy answers on the probe set: mean gold reward and the simulated expert panel's Likert mean."""
+def _probe(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> tuple[dict, pd.DataFrame]:
+    """Greedy answers on the probe set and their scores (see :func:`probe_scores`)."""
     gen = _generate(policy, tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe", desc="probe")
     gold = _gold(gen)
     ctx = contexts_from_table(probe)
     expert = experts.panel_score(ctx, list(gen["prompt_id"]), list(gen["response"]))
-    return {"score": expert, "probe_gold": float(gold["gold"].mean()), "probe_expert": expert}
+    return {"score": expert, "probe_gold": float(gold["gold"].mean()), "probe_expert": expert}, gen
+
+
+def probe_scores(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> dict:
+    """Greedy answers on the probe set: mean gold reward and the simulated expert panel's Likert mean."""
+    return _probe(policy, tokenizer, probe, c)[0]
 
 
 def _reward_fn(reward_model, weights: dict[str, float] | None):
@@ -178,8 +216,9 @@ def generate_outputs(policy, reference_policy, policy_tokenizer, reward_model, a
     gold = _gold(gen)
     rm, rm_tok = reward_model
     rm_scores = score_prompts(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)
-    kls = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(p) for p in gen["prompt"]],
-                      list(gen["response"]))
+    kls = response_kl(policy, reference_policy, policy_tokenizer,
+                      [policy_prompt(policy, p, lang) for p, lang in zip(gen["prompt"], gen["lang"])],
+                      list(gen["response"]), ref_prompts=[format_prompt(p) for p in gen["prompt"]])
     out = gen[["prompt_id", "sample", "task_type", "lang", "prompt", "response"]].copy()
     out.insert(0, "method", method)
     for col in CRITERIA:
@@ -237,6 +276,28 @@ def plot_curve(step_log: pd.DataFrame, train: dict):
 
 
 # --------------------------------------------------------------------------- DPO / IPO
+def _training_pairs(preference_pairs: pd.DataFrame, method: str, criterion: str, max_pairs: int,
+                    seed: int) -> pd.DataFrame:
+    """The train split's pairs of ``criterion``, at most ``max_pairs`` (a seeded sample): the same pairs for
+    every preference method (DPO, IPO, Chain of Hindsight) with the same settings."""
+    pairs = preference_pairs[(preference_pairs["criterion"] == criterion) & (preference_pairs["split"] == "train")]
+    if pairs.empty:
+        raise ValueError(f"{method}: no training pairs for criterion {criterion!r} in preference_pairs")
+    return pairs.sample(n=max_pairs, random_state=seed) if len(pairs) > max_pairs else pairs
+
+
+def _grid_tables(rows: list[dict], logs: list[pd.DataFrame], chosen, method: str,
+                 columns: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A grid search's table (one row per point, ``chosen`` marked) and its step log (``columns`` in that
+    order, ``/`` in names as ``_``), shared by the methods that choose a setting on the probe."""
+    grid = pd.DataFrame(rows)
+    grid["chosen"] = grid["grid_value"] == chosen
+    step_log = pd.concat(logs, ignore_index=True)
+    step_log = step_log[[c for c in columns if c in step_log.columns]].rename(columns=lambda s: s.replace("/", "_"))
+    step_log.insert(0, "method", method)
+    return grid, step_log
+
+
 def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: pd.DataFrame,
               alignment_prompts: pd.DataFrame, common: dict, train: dict):
     """DPO (``loss_type=sigmoid``) or IPO (``ipo``) with TRL's DPOTrainer, β (τ) from a grid.
@@ -251,11 +312,7 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
     from datasets import Dataset
 
     c, p = CommonParams.model_validate(common), DpoParams.model_validate(train)
-    pairs = preference_pairs[(preference_pairs["criterion"] == p.criterion) & (preference_pairs["split"] == "train")]
-    if pairs.empty:
-        raise ValueError(f"{p.method}: no training pairs for criterion {p.criterion!r} in preference_pairs")
-    if len(pairs) > p.max_pairs:
-        pairs = pairs.sample(n=p.max_pairs, random_state=c.seed)
+    pairs = _training_pairs(preference_pairs, p.method, p.criterion, p.max_pairs, c.seed)
     ds = Dataset.from_pandas(pd.DataFrame({"prompt": pairs["prompt"].map(format_prompt), "chosen": pairs["chosen"],
                                            "rejected": pairs["rejected"]}), preserve_index=False)
     probe = _role(alignment_prompts, "probe")
@@ -281,20 +338,128 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
         log.info("%s grid point %s: %s", p.method, value, row)
         if best is None or res["probe_gold"] > best[0]:
             best = (res["probe_gold"], value, model)
-    grid = pd.DataFrame(rows)
-    grid["chosen"] = grid["grid_value"] == best[1]
-    step_log = pd.concat(logs, ignore_index=True)
-    keep = [col for col in (
+    grid, step_log = _grid_tables(rows, logs, best[1], p.method, (
         "grid_value", "step", "epoch", "loss", "learning_rate", "grad_norm", "rewards/chosen", "rewards/rejected",
-        "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected") if col in step_log.columns]
-    step_log = step_log[keep].rename(columns=lambda s: s.replace("/", "_"))
-    step_log.insert(0, "method", p.method)
+        "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"))
     info = {"method": p.method, "loss_type": p.loss_type, "criterion": p.criterion, "pairs": len(ds),
             "chosen_value": best[1], "parameter": "tau" if p.loss_type == "ipo" else "beta",
             "sft_probe_gold": base["probe_gold"], "sft_probe_expert": base["probe_expert"],
             "best_probe_gold": best[0], "seconds": round(time.perf_counter() - start, 1)}
     log.info("%s: chose %s=%s (probe gold %.4f vs SFT %.4f)", p.method, info["parameter"], best[1], best[0],
              base["probe_gold"])
+    return best[2].eval(), step_log, grid, info
+
+
+# --------------------------------------------------------------------------- Chain of Hindsight
+def _guard_label(g: CohGuards) -> str:
+    return f"mask={g.mask_share:g},plain={g.plain_share:g}"
+
+
+def hindsight_dataset(pairs: pd.DataFrame, tokenizer, p: CohParams, guards: CohGuards, seed: int):
+    """One grid point's training sequences as a pre-tokenised dataset (``input_ids``, ``labels``).
+
+    Every pair gives a hindsight sequence (:func:`ru_rlhf.hindsight.hindsight_text`) with the chosen answer
+    first or second (a seeded coin per pair); ``plain_share`` × pairs plain sequences (prompt → chosen) are
+    added; ``mask_share`` of the input tokens are masked (:func:`ru_rlhf.hindsight.mask_inputs`).
+
+    Returns:
+        ``(dataset, built)``: ``built`` has one row per sequence (``kind``, ``chosen_first``, ``tokens``,
+        ``loss_tokens``, ``masked``) for the counts in the grid table and the tests.
+    """
+    from datasets import Dataset
+
+    from ru_rlhf.hindsight import hindsight_text, mask_inputs, plain_text, tokenize_with_loss_spans
+    from ru_rlhf.metrics import is_tatar
+
+    rng = np.random.default_rng(seed)
+    eos, protect, mask_id = tokenizer.eos_token, set(tokenizer.all_special_ids), tokenizer.pad_token_id
+    first = rng.random(len(pairs)) < 0.5
+    seqs = []
+    langs = pairs["lang"] if "lang" in pairs else pairs["prompt"].map(lambda t: "tt" if is_tatar(t) else "ru")
+    for r, lang, chosen_first in zip(pairs.itertuples(index=False), langs, first):
+        phr = p.feedback.get(lang) or p.feedback.get("ru") or next(iter(p.feedback.values()))
+        text, spans = hindsight_text(format_prompt(r.prompt), r.chosen, r.rejected, phr.positive, phr.negative,
+                                     eos, bool(chosen_first))
+        seqs.append(("hindsight", bool(chosen_first), text, spans))
+    n_plain = round(guards.plain_share * len(pairs))
+    for r in pairs.sample(n=n_plain, random_state=seed, replace=n_plain > len(pairs)).itertuples(index=False):
+        seqs.append(("plain", None, *plain_text(format_prompt(r.prompt), r.chosen, eos)))
+    ids, labels, built = [], [], []
+    for kind, chosen_first, text, spans in seqs:
+        x, y = tokenize_with_loss_spans(tokenizer, text, spans, p.max_length)
+        xm = mask_inputs(x, guards.mask_share, mask_id, rng, protect)
+        ids.append(xm)
+        labels.append(y)
+        built.append({"kind": kind, "chosen_first": chosen_first, "tokens": len(x),
+                      "loss_tokens": sum(t != -100 for t in y), "masked": sum(a != b for a, b in zip(x, xm))})
+    return Dataset.from_dict({"input_ids": ids, "labels": labels}), pd.DataFrame(built)
+
+
+def _feedback_leak(responses: pd.Series, p: CohParams) -> float:
+    """Share of responses that contain a feedback phrase (a sign of copying the training format)."""
+    phrases = [x for f in p.feedback.values() for x in (f.positive, f.negative)]
+    return float(responses.map(lambda t: any(x in str(t) for x in phrases)).mean()) if len(responses) else 0.0
+
+
+def train_coh(sft_policy, reference_policy, policy_tokenizer, preference_pairs: pd.DataFrame,
+              alignment_prompts: pd.DataFrame, common: dict, train: dict):
+    """Chain of Hindsight with TRL's SFTTrainer: the SFT policy learns both answers of each pair, each after
+    its feedback phrase, and answers after the positive phrase at inference (no reference model in the loss).
+
+    Every grid point (a setting of the two guards) trains a fresh copy of the SFT policy; the choice is the
+    point whose greedy answers on the validation probe set (given the positive phrase) have the highest mean
+    gold reward. The grid table has each point's probe gold, its feedback-phrase leak rate and its counts.
+
+    Returns:
+        ``(policy, step_log, grid, info)``.
+    """
+    from ru_rlhf.hindsight import CUE_ATTRIBUTE
+    from ru_rlhf.pipelines.sft.nodes import StageParams
+
+    c, p = CommonParams.model_validate(common), CohParams.model_validate(train)
+    pairs = _training_pairs(preference_pairs, p.method, p.criterion, p.max_pairs, c.seed)
+    cue = {lang: f.positive for lang, f in p.feedback.items()}
+    probe = _role(alignment_prompts, "probe")
+    start = time.perf_counter()
+    base = probe_scores(sft_policy, policy_tokenizer, probe, c)
+    rows, logs, best = [], [], None
+    for guards in p.grid:
+        t0, label = time.perf_counter(), _guard_label(guards)
+        ds, built = hindsight_dataset(pairs, policy_tokenizer, p, guards, c.seed)
+        total = math.ceil(len(ds) / p.batch_size * p.epochs)
+        stage = StageParams(epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate,
+                            lr_scheduler="linear", warmup_ratio=0.1, max_length=p.max_length,
+                            logging_steps=max(1, min(5, total // 2)), save_steps=10 ** 9, group_by_length=False)
+        model = copy.deepcopy(sft_policy)
+        setattr(model.config, CUE_ATTRIBUTE, cue)  # saved with the policy: every generator conditions on it
+        kwargs = {"seed": c.seed, "output_dir": Path(c.checkpoint_dir) / p.method / label.replace(",", "_"),
+                  "stage": f"{p.method}_{label}"}
+        model, hist = distributed.sft(model, policy_tokenizer, ds, stage, c.distributed, **kwargs)
+        setattr(model.config, CUE_ATTRIBUTE, cue)
+        res, gen = _probe(model, policy_tokenizer, probe, c)
+        hs = built[built["kind"] == "hindsight"]
+        row = {"method": p.method, "grid_value": label, "mask_share": guards.mask_share,
+               "plain_share": guards.plain_share, "pairs": len(pairs), "sequences": len(built),
+               "plain_sequences": int((built["kind"] == "plain").sum()),
+               "chosen_first_share": round(float(hs["chosen_first"].mean()), 4),
+               "masked_tokens_share": round(float(built["masked"].sum() / max(1, built["tokens"].sum())), 4),
+               "loss_tokens_share": round(float(built["loss_tokens"].sum() / max(1, built["tokens"].sum())), 4),
+               "steps": int(hist["step"].max()), "final_loss": float(hist["loss"].iloc[-1]),
+               "probe_gold": res["probe_gold"], "probe_expert": res["probe_expert"],
+               "probe_feedback_leak": round(_feedback_leak(gen["response"], p), 4),
+               "seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        logs.append(hist.assign(grid_value=label))
+        log.info("%s grid point %s: %s", p.method, label, row)
+        if best is None or res["probe_gold"] > best[0]:
+            best = (res["probe_gold"], label, model)
+    grid, step_log = _grid_tables(rows, logs, best[1], p.method,
+                                  ("grid_value", "step", "epoch", "loss", "learning_rate", "grad_norm"))
+    info = {"method": p.method, "criterion": p.criterion, "pairs": len(pairs), "chosen_value": best[1],
+            "parameter": "guards", "inference_cue": cue, "sft_probe_gold": base["probe_gold"],
+            "sft_probe_expert": base["probe_expert"], "best_probe_gold": best[0],
+            "seconds": round(time.perf_counter() - start, 1)}
+    log.info("%s: chose %s (probe gold %.4f vs SFT %.4f)", p.method, best[1], best[0], base["probe_gold"])
     return best[2].eval(), step_log, grid, info
 
 
@@ -431,7 +596,7 @@ def alignment_summary(sft_generations: pd.DataFrame, *parts) -> dict:
             "gold_by_criterion": {cr: round(float(gen[f"gold_{cr}"].mean()), 4) for cr in CRITERIA},
             "rm": round(float(gen["rm_scalar"].mean()), 4), "beats_sft": bool(gen["gold"].mean() > base),
             "seconds": info.get("seconds"), "rows": len(gen),
-            **{k: info[k] for k in ("chosen_value", "parameter", "best_step", "steps_run", "stop_reason", "kl_at_best",
+            **{k: info[k] for k in ("chosen_value", "parameter", "inference_cue", "best_step", "steps_run", "stop_reason", "kl_at_best",
                                     "sft_probe_expert", "best_score") if k in info},
         }
     out["sft"]["gold_by_criterion"] = {cr: round(float(sft_generations[f"gold_{cr}"].mean()), 4) for cr in CRITERIA}

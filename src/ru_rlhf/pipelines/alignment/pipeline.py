@@ -13,6 +13,7 @@ from ru_rlhf.pipelines.alignment import nodes
 METHODS = {
     "dpo": (nodes.train_dpo, "preference_pairs", True),
     "ipo": (nodes.train_dpo, "preference_pairs", True),
+    "coh": (nodes.train_coh, "preference_pairs", True),
     "ppo": (nodes.train_rl, "reward_model", False),
     "reinforce": (nodes.train_rl, "reward_model", False),
     "cem": (nodes.train_cem, "reward_model", False),
@@ -36,7 +37,7 @@ def method_template(method: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Prompt roles → SFT baseline → DPO, IPO, PPO, REINFORCE, CEM (namespaced) → summary."""
+    """Prompt roles → SFT baseline → DPO, IPO, Chain of Hindsight, PPO, REINFORCE, CEM (namespaced) → summary."""
     shared = Pipeline([
         Node(nodes.select_alignment_prompts, ["prompts", "facts", "documents", "params:alignment.common"],
              "alignment_prompts", name="select_alignment_prompts"),

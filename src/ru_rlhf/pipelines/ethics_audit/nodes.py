@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from ru_rlhf import audit, experts
 from ru_rlhf.judges import contexts_from_table, gold_reward, harmlessness, is_refusal, score_all
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
-from ru_rlhf.models.policy import format_prompt
+from ru_rlhf.models.policy import format_prompt, policy_prompt
 from ru_rlhf.text import words
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ def audit_generations(bias_pairs: pd.DataFrame, hard_topics: pd.DataFrame, sycop
     frames = []
     start = time.perf_counter()
     for name, model in _policies(sft_policy, methods).items():
-        texts, _ = generate(model, policy_tokenizer, [format_prompt(x) for x in table["prompt"]],
+        texts, _ = generate(model, policy_tokenizer,
+                            [policy_prompt(model, x, lang) for x, lang in zip(table["prompt"], table["lang"])],
                             temperatures=[0.0] * len(table), top_ps=[1.0] * len(table), seeds=[0] * len(table),
                             max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, progress=False,
                             desc=f"audit {name}")
@@ -162,7 +163,7 @@ def _score_set(policy, reference, tokenizer, rm_scorer, table: pd.DataFrame, tem
                max_new_tokens: int, batch_size: int, samples: int = 1) -> pd.DataFrame:
     """Sample from ``policy`` on ``table``'s prompts; RM proxy, gold, expert Likert and KL per answer."""
     recs = [(r.prompt_id, r.prompt, k) for r in table.itertuples(index=False) for k in range(samples)]
-    texts, _ = generate(policy, tokenizer, [format_prompt(p) for _, p, _ in recs],
+    texts, _ = generate(policy, tokenizer, [policy_prompt(policy, p) for _, p, _ in recs],
                         temperatures=[temperature] * len(recs), top_ps=[1.0] * len(recs),
                         seeds=[stable_seed(seed, pid, k) for pid, _, k in recs],
                         max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
@@ -174,7 +175,8 @@ def _score_set(policy, reference, tokenizer, rm_scorer, table: pd.DataFrame, tem
     rated = experts.rate(ctx, list(out["prompt_id"]), texts)
     out["expert"] = rated.groupby("row")["likert"].mean().reindex(range(len(out))).to_numpy()
     if reference is not None:
-        kl = response_kl(policy, reference, tokenizer, [format_prompt(p) for p in out["prompt"]], texts)
+        kl = response_kl(policy, reference, tokenizer, [policy_prompt(policy, p) for p in out["prompt"]], texts,
+                         ref_prompts=[format_prompt(p) for p in out["prompt"]])
         out["kl_token"] = [k["kl"] for k in kl]
         out["kl_seq"] = [k["kl_sum"] for k in kl]
     return out

@@ -184,7 +184,8 @@ def collect_quarantine(raw_corpus: pd.DataFrame, documents: pd.DataFrame,
     read, kept, bad = len(raw_corpus), len(documents), len(quarantine)
     if read != kept + bad:
         raise RuntimeError(f"ingestion lost rows: read {read} != kept {kept} + quarantined {bad}")
-    log.info("ingestion accounting: read %d = kept %d + quarantined %d", read, kept, bad)
+    log.info("ingestion accounting: read %d = kept %d + quarantined %d; %d ids normalised (NFC, white space)",
+             read, kept, bad, ids_normalised(raw_corpus))
     for rule, n in quarantine["rule"].map(_rule_family).value_counts().items():
         log.info("  quarantined by %s: %d", rule, n)
     return quarantine
@@ -366,10 +367,21 @@ def build_demonstrations(prompts: pd.DataFrame, params: dict) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- summary
+def ids_normalised(raw_corpus: pd.DataFrame) -> int:
+    """How many rows the readers changed the id of (NFC, surrounding white space; ``id_normalised``)."""
+    if "id_normalised" not in raw_corpus.columns:
+        return 0
+    return int(raw_corpus["id_normalised"].eq(True).sum())
+
+
 def summarise_ingestion(raw_corpus: pd.DataFrame, documents: pd.DataFrame, quarantine: pd.DataFrame,
                         doc_splits: pd.DataFrame, prompts: pd.DataFrame,
                         demonstrations: pd.DataFrame) -> dict:
-    """Counts of the run for ``08_reporting/ingestion_summary.json`` (and the log)."""
+    """Counts of the run for ``08_reporting/ingestion_summary.json`` (and the log).
+
+    ``documents.ids_normalised`` is how many rows' ``doc_id`` the readers NFC-normalised or
+    stripped of surrounding white space (the readers' ``id_normalised`` column).
+    """
     def counts(s: pd.Series) -> dict:
         return {str(k): int(v) for k, v in s.value_counts().sort_index().items()}
 
@@ -377,6 +389,7 @@ def summarise_ingestion(raw_corpus: pd.DataFrame, documents: pd.DataFrame, quara
     summary = {
         "documents": {
             "read": len(raw_corpus), "kept": len(documents), "quarantined": len(quarantine),
+            "ids_normalised": ids_normalised(raw_corpus),
             "read_by_source": counts(raw_corpus["source"].fillna("unknown")),
             "kept_by_source": counts(documents["source"]),
             "kept_by_lang": counts(documents["lang"]),

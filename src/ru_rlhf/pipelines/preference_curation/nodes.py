@@ -14,11 +14,13 @@ import pandera.pandas as pa
 from pydantic import BaseModel, Field
 
 from ru_rlhf.agreement import alpha_table, drop_unreliable, leave_one_out
+from ru_rlhf.feedback import long_to_pairs
 from ru_rlhf.io.annotations import LONG_COLUMNS, control_accuracy, read_long_table, read_toloka_tsv
 from ru_rlhf.judges import CRITERIA, has_flattery, is_refusal, judge_contexts, score_all
+from ru_rlhf.metrics import is_tatar
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.schemas import split_by_schema
-from ru_rlhf.text import words
+from ru_rlhf.text import same_text, words
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +239,11 @@ def validate_annotations(simulated: pd.DataFrame, human: pd.DataFrame, import_qu
     human = human.copy()
     known = set(gold["response_id"])
     unknown = ~human["response_id"].isin(known)
-    cols = [*LONG_COLUMNS, "source_file", "source_row"]
+    cols = [*LONG_COLUMNS, "source_file", "source_row", "id_normalised"]
     combined = pd.concat([simulated.reindex(columns=cols), human[~unknown].reindex(columns=cols)],
                          ignore_index=True)
+    # the readers NFC-normalise and strip ids and names, and flag the rows they changed
+    combined["id_normalised"] = combined["id_normalised"].fillna(False).astype(bool)
     combined["score"] = pd.to_numeric(combined["score"], errors="coerce").astype(float)
     kept, failed = split_by_schema(combined, annotation_schema())
     need = _params(params).human_labels.min_ratings_per_annotator
@@ -256,7 +260,7 @@ def validate_annotations(simulated: pd.DataFrame, human: pd.DataFrame, import_qu
     log.info("validate_annotations: %d kept (%s), %d quarantined", len(kept),
              kept["source"].value_counts().to_dict(), len(quarantine))
     return kept, quarantine[[c for c in quarantine.columns if c in
-                             [*LONG_COLUMNS, "source_file", "source_row", "rule"]]]
+                             [*LONG_COLUMNS, "source_file", "source_row", "id_normalised", "rule"]]]
 
 
 # --------------------------------------------------------------------------- the α gate
@@ -331,8 +335,8 @@ def build_pairs(gated: pd.DataFrame, gold: pd.DataFrame, prompts: pd.DataFrame,
     """Preference pairs per prompt and criterion, and overall by weighted criteria.
 
     Candidates are ranked by mean annotator score; every two candidates whose mean differs by at
-    least ``margin`` make a pair (ties and smaller margins are dropped), and so do identical
-    texts (counted). ``agreement`` is the share of annotators who rated both and ordered them as
+    least ``margin`` make a pair (ties and smaller margins are dropped); two texts that are the same
+    after :func:`ru_rlhf.text.comparison_key` never make a pair (counted). ``agreement`` is the share of annotators who rated both and ordered them as
     the pair does.
 
     Returns:
@@ -370,7 +374,7 @@ def build_pairs(gated: pd.DataFrame, gold: pd.DataFrame, prompts: pd.DataFrame,
                         continue
                     a, b = (i, j) if mean[i] > mean[j] else (j, i)
                     ch, rj = resp[a], resp[b]
-                    if g.at[ch, "response"] == g.at[rj, "response"]:
+                    if same_text(g.at[ch, "response"], g.at[rj, "response"]):
                         identical += 1
                         continue
                     both = ~np.isnan(sc[:, a]) & ~np.isnan(sc[:, b])
@@ -391,27 +395,33 @@ def build_pairs(gated: pd.DataFrame, gold: pd.DataFrame, prompts: pd.DataFrame,
 
 
 def add_app_votes(panel_pairs: pd.DataFrame, app_feedback: pd.DataFrame, prompts: pd.DataFrame,
-                  params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  pair_counts: dict, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Join the A/B app's real votes (``source = "app"``) to the panel's pairs.
 
     A vote becomes pairs per criterion (two answers whose ratings differ by at least
-    ``app_votes.margin``) and overall (the chosen answer over each other one). A vote on a
-    validation or test prompt goes to split ``app_holdout`` (kept and counted, never trained on, so
-    the held-out prompts stay held out); votes on other prompts join ``train``.
+    ``app_votes.margin``) and overall (the chosen answer over each other one), by
+    :func:`ru_rlhf.feedback.long_to_pairs`; two answers with the same text make no pair (counted). A
+    vote on a validation or test prompt goes to split ``app_holdout`` (kept and counted, never trained
+    on, so the held-out prompts stay held out); votes on other prompts join ``train``. App answers have
+    no gold score: their ``gold_margin`` and ``agreement`` are empty, and the reports that need gold
+    skip them and say how many they skipped.
 
     Returns:
-        ``(preference_pairs, app_annotations)``: all pairs with a ``source`` column, and the
-        votes as the long annotation table.
+        ``(preference_pairs, app_annotations, pair_counts)``: all pairs with a ``source`` column, the
+        votes as the long annotation table, and the panel's pair counts with the app's added
+        (``app_votes``, ``app_pairs``, ``app_pairs_by_split``, ``app_dropped_identical_texts``).
     """
-    from ru_rlhf.app.store import long_to_pairs
-    from ru_rlhf.metrics import is_tatar
-
     p = _params(params)
     panel = panel_pairs.assign(source="panel")
-    app = long_to_pairs(app_feedback, p.app_votes.margin)
+    app, app_counts = long_to_pairs(app_feedback, p.app_votes.margin)
+    counts = {**pair_counts, "app_votes": app_counts["votes"], "app_pairs": len(app),
+              "app_dropped_identical_texts": app_counts["dropped_identical_texts"], "app_pairs_by_split": {}}
+    counts["dropped_identical_texts"] = pair_counts.get("dropped_identical_texts", 0) + \
+        app_counts["dropped_identical_texts"]
     if app.empty:
-        log.info("add_app_votes: no app votes")
-        return panel, app_feedback
+        log.info("add_app_votes: %d app votes, no app pairs (%d identical-text pairs dropped)",
+                 app_counts["votes"], app_counts["dropped_identical_texts"])
+        return panel, app_feedback, counts
     meta = prompts.set_index("prompt_id")
     known = app["prompt_id"].isin(meta.index)
     app["lang"] = [meta.at[i, "lang"] if k else ("tt" if is_tatar(t) else "ru")
@@ -421,9 +431,10 @@ def add_app_votes(panel_pairs: pd.DataFrame, app_feedback: pd.DataFrame, prompts
                     for i, k in zip(app["prompt_id"], known)]
     app["agreement"], app["gold_margin"] = float("nan"), float("nan")
     out = pd.concat([panel, app.reindex(columns=panel.columns)], ignore_index=True)
-    log.info("add_app_votes: %d votes → %d pairs (%s)", app_feedback["vote_id"].nunique(), len(app),
-             app["split"].value_counts().to_dict())
-    return out, app_feedback
+    counts["app_pairs_by_split"] = app["split"].value_counts().to_dict()
+    log.info("add_app_votes: %d votes → %d pairs (%s); %d identical-text pairs dropped", app_counts["votes"],
+             len(app), counts["app_pairs_by_split"], app_counts["dropped_identical_texts"])
+    return out, app_feedback, counts
 
 
 def pairs_to_dataset(pairs: pd.DataFrame, criterion: str = "overall"):
@@ -444,17 +455,33 @@ def pairs_to_dataset(pairs: pd.DataFrame, criterion: str = "overall"):
     })
 
 
+def _has_gold(pairs: pd.DataFrame) -> pd.Series:
+    """Pairs whose two responses have gold scores (the panel's; the app's answers have none)."""
+    return pairs["gold_margin"].notna()
+
+
 def gold_label_agreement(pairs: pd.DataFrame) -> dict:
-    """Per criterion: how many pairs, the share whose two responses the gold judges tie (the panel
-    decides those by its biases alone), and on the untied ones the share where the panel chose the
-    response gold prefers (the labels' quality)."""
+    """Per criterion: how many pairs, how many have no gold score (app votes: skipped here), the share
+    of the rest whose two responses the gold judges tie (the panel decides those by its biases alone),
+    and on the untied ones the share where the chosen response is the one gold prefers (the labels'
+    quality)."""
     out = {}
     for crit, g in pairs.groupby("criterion"):
-        untied = g["gold_margin"] != 0
-        out[crit] = {"pairs": int(len(g)), "gold_tied_share": round(float((~untied).mean()), 4),
-                     "panel_agrees_with_gold_on_untied": round(float((g.loc[untied, "gold_margin"] > 0).mean()), 4)
-                     if untied.any() else None}
+        graded = g[_has_gold(g)]
+        untied = graded["gold_margin"] != 0
+        out[crit] = {"pairs": int(len(g)), "skipped_no_gold": int(len(g) - len(graded)),
+                     "gold_tied_share": round(float((~untied).mean()), 4) if len(graded) else None,
+                     "panel_agrees_with_gold_on_untied":
+                         round(float((graded.loc[untied, "gold_margin"] > 0).mean()), 4) if untied.any() else None}
     return out
+
+
+def _choice_shares(longer_chosen: np.ndarray, diff: np.ndarray, fc: np.ndarray, fr: np.ndarray) -> dict:
+    one = fc != fr
+    return {"length_pairs": int(diff.sum()),
+            "chooses_longer": round(float(longer_chosen[diff].mean()), 4) if diff.any() else None,
+            "flattery_pairs": int(one.sum()),
+            "chooses_flattering": round(float(fc[one].mean()), 4) if one.any() else None}
 
 
 def bias_report(pairs: pd.DataFrame, gold: pd.DataFrame) -> dict:
@@ -463,13 +490,26 @@ def bias_report(pairs: pd.DataFrame, gold: pd.DataFrame) -> dict:
     For overall pairs whose two responses differ in length: the share where the chosen one is
     the longer, by the panel and by gold. For pairs where exactly one response flatters: the
     share where the flattering one is chosen, by the panel and by gold. Per criterion, the label
-    quality of :func:`gold_label_agreement`.
+    quality of :func:`gold_label_agreement`. Pairs without gold scores (the app's votes) are skipped in
+    the gold comparisons and counted (``skipped_no_gold``); their own length and flattery shares are
+    under ``app`` (from the texts, no gold needed).
     """
-    g = gold.set_index("response_id")
-    ov = pairs[pairs["criterion"] == "overall"]
-    out = {}
+    ov_all = pairs[pairs["criterion"] == "overall"]
+    graded = _has_gold(ov_all) & ov_all["chosen_id"].isin(gold["response_id"]) & \
+        ov_all["rejected_id"].isin(gold["response_id"])
+    ov, ungraded = ov_all[graded], ov_all[~graded]
+    out = {"overall_pairs": int(len(ov_all)), "skipped_no_gold": int(len(ungraded))}
+    if len(ungraded):
+        lc = np.array([len(words(t)) for t in ungraded["chosen"]])
+        lr = np.array([len(words(t)) for t in ungraded["rejected"]])
+        fc = np.array([has_flattery(t, lang) for t, lang in zip(ungraded["chosen"], ungraded["lang"])], dtype=bool)
+        fr = np.array([has_flattery(t, lang) for t, lang in zip(ungraded["rejected"], ungraded["lang"])], dtype=bool)
+        out["app"] = {"pairs": int(len(ungraded)), **_choice_shares(lc > lr, lc != lr, fc, fr)}
+    out["by_criterion"] = gold_label_agreement(pairs)
     if ov.empty:
-        return {"overall_pairs": 0}
+        log.info("bias report: %s", out)
+        return out
+    g = gold.set_index("response_id")
     lc, lr = g.loc[ov["chosen_id"], "n_words"].to_numpy(), g.loc[ov["rejected_id"], "n_words"].to_numpy()
     gold_prefers_chosen = ov["gold_margin"].to_numpy() > 0
     gold_tie = ov["gold_margin"].to_numpy() == 0
@@ -490,8 +530,6 @@ def bias_report(pairs: pd.DataFrame, gold: pd.DataFrame) -> dict:
         if (one & ~gold_tie).any() else None,
     }
     out["panel_agrees_with_gold"] = round(float(gold_prefers_chosen[~gold_tie].mean()), 4) if (~gold_tie).any() else None
-    out["overall_pairs"] = int(len(ov))
-    out["by_criterion"] = gold_label_agreement(pairs)
     log.info("bias report: %s", out)
     return out
 
@@ -503,6 +541,9 @@ def curation_summary(pairs: pd.DataFrame, pair_counts: dict, agreement: dict, bi
     return {
         "ratings": len(annotations), "ratings_by_source": annotations["source"].value_counts().to_dict(),
         "quarantined_ratings": len(annotation_quarantine),
+        # imported rows whose item, response or annotator id the reader NFC-normalised or stripped
+        "ids_normalised": int(sum(t["id_normalised"].fillna(False).astype(bool).sum()
+                                  for t in (annotations, annotation_quarantine) if "id_normalised" in t)),
         "quarantine_by_rule": annotation_quarantine["rule"].value_counts().to_dict() if len(annotation_quarantine) else {},
         **pair_counts,
         "pairs_by_source": pairs["source"].value_counts().to_dict() if "source" in pairs else {},

@@ -160,6 +160,8 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
             how = {"sft": "supervised fine-tuning on demonstrations (TRL `SFTTrainer`) after pre-training on the corpus",
                    "dpo": "DPO (TRL `DPOTrainer`, sigmoid loss) from the SFT policy",
                    "ipo": "IPO (TRL `DPOTrainer`, `loss_type=['ipo']`) from the SFT policy",
+                   "coh": "Chain of Hindsight (TRL `SFTTrainer` on both answers of each preference pair, each after "
+                          "its feedback phrase) from the SFT policy",
                    "ppo": "PPO (the project's own: value head, GAE, clipped ratio, adaptive KL) against the reward model",
                    "reinforce": "REINFORCE with a moving-average baseline against the reward model",
                    "cem": "the cross-entropy method: sample, keep the reward model's elite, SFT on it, iterate"}.get(m, m)
@@ -176,6 +178,11 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
                     f"- Expert Likert mean (SIMULATED experts): {_f(ev.get('likert_mean'))}",
                     f"- BERTScore F1 {_f(ev.get('bertscore_f1'))}, MAUVE {_f(ev.get('mauve'))}, trigger-phrase rate "
                     f"{_f(ev.get('trigger_rate'))}"]
+            cue = al.get("inference_cue") or {}
+            if cue:
+                body.append("- At inference the prompt is followed by the positive feedback phrase ("
+                            + ", ".join(f"{lang}: «{phrase}»" for lang, phrase in cue.items())
+                            + "); it is in `config.json` (`ru_rlhf_inference_cue`) and the project's generators add it")
             if m == "sft":
                 body.append(f"- QA answer rate {_f(sft_summary.get('qa_answer_rate'))}, validation perplexity "
                             f"{_f(sft_summary.get('sft_validation_perplexity'), 1)}")

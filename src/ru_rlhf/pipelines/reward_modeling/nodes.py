@@ -105,17 +105,29 @@ def pretrain_encoder(documents: pd.DataFrame, doc_splits: pd.DataFrame, params: 
 
 # --------------------------------------------------------------------------- reward models
 def _training_pairs(pairs: pd.DataFrame, p: RewardParams, lang: str | None = None) -> pd.DataFrame:
+    """The training split's per-criterion pairs, at most ``max_pairs_per_criterion`` per criterion.
+
+    Pairs from people (``source`` other than ``panel``: the app's votes, imported labels) are always
+    kept, since they are few and are the reason a retrain runs; the simulated panel's pairs fill the
+    rest of each criterion's budget (a seeded sample).
+    """
     train = pairs[(pairs["split"] == "train") & pairs["criterion"].isin(CRITERIA)]
     if lang:
         train = train[train["lang"] == lang]
-    parts = [g.sample(n=min(len(g), p.train.max_pairs_per_criterion), random_state=p.seed)
-             for _, g in train.groupby("criterion")]
-    out = pd.concat(parts, ignore_index=True)
+    source = train["source"] if "source" in train else pd.Series("panel", index=train.index)
+    parts = []
+    for _, g in train.groupby("criterion"):
+        people = g[source[g.index] != "panel"]
+        panel = g[source[g.index] == "panel"]
+        room = max(0, p.train.max_pairs_per_criterion - len(people))
+        parts += [people, panel.sample(n=min(len(panel), room), random_state=p.seed)]
+    out = pd.concat(parts, ignore_index=True) if parts else train.iloc[:0].copy()
     out["prompt"] = out["prompt"].map(format_prompt)
     return out
 
 
 def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, lang: str | None = None):
+    """Train one reward model; returns ``((model, tokenizer), log, training_pairs)``."""
     model, tok = encoder
     base = getattr(model, "bert", model)  # the encoder inside a masked-LM model
     import torch
@@ -123,7 +135,9 @@ def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, 
     torch.manual_seed(p.seed)  # the heads' initialisation is part of the run's seed, not of what ran before
     rm = RewardModel(copy.deepcopy(base), CRITERIA, kind, p.n_bins, p.weights)
     data = _training_pairs(pairs, p, lang)
-    log.info("%s: %d training pairs %s", name, len(data), data["criterion"].value_counts().to_dict())
+    by_source = data["source"].value_counts().to_dict() if "source" in data else {}
+    log.info("%s: %d training pairs %s, by source %s", name, len(data), data["criterion"].value_counts().to_dict(),
+             by_source)
     t = p.train
     kwargs = {"epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
               "max_length": t.max_length, "seed": p.seed, "checkpoint_dir": Path(p.checkpoint_dir) / name,
@@ -131,7 +145,7 @@ def _train(kind: str, pairs: pd.DataFrame, encoder, p: RewardParams, name: str, 
     rm, history = distributed.reward_model(rm, tok, data, p.distributed, **kwargs)  # here, or N processes
     norm = normalise_heads(rm, tok, data, p)
     log.info("%s: head normalisation %s", name, norm)
-    return (rm, tok), history.assign(model=name)
+    return (rm, tok), history.assign(model=name), data
 
 
 def normalise_heads(rm: RewardModel, tok, data: pd.DataFrame, p: RewardParams) -> dict:
@@ -144,14 +158,24 @@ def normalise_heads(rm: RewardModel, tok, data: pd.DataFrame, p: RewardParams) -
     return fit_normalisation(rm, tok, list(texts["prompt"]), list(texts["response"]), p.train.max_length)
 
 
+TRAINING_PAIR_COLUMNS = ["pair_id", "prompt_id", "criterion", "source", "lang", "split", "margin"]
+
+
 def train_multi_head_rm(pairs: pd.DataFrame, encoder, params: dict):
-    """The multi-head reward model: Bradley–Terry per criterion on that criterion's pairs."""
-    return _train("multi_head", pairs, encoder, _params(params), "multi_head")
+    """The multi-head reward model: Bradley–Terry per criterion on that criterion's pairs.
+
+    Returns:
+        ``(reward_model, log, training_pairs)``: ``training_pairs`` lists the pairs it trained on
+        (ids, criterion, source, language), so a retrain shows which of the app's pairs went in.
+    """
+    rm, history, data = _train("multi_head", pairs, encoder, _params(params), "multi_head")
+    return rm, history, data.reindex(columns=TRAINING_PAIR_COLUMNS).reset_index(drop=True)
 
 
 def train_distributional_rm(pairs: pd.DataFrame, encoder, params: dict):
     """The distributional reward model: 10 rating bins per criterion, −log P(chosen ≻ rejected)."""
-    return _train("distributional", pairs, encoder, _params(params), "distributional")
+    rm, history, _ = _train("distributional", pairs, encoder, _params(params), "distributional")
+    return rm, history
 
 
 def train_russian_only_rm(pairs: pd.DataFrame, encoder, params: dict):
@@ -159,7 +183,8 @@ def train_russian_only_rm(pairs: pd.DataFrame, encoder, params: dict):
     p = _params(params)
     if not p.cross_lingual:
         return None, pd.DataFrame(columns=["step", "loss", "model"])
-    return _train("multi_head", pairs, encoder, p, "russian_only", lang="ru")
+    rm, history, _ = _train("multi_head", pairs, encoder, p, "russian_only", lang="ru")
+    return rm, history
 
 
 # --------------------------------------------------------------------------- validation
@@ -341,8 +366,13 @@ def tradeoff_report(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def reward_metrics_report(validation: dict, calibration: dict, mh_log: pd.DataFrame, dist_log: pd.DataFrame) -> dict:
-    """``08_reporting/reward_model/metrics.json``: per model and head, calibration, training summary."""
+def reward_metrics_report(validation: dict, calibration: dict, mh_log: pd.DataFrame, dist_log: pd.DataFrame,
+                          training_pairs: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    """``08_reporting/reward_model/metrics.json``: per model and head, calibration, training summary.
+
+    ``training.data`` counts the multi-head model's training pairs by source and criterion, and the
+    app's votes behind them (``app_votes_in_training``, of ``app_votes`` in the pairs table).
+    """
     def summary(df: pd.DataFrame) -> dict:
         if df.empty:
             return {}
@@ -351,5 +381,20 @@ def reward_metrics_report(validation: dict, calibration: dict, mh_log: pd.DataFr
                 "loss_last": round(float(df["loss"].tail(k).mean()), 4),
                 "train_accuracy_last": round(float(df["accuracy"].tail(k).mean()), 4)}
 
+    src = pairs["source"] if "source" in pairs else pd.Series("panel", index=pairs.index)
+    app_pairs = pairs[src == "app"]
+    app_train = training_pairs[training_pairs["source"] == "app"]
+
+    def votes(df: pd.DataFrame) -> int:  # app pair ids are "app:<vote id>|criterion|a|b"
+        return int(df["pair_id"].str.split("|").str[0].nunique()) if len(df) else 0
+
+    data = {"pairs": len(training_pairs),
+            "by_source": {str(k): int(v) for k, v in training_pairs["source"].value_counts().items()},
+            "by_criterion": {str(k): int(v) for k, v in training_pairs["criterion"].value_counts().items()},
+            "app_votes": votes(app_pairs), "app_pairs": len(app_pairs),
+            "app_pairs_held_out": int((app_pairs["split"] == "app_holdout").sum()),
+            "app_votes_in_training": votes(app_train), "app_pairs_in_training": len(app_train)}
+    log.info("reward model trained on %d pairs %s; %d of %d app votes in training", data["pairs"], data["by_source"],
+             data["app_votes_in_training"], data["app_votes"])
     return {**validation, "calibration": calibration,
-            "training": {"multi_head": summary(mh_log), "distributional": summary(dist_log)}}
+            "training": {"multi_head": summary(mh_log), "distributional": summary(dist_log), "data": data}}

@@ -13,7 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.pretrain_encoder, ["documents", "doc_splits", "params:reward_modeling"],
                  ["encoder", "encoder_log"], name="pretrain_encoder", tags="training"),
             Node(nodes.train_multi_head_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
-                 ["reward_model", "reward_model_log"], name="train_multi_head_rm", tags="training"),
+                 ["reward_model", "reward_model_log", "reward_training_pairs"], name="train_multi_head_rm",
+                 tags="training"),
             Node(nodes.train_distributional_rm, ["preference_pairs", "encoder", "params:reward_modeling"],
                  ["distributional_reward_model", "distributional_reward_model_log"],
                  name="train_distributional_rm", tags="training"),
@@ -30,7 +31,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.tradeoff_report, ["reward_model", "gold_scores", "prompts", "params:reward_modeling"],
                  "reward_tradeoff", name="tradeoff_report"),
             Node(nodes.reward_metrics_report,
-                 ["reward_validation", "reward_calibration", "reward_model_log", "distributional_reward_model_log"],
+                 ["reward_validation", "reward_calibration", "reward_model_log", "distributional_reward_model_log",
+                  "reward_training_pairs", "preference_pairs"],
                  "reward_metrics", name="reward_metrics_report"),
         ]
     )

@@ -1,0 +1,109 @@
+"""Chain of Hindsight: the sequences built from hand-made pairs (what is in the loss, both orders, the
+guards), and the method in the alignment slice (grid, inference cue, a changed policy)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from ru_rlhf.hindsight import hindsight_text
+from ru_rlhf.models.policy import format_prompt, policy_prompt
+from ru_rlhf.pipelines.alignment.nodes import CohGuards, CohParams, hindsight_dataset
+from tests.pipelines.alignment.conftest import COH_FEEDBACK
+
+PAIRS = pd.DataFrame([
+    {"prompt": "Ответь на вопрос по тексту.\nТекст: В Казани открыли мост.\nВопрос: Что открыли?",
+     "chosen": "Мост.", "rejected": "Не знаю.", "lang": "ru"},
+    {"prompt": "Кыскача җавап бир.\nЯңалык: Казанда мост ачылды.", "chosen": "Мост ачылды.",
+     "rejected": "Белмим.", "lang": "tt"},
+] * 20)
+
+
+def _params(**kw) -> CohParams:
+    return CohParams.model_validate({"feedback": COH_FEEDBACK, "grid": [{}], "max_pairs": 100, "epochs": 1,
+                                     "batch_size": 4, "learning_rate": 1e-4, "max_length": 256, **kw})
+
+
+def test_sequence_text_has_both_answers_after_their_feedback_in_either_order():
+    good, spans = hindsight_text("P", "Да.", "Нет.", "Хороший ответ:", "Плохой ответ:", "</s>", chosen_first=True)
+    assert good == "PХороший ответ: Да.</s>\nПлохой ответ: Нет.</s>"
+    assert [good[a:b] for a, b in spans] == [" Да.</s>", " Нет.</s>"]
+    bad, spans = hindsight_text("P", "Да.", "Нет.", "Хороший ответ:", "Плохой ответ:", "</s>", chosen_first=False)
+    assert bad == "PПлохой ответ: Нет.</s>\nХороший ответ: Да.</s>"
+    assert [bad[a:b] for a, b in spans] == [" Нет.</s>", " Да.</s>"]
+
+
+def test_only_answers_and_their_ends_are_in_the_loss(tiny_tokenizer):
+    ds, built = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), CohGuards(), seed=0)
+    eos = tiny_tokenizer.eos_token
+    assert len(ds) == len(PAIRS) and set(built["kind"]) == {"hindsight"}
+    # both orders are present (a seeded coin per pair)
+    assert 0 < built["chosen_first"].sum() < len(built)
+    for row, pair, first in zip(ds, PAIRS.itertuples(index=False), built["chosen_first"]):
+        ids, labels = row["input_ids"], row["labels"]
+        assert ids == [t if t != -100 else ids[i] for i, t in enumerate(labels)]  # labels are the ids where set
+        learned = tiny_tokenizer.decode([t for t in labels if t != -100])
+        answers = [pair.chosen, pair.rejected] if first else [pair.rejected, pair.chosen]
+        assert learned.replace(" ", "") == "".join(a + eos for a in answers).replace(" ", "")
+        context = tiny_tokenizer.decode([t for t, y in zip(ids, labels) if y == -100])
+        phr = COH_FEEDBACK[pair.lang]
+        assert phr["positive"] in context and phr["negative"] in context  # feedback words: context, not loss
+        assert pair.prompt.split("\n")[0] in context  # the prompt: context, not loss
+        # the sequence opens with the whole model-formatted prompt (decoding adds a space after special tokens)
+        assert tiny_tokenizer.decode(ids).replace(" ", "").startswith(format_prompt(pair.prompt).replace(" ", ""))
+
+
+def test_the_guards_add_plain_sequences_and_mask_inputs_only(tiny_tokenizer):
+    ds0, _ = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), CohGuards(), seed=0)
+    ds, built = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), CohGuards(mask_share=0.2, plain_share=0.5),
+                                  seed=0)
+    assert (built["kind"] == "plain").sum() == len(PAIRS) // 2 and len(ds) == len(PAIRS) * 3 // 2
+    share = built["masked"].sum() / built["tokens"].sum()
+    assert 0.1 < share < 0.25  # 20 % of non-special tokens
+    pad = tiny_tokenizer.pad_token_id
+    for a, b in zip(ds0, ds):  # the same hindsight sequences: labels unchanged, inputs masked with the pad id
+        assert a["labels"] == b["labels"]
+        assert all(x == y or y == pad for x, y in zip(a["input_ids"], b["input_ids"]))
+    plain = [r for r, k in zip(ds, built["kind"]) if k == "plain"]
+    text = tiny_tokenizer.decode(plain[0]["input_ids"])
+    assert "ответ:" not in text and "җавап:" not in text  # no feedback words in a plain sequence
+
+
+def test_bad_guard_or_phrase_parameters_are_refused():
+    with pytest.raises(ValueError, match="mask_share"):
+        CohGuards(mask_share=0.9)
+    with pytest.raises(ValueError, match="positive"):
+        _params(feedback={"ru": {"positive": "", "negative": "Плохо:"}})
+    with pytest.raises(ValueError, match="Extra inputs"):
+        _params(grdi=[{}])
+
+
+def test_coh_in_the_alignment_slice(alignment_run):
+    grid = alignment_run.load("alignment.coh.grid")
+    assert list(grid["grid_value"]) == ["mask=0,plain=0", "mask=0.05,plain=0.5"]
+    assert grid["chosen"].sum() == 1 and list(grid["plain_sequences"]) == [0, 12]
+    assert grid.loc[0, "masked_tokens_share"] == 0 and grid.loc[1, "masked_tokens_share"] > 0
+    info = alignment_run.load("alignment.coh.info")
+    assert info["chosen_value"] == grid.loc[grid["probe_gold"].idxmax(), "grid_value"]
+    assert info["inference_cue"] == {"ru": "Хороший ответ:", "tt": "Яхшы җавап:"}
+    policy, sft = alignment_run.load("alignment.coh.policy"), alignment_run.load("sft_policy")
+    # the policy is conditioned on the positive phrase at inference, in the prompt's language
+    assert policy_prompt(policy, "Вопрос?", "ru") == format_prompt("Вопрос?") + "Хороший ответ:"
+    assert policy_prompt(policy, "Сорау?", "tt") == format_prompt("Сорау?") + "Яхшы җавап:"
+    assert policy_prompt(sft, "Вопрос?", "ru") == format_prompt("Вопрос?")
+    # and training changed it
+    diff = sum(float((a - b).abs().sum()) for a, b in zip(policy.parameters(), sft.parameters()))
+    assert diff > 0
+    assert alignment_run.load("alignment_summary")["coh"]["parameter"] == "guards"
+
+
+def test_the_cue_survives_save_and_load(alignment_run, tmp_path):
+    from ru_rlhf.models.policy import load_policy
+
+    policy = alignment_run.load("alignment.coh.policy")
+    policy.save_pretrained(tmp_path / "coh")
+    again = load_policy(tmp_path / "coh")
+    assert policy_prompt(again, "Вопрос?", "ru").endswith("Хороший ответ:")
+    x = torch.tensor([[1, 2, 3]])
+    assert torch.allclose(policy(x).logits, again(x).logits, atol=1e-5)

@@ -1,0 +1,44 @@
+"""What the reward model trains on: people's pairs (the app's votes) always, the simulated panel's filling each
+criterion's budget; and the report that counts them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ru_rlhf.pipelines.reward_modeling.nodes import _params, _training_pairs, reward_metrics_report
+
+
+def _pairs() -> pd.DataFrame:
+    rows = []
+    for c in ("helpfulness", "truthfulness"):
+        rows += [{"pair_id": f"p{i}|{c}", "criterion": c, "source": "panel", "split": "train", "lang": "ru",
+                  "prompt": "q", "chosen": "a", "rejected": "b"} for i in range(10)]
+        rows += [{"pair_id": f"app:{v}|{c}|app:{v}:0|app:{v}:1", "criterion": c, "source": "app", "split": "train",
+                  "lang": "ru", "prompt": "q", "chosen": "a", "rejected": "b"} for v in (1, 2, 3)]
+    rows += [{"pair_id": "app:4|helpfulness|app:4:0|app:4:1", "criterion": "helpfulness", "source": "app",
+              "split": "app_holdout", "lang": "ru", "prompt": "q", "chosen": "a", "rejected": "b"},
+             {"pair_id": "app:1|overall|app:1:0|app:1:1", "criterion": "overall", "source": "app", "split": "train",
+              "lang": "ru", "prompt": "q", "chosen": "a", "rejected": "b"}]
+    return pd.DataFrame(rows)
+
+
+def test_every_app_pair_is_kept_and_the_panel_fills_the_budget():
+    p = _params({"train": {"max_pairs_per_criterion": 5}})
+    data = _training_pairs(_pairs(), p)
+    for c in ("helpfulness", "truthfulness"):
+        g = data[data["criterion"] == c]
+        assert len(g) == 5 and (g["source"] == "app").sum() == 3  # all three votes, two panel pairs
+    assert "app_holdout" not in set(data["split"]) and "overall" not in set(data["criterion"])
+    # a budget smaller than the app's pairs still keeps them all (they are what a retrain is for)
+    small = _training_pairs(_pairs(), _params({"train": {"max_pairs_per_criterion": 2}}))
+    assert (small["source"] == "app").sum() == 6 and (small["source"] == "panel").sum() == 0
+
+
+def test_the_report_counts_the_app_votes_in_training():
+    pairs = _pairs()
+    data = _training_pairs(pairs, _params({"train": {"max_pairs_per_criterion": 5}}))
+    log = pd.DataFrame({"step": [1, 2], "loss": [0.7, 0.6], "accuracy": [0.5, 0.6]})
+    m = reward_metrics_report({}, {}, log, log, data, pairs)["training"]["data"]
+    assert m["pairs"] == 10 and m["by_source"] == {"app": 6, "panel": 4}
+    assert m["app_votes"] == 4 and m["app_pairs"] == 8 and m["app_pairs_held_out"] == 1
+    assert m["app_votes_in_training"] == 3 and m["app_pairs_in_training"] == 6
