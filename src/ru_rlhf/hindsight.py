@@ -10,7 +10,7 @@ introduced by its feedback phrase, in either order::
 The loss is on the answers' tokens and the end-of-sequence after each answer, never on the prompt or the
 feedback words; at inference the policy is given the prompt and the positive phrase, and its answer ends at
 its end-of-sequence. Two guards from the paper, each a parameter: a share of plain sequences (the prompt and
-the chosen answer, no feedback) mixed in, and a random share of the input tokens masked (replaced by the pad
+the chosen answer, no feedback) mixed in, and a random share of the input tokens masked (replaced by a mask, unknown or pad
 token in the input, kept as targets) so that the model cannot learn to copy one answer into the other.
 
 Written here rather than taken from a library: neither TRL nor Transformers builds hindsight sequences; the
@@ -85,8 +85,24 @@ def mask_inputs(input_ids: list[int], share: float, mask_id: int, rng: np.random
     return out
 
 
+def for_language(by_lang: dict, lang: str | None):
+    """The entry for ``lang``, else the Russian one, else the first (the same rule in training and inference)."""
+    if not by_lang:
+        return None
+    return by_lang.get(lang) or by_lang.get("ru") or next(iter(by_lang.values()))
+
+
+def mask_token_id(tokenizer) -> int:
+    """The id masked inputs get: the tokenizer's mask or unknown token, else its pad token (unless that is the
+    end-of-sequence token, as for many hub tokenizers; then the unknown-free fallback is the BOS)."""
+    for tid in (tokenizer.mask_token_id, tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id):
+        if tid is not None and tid != tokenizer.eos_token_id:
+            return tid
+    raise ValueError("the tokenizer has no mask, unknown, pad or BOS token other than its end-of-sequence token: "
+                     "set mask_share to 0")
+
+
 def inference_cue(config, lang: str) -> str:
     """The text a policy is conditioned on after the prompt at inference (``""`` for most policies; the
     positive feedback phrase for a Chain of Hindsight policy, read from its config)."""
-    cues = getattr(config, CUE_ATTRIBUTE, None) or {}
-    return cues.get(lang) or cues.get("ru") or ""
+    return for_language(getattr(config, CUE_ATTRIBUTE, None) or {}, lang) or ""

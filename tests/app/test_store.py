@@ -18,7 +18,7 @@ def test_a_vote_is_one_row_with_hidden_ids(tmp_path):
     v = store.votes().iloc[0]
     assert vid == v["id"] == 1 and v["models"] == ["dpo", "sft"] and v["chosen_model"] == "dpo"
     assert v["comment"] == "хорошо <b>очень</b>"  # stored as typed; escaped where it is shown
-    assert store._con().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._con().execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 @pytest.mark.parametrize("ratings,choice,comment,rule", [

@@ -16,9 +16,10 @@ import pytest
 
 from tests.conftest import TINY_SIZE, launch_chromium, require_chromium, run_kedro
 
-# two prompts of the voter's own (not the run's test prompts, whose votes are held out): their pairs train
+# two prompts of the voter's own: their pairs train the reward model
 PROMPTS = ["Расскажи коротко, что нового открыли в Казани в этом году?",
            "Какая погода бывает в Елабуге осенью? Ответь одним предложением."]
+RANDOM = None  # a random test prompt drawn by the page's button: its vote is kept but held out of training
 # ratings per slot (helpfulness, truthfulness, harmlessness): A clearly above B on two criteria
 RATINGS = {"A": (5, 4, 3), "B": (2, 2, 3)}
 
@@ -51,7 +52,12 @@ def _browser_votes(url: str, prompts: list[str]) -> list[str]:
         page = browser.new_page()
         page.goto(url)
         for prompt in prompts:
-            page.locator("#prompt textarea").fill(prompt)
+            if prompt is RANDOM:
+                page.locator("#prompt textarea").fill("")
+                page.locator("#random").click()
+                page.wait_for_function("document.querySelector('#prompt textarea').value.length > 0", timeout=30000)
+            else:
+                page.locator("#prompt textarea").fill(prompt)
             page.locator("#serve").click()
             page.wait_for_function("document.querySelector('#answer_A textarea').value.length > 0 && "
                                    "document.querySelector('#answer_B textarea').value.length > 0", timeout=120000)
@@ -82,12 +88,14 @@ def test_votes_in_the_browser_reach_the_retrained_reward_model(smoke_root):
     demo = build_app(service)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        statuses = _browser_votes(f"http://127.0.0.1:{port}", PROMPTS)
+        statuses = _browser_votes(f"http://127.0.0.1:{port}", [*PROMPTS, RANDOM])
     finally:
         demo.close()
     assert all("⚠" not in s for s in statuses), statuses
     votes = service.store.votes()
-    assert len(votes) == len(PROMPTS), statuses
+    assert len(votes) == len(PROMPTS) + 1, statuses
+    held_out_prompt = votes["prompt"].iloc[-1]
+    assert votes["prompt_id"].iloc[-1] is not None and held_out_prompt not in PROMPTS
     assert (votes["comment"] == "A <b>лучше</b>").all()  # stored as typed
 
     # the retrain, as the app's admin button and `python -m ru_rlhf.app retrain` run it
@@ -98,12 +106,13 @@ def test_votes_in_the_browser_reach_the_retrained_reward_model(smoke_root):
     pairs = pd.read_parquet(smoke_root / "03_primary" / "preference_pairs.parquet")
     app = pairs[pairs["source"] == "app"]
     # per vote: helpfulness and truthfulness differ by >= 1 (A over B), harmlessness ties; overall: A over B
-    assert len(app) == 3 * len(PROMPTS), app[["pair_id", "criterion"]]
+    assert len(app) == 3 * (len(PROMPTS) + 1), app[["pair_id", "criterion"]]
     assert set(app["criterion"]) == {"helpfulness", "truthfulness", "overall"}
+    assert set(app.loc[app["prompt"] == held_out_prompt, "split"]) == {"app_holdout"}  # a test prompt stays out
+    app = app[app["prompt"] != held_out_prompt]
     assert (app["split"] == "train").all()
     assert not (app["chosen"].str.strip() == app["rejected"].str.strip()).any()
-    vote_prompts = set(votes["prompt"])
-    assert set(app["prompt"]) == vote_prompts
+    assert set(app["prompt"]) == set(PROMPTS)
 
     trained = pd.read_parquet(smoke_root / "05_model_input" / "reward_training_pairs.parquet")
     app_trained = trained[trained["source"] == "app"]
@@ -112,8 +121,8 @@ def test_votes_in_the_browser_reach_the_retrained_reward_model(smoke_root):
 
     metrics = json.loads((smoke_root / "08_reporting" / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     data = metrics["training"]["data"]
-    assert data["app_votes"] == data["app_votes_in_training"] == len(PROMPTS)
-    assert data["by_source"]["app"] == 2 * len(PROMPTS)
+    assert data["app_votes"] == len(PROMPTS) + 1 and data["app_votes_in_training"] == len(PROMPTS)
+    assert data["by_source"]["app"] == 2 * len(PROMPTS) and data["app_pairs_held_out"] == 3
     summary = json.loads((smoke_root / "08_reporting" / "curation_summary.json").read_text(encoding="utf-8"))
-    assert summary["app_votes"] == len(PROMPTS) and summary["pairs_by_source"]["app"] == 3 * len(PROMPTS)
-    assert summary["biases"]["skipped_no_gold"] == len(PROMPTS)  # the app's overall pairs have no gold
+    assert summary["app_votes"] == len(PROMPTS) + 1 and summary["pairs_by_source"]["app"] == 3 * (len(PROMPTS) + 1)
+    assert summary["biases"]["skipped_no_gold"] == len(PROMPTS) + 1  # the app's overall pairs have no gold

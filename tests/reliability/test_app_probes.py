@@ -143,8 +143,9 @@ def test_the_vote_confirmation_names_no_vote_number(service):  # noqa: F811
     ("app_users:\n  admin: secret\n  a: x\napp_admins: admin\n",
      "app_admins: must be a list of user names, got the string 'admin'"),
     ("app_users:\n  alice:\n  admin: secret\n", "app_users: alice: no password (`alice:` with nothing after it)"),
-    ("app_users:\n  alice: 0123\n", "app_users: alice: the password must be a string, got the YAML integer 0123; "
-                                    "quote it: `alice: '0123'`"),
+    ("app_users:\n  alice: 0123\n", "app_users: alice: the password must be a string, got a YAML integer; "
+                                    "quote it: `alice: '<password>'`"),
+    ("app_users:\n  ? [a, b]\n  : pw\n", "credentials.yml"),  # a list as a key: a message, not a traceback
     ("app_users:\n  alice: secret\napp_admins: [bob]\n", "app_admins: 'bob' not in app_users"),
     ("app_users:\n  alice: secret\napp_admin: [alice]\n", "app_admin: unknown key"),
     ("app_users:\n  alice: a\n  alice: b\n", "the key 'alice' is given twice"),
@@ -220,6 +221,27 @@ def test_a_store_deleted_between_serve_and_vote_refuses_the_vote_and_keeps_servi
     assert token and status == "Оцените ответы и выберите лучший."
     assert vote_page(service, token, len(texts), RATES, "B", "", "u")[1] == SAVED
     assert path.exists() and FeedbackStore(path).count() == 1
+
+
+def test_a_store_copied_over_in_place_is_reread_and_never_reports_a_lost_vote(service, tmp_path):  # noqa: F811
+    """`cp backup votes.sqlite` keeps the inode: SQLite (rollback journal) re-reads the changed file, the lost
+    page's vote is refused, and the copied-in votes are intact (with WAL it was reported saved, then corrupt)."""
+    import shutil
+
+    from ru_rlhf.app.store import FeedbackStore, VoteError
+
+    token = service.store.serve("Вопрос?", None, ["sft", "dpo"], ["a", "b"])
+    other = FeedbackStore(tmp_path / "backup.sqlite")
+    other.vote(other.serve("Q", None, ["sft", "dpo"], ["x", "y"]), "u", [GOOD] * 2, 0)
+    other.close()
+    shutil.copyfile(tmp_path / "backup.sqlite", service.store.path)
+    with pytest.raises(VoteError, match="unknown token"):
+        service.store.vote(token, "u", [GOOD] * 2, 0)
+    assert service.store.integrity() == "ok"
+    assert service.store.votes()["prompt"].tolist() == ["Q"]
+    reader = FeedbackStore(service.store.path, read_only=True)  # what the retrain's catalog reads
+    assert reader.votes()["prompt"].tolist() == ["Q"]
+    reader.close()
 
 
 def test_a_store_replaced_while_running_refuses_votes_for_its_lost_pages(service, tmp_path):  # noqa: F811

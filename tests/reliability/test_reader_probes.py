@@ -466,3 +466,16 @@ def test_imported_pair_whose_answers_read_the_same_is_quarantined(tmp_path):
     assert list(kept["chosen"]) == ["Да."]
     assert list(quarantined["rule"]) == ["identical_chosen_rejected"] and list(quarantined["source_row"]) == [1]
     assert len(kept) + len(quarantined) == 2
+
+
+def test_a_quarantined_pair_never_makes_a_later_good_one_a_duplicate(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"pair_id": "p1", "prompt": "Вопрос?", "chosen": " ", "rejected": "Нет."},   # empty_text
+            {"pair_id": "p1", "prompt": "Вопрос?", "chosen": "Да.", "rejected": "Нет."},  # the good p1
+            {"pair_id": 0, "prompt": "Вопрос?", "chosen": "Да!", "rejected": "Нет!"},     # id 0 is an id
+            {"pair_id": "p1", "prompt": "Вопрос?", "chosen": "Ага.", "rejected": "Нет."}]  # a real duplicate
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    kept, quarantined = validate_pairs(read_preference_pairs(path))
+    assert list(kept["pair_id"]) == ["p1", "0"] and list(kept["source_row"]) == [2, 3]
+    assert list(quarantined["rule"]) == ["empty_text", "duplicate_pair_id"]
+    assert list(quarantined["source_row"]) == [1, 4]

@@ -92,8 +92,9 @@ def _credentials_model():
                 if isinstance(pw, _NotText) and pw.kind == "null":
                     raise ValueError(f"{name}: no password (`{name}:` with nothing after it); write `{name}: <password>`")
                 if not isinstance(pw, str):
-                    raise ValueError(f"{name}: the password must be a string, got {_show(pw)}; quote it: "
-                                     f"`{name}: '{pw}'`")
+                    kind = pw.kind if isinstance(pw, _NotText) else type(pw).__name__  # never echo a password
+                    raise ValueError(f"{name}: the password must be a string, got a YAML {kind}; quote it: "
+                                     f"`{name}: '<password>'`")
                 if not pw:
                     raise ValueError(f"{name}: the password is empty")
             return v
@@ -135,7 +136,7 @@ def _credentials(path: Path) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
         raise SystemExit(f"{path}: no credentials file; write `app_users: {{name: password}}` there or drop --auth")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())  # noqa: S506 - a SafeLoader
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, TypeError) as err:  # TypeError: a list or map as a key
         raise SystemExit(f"{path}: not a readable YAML file ({' '.join(str(err).split())})") from None
     if data is None or (isinstance(data, _NotText) and data.kind == "null"):
         raise SystemExit(f"{path}: app_users: missing; write `app_users: {{name: password}}`")
@@ -186,7 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     args.data_root = args.data_root or env_data_root(args.env)
-    store = args.store or str(Path(args.data_root) / "01_raw" / "feedback" / "votes.sqlite")
+    default_store = Path(args.data_root) / "01_raw" / "feedback" / "votes.sqlite"
+    store = args.store or str(default_store)
+    if Path(store).resolve() != default_store.resolve():
+        logging.getLogger(__name__).warning(
+            "--store %s is not the store the pipelines read (%s): `retrain` and `kedro run` will not see these "
+            "votes until the file is moved there", store, default_store)
     if args.command == "retrain":
         from ru_rlhf.app.service import Retrainer
 

@@ -1,4 +1,4 @@
-"""The feedback store of the A/B app: SQLite in WAL mode, one row per vote.
+"""The feedback store of the A/B app: SQLite with a rollback journal, one row per vote.
 
 Two tables:
 
@@ -88,7 +88,12 @@ def _now() -> str:
 
 
 class FeedbackStore:
-    """A thread-safe handle on the SQLite feedback store (WAL mode).
+    """A thread-safe handle on the SQLite feedback store (rollback journal, ``journal_mode=DELETE``).
+
+    Not WAL: with a write-ahead log, a store file replaced (``mv``, ``cp``) while the app runs could be read
+    or even written back together with the old file's log pages (a reader would see the old votes; a
+    copied-in file could be corrupted). With a rollback journal SQLite re-reads a file changed under it,
+    and nothing but the file itself holds votes between writes.
 
     One connection per handle, used under a lock: SQLite serialises writers anyway, and one
     connection can be checked against the file (and dropped) in one place.
@@ -165,7 +170,7 @@ class FeedbackStore:
                 con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA busy_timeout=30000")
             if not self.read_only:
-                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA journal_mode=DELETE")  # see the class docstring: not WAL
             con.execute("PRAGMA synchronous=FULL")
             self._ensure_schema(con)
             st = os.stat(self.path)
@@ -210,12 +215,6 @@ class FeedbackStore:
                 self._lost_tokens.update(r[0] for r in rows)
             except sqlite3.Error:
                 pass
-            try:
-                # SQLite does not checkpoint or delete the WAL of a moved or deleted file on close: empty
-                # it now, or the file now at the path would replay the old file's pages ("mispaired WAL")
-                old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error as err:
-                log.warning("%s: could not empty the old file's WAL (%s)", self.path, err)
             try:
                 old.close()
             except sqlite3.Error:

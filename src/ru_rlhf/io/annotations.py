@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +49,8 @@ REQUIRED = ("item_id", "annotator_id", "criterion")
 ID_FIELDS = ("item_id", "prompt_id", "response_id", "annotator_id", "choice")
 """Fields normalised as ids (NFC, surrounding white space stripped); ``choice`` names a response."""
 BOOLEAN_WORDS = {"true", "false"}
+
+_CSV_LIMIT = threading.Lock()  # guards the process-wide csv.field_size_limit while a file is read
 
 
 class AnnotationReadError(ValueError):
@@ -116,6 +119,7 @@ def read_delimited(path: str | Path, tsv: bool, max_line_bytes: int = MAX_LINE_B
     header: list[str] | None = None
     rows: list[tuple[int, list | None, str | None]] = []
     end = 0
+    _CSV_LIMIT.acquire()  # csv.field_size_limit is process-wide: one delimited read at a time
     old_limit = csv.field_size_limit()
     csv.field_size_limit(max(old_limit, 16 * max_line_bytes))
     try:
@@ -165,6 +169,7 @@ def read_delimited(path: str | Path, tsv: bool, max_line_bytes: int = MAX_LINE_B
             rows.append((start, fields + [None] * (len(header) - len(fields)), None))
     finally:
         csv.field_size_limit(old_limit)
+        _CSV_LIMIT.release()
     if header is None:
         raise _fail(path, "no header row", "missing_column")
     return Delimited(header, rows)

@@ -151,7 +151,7 @@ class FeedbackDataset(AbstractDataset):
     def load(self) -> pd.DataFrame:
         from pathlib import Path
 
-        from ru_rlhf.app.store import FeedbackStore
+        from ru_rlhf.app.store import FeedbackStore, StoreError
         from ru_rlhf.feedback import empty_votes, votes_to_long
 
         if not Path(self._path).exists():
@@ -160,8 +160,10 @@ class FeedbackDataset(AbstractDataset):
 
         store = None
         try:
-            store = FeedbackStore(self._path)
+            store = FeedbackStore(self._path, read_only=True)  # a pipeline never writes the app's votes
             return votes_to_long(store.votes())
+        except StoreError as err:  # the store's own message names the path and the rule
+            raise DatasetError(str(err)) from err
         except sqlite3.DatabaseError as err:
             raise DatasetError(f"{self._path}: not a readable SQLite vote store ({err}) (rule: corrupt_store)") from err
         finally:

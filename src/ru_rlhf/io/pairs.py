@@ -88,7 +88,8 @@ def read_preference_pairs(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES
         except TypeError as err:
             rows.append({**rec, "read_error": f"wrong_type: {err}"})
             continue
-        pair_id, rec["id_normalised"] = normalise_id(str(obj["pair_id"]) if obj.get("pair_id") else None)
+        given = obj.get("pair_id")
+        pair_id, rec["id_normalised"] = normalise_id(str(given) if given is not None else None)
         rec["pair_id"] = pair_id or f"{path.name}:{i}"
         rows.append(rec)
     if rows and not any_object:
@@ -136,7 +137,9 @@ def validate_pairs(pairs: pd.DataFrame, max_tokens: int | None = None, tokenizer
                   for i, (p, c, r) in enumerate(zip(df["prompt"], df["chosen"], df["rejected"]))]
         over = pd.Series(length, index=df.index) > max_tokens
         rule[unset(over)] = f"over_context_length (> {max_tokens} tokens)"
-    rule[unset(df["pair_id"].duplicated(keep="first") & df["pair_id"].notna())] = "duplicate_pair_id"
+    # duplicates among the pairs still kept: a quarantined row never makes a later good one a duplicate
+    ok = rule.isna() & df["pair_id"].notna() & df["pair_id"].astype(str).str.len().gt(0)
+    rule[ok & df["pair_id"].where(ok).duplicated(keep="first")] = "duplicate_pair_id"
     bad = rule.notna()
     kept = df[~bad].drop(columns=["read_error"]).reset_index(drop=True)
     quarantined = df[bad].drop(columns=["read_error"]).assign(rule=rule[bad]).reset_index(drop=True)

@@ -107,3 +107,42 @@ def test_the_cue_survives_save_and_load(alignment_run, tmp_path):
     assert policy_prompt(again, "Вопрос?", "ru").endswith("Хороший ответ:")
     x = torch.tensor([[1, 2, 3]])
     assert torch.allclose(policy(x).logits, again(x).logits, atol=1e-5)
+
+
+def test_masked_inputs_never_become_the_end_of_sequence(tiny_tokenizer):
+    """A hub tokenizer often pads with its EOS: masking with it would end answers mid-sequence."""
+    from types import SimpleNamespace
+
+    from ru_rlhf.hindsight import mask_token_id
+
+    assert mask_token_id(tiny_tokenizer) == tiny_tokenizer.pad_token_id != tiny_tokenizer.eos_token_id
+    hub_like = SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2, bos_token_id=1)
+    assert mask_token_id(hub_like) == 1
+    with pytest.raises(ValueError, match="mask_share"):
+        mask_token_id(SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2,
+                                      bos_token_id=None))
+
+
+def test_kl_with_the_cue_compares_each_response_token_under_both_prompts(tiny_tokenizer):
+    """response_kl(ref_prompts=...): the policy sees prompt + cue, the reference the prompt alone; batched
+    results equal one-at-a-time ones, and the same model on the same prompts has KL 0."""
+    from ru_rlhf.models.generation import response_kl
+    from ru_rlhf.models.policy import load_policy
+    from tests.conftest import TINY_SIZE
+
+    a = load_policy(size=TINY_SIZE, tokenizer=tiny_tokenizer, seed=0)
+    b = load_policy(size=TINY_SIZE, tokenizer=tiny_tokenizer, seed=1)
+    prompts = [format_prompt("Короткий вопрос?"), format_prompt("Гораздо более длинный вопрос о мосте в Казани?")]
+    cued = [p + "Хороший ответ:" for p in prompts]
+    responses = ["Мост.", "Мост открыли вчера."]
+    batched = response_kl(a, b, tiny_tokenizer, cued, responses, ref_prompts=prompts)
+    single = [response_kl(a, b, tiny_tokenizer, [c], [r], ref_prompts=[p])[0]
+              for c, r, p in zip(cued, responses, prompts)]
+    for x, y in zip(batched, single):
+        assert x["tokens"] == y["tokens"] and x["kl"] == pytest.approx(y["kl"], abs=1e-5)
+    assert all(k["kl"] > 0 for k in batched)
+    same = response_kl(a, a, tiny_tokenizer, prompts, responses, ref_prompts=list(prompts))
+    assert all(abs(k["kl"]) < 1e-6 for k in same)
+    # the cue changes what the policy is conditioned on: KL(a | cue || a | no cue) is not 0
+    shifted = response_kl(a, a, tiny_tokenizer, cued, responses, ref_prompts=prompts)
+    assert all(k["kl"] > 0 for k in shifted)

@@ -44,6 +44,20 @@ def test_votes_join_the_panel_pairs_and_held_out_prompts_stay_out(tmp_path):
     assert counts["app_pairs_by_split"] == {"train": 4, "app_holdout": 2}
 
 
+def test_a_held_out_prompt_typed_by_hand_stays_held_out(tmp_path):
+    store = FeedbackStore(tmp_path / "v.sqlite")
+    for typed in ("Что  открыли в Казани?\n", "Новый вопрос?"):  # the first is the test prompt, spaced differently
+        store.vote(store.serve(typed, None, ["dpo", "sft"], ["Ответ один.", "Ответ два."]), "ann", GOOD, 0)
+    long = votes_to_long(store.votes())
+    prompts = pd.DataFrame({"prompt_id": ["p-test"], "split": ["test"], "lang": ["ru"], "task_type": ["qa"],
+                            "prompt": ["Что открыли в Казани?"]})
+    pairs, _, counts = add_app_votes(pd.DataFrame(columns=["pair_id", "prompt_id", "criterion", "prompt", "chosen",
+                                                           "rejected", "split", "lang", "task_type", "gold_margin"]),
+                                     long, prompts, {}, {})
+    assert set(pairs.loc[pairs["prompt_id"] == "p-test", "split"]) == {"app_holdout"}
+    assert counts["app_pairs_by_split"] == {"app_holdout": 2, "train": 2}
+
+
 def test_answers_that_read_the_same_never_make_a_pair(tmp_path):
     # an older store may hold a page whose two answers differ only in white space
     path = _store(tmp_path, [("p-train", ["Ответ  один.", " Ответ один. "]), ("p-train", ["Да.", "Нет."])])

@@ -368,16 +368,24 @@ def hindsight_dataset(pairs: pd.DataFrame, tokenizer, p: CohParams, guards: CohG
     """
     from datasets import Dataset
 
-    from ru_rlhf.hindsight import hindsight_text, mask_inputs, plain_text, tokenize_with_loss_spans
+    from ru_rlhf.hindsight import (
+        for_language,
+        hindsight_text,
+        mask_inputs,
+        mask_token_id,
+        plain_text,
+        tokenize_with_loss_spans,
+    )
     from ru_rlhf.metrics import is_tatar
 
     rng = np.random.default_rng(seed)
-    eos, protect, mask_id = tokenizer.eos_token, set(tokenizer.all_special_ids), tokenizer.pad_token_id
+    eos, protect = tokenizer.eos_token, set(tokenizer.all_special_ids)
+    mask_id = mask_token_id(tokenizer) if guards.mask_share > 0 else None
     first = rng.random(len(pairs)) < 0.5
     seqs = []
     langs = pairs["lang"] if "lang" in pairs else pairs["prompt"].map(lambda t: "tt" if is_tatar(t) else "ru")
     for r, lang, chosen_first in zip(pairs.itertuples(index=False), langs, first):
-        phr = p.feedback.get(lang) or p.feedback.get("ru") or next(iter(p.feedback.values()))
+        phr = for_language(p.feedback, lang)
         text, spans = hindsight_text(format_prompt(r.prompt), r.chosen, r.rejected, phr.positive, phr.negative,
                                      eos, bool(chosen_first))
         seqs.append(("hindsight", bool(chosen_first), text, spans))

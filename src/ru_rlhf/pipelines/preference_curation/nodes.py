@@ -20,7 +20,7 @@ from ru_rlhf.judges import CRITERIA, has_flattery, is_refusal, judge_contexts, s
 from ru_rlhf.metrics import is_tatar
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.schemas import split_by_schema
-from ru_rlhf.text import same_text, words
+from ru_rlhf.text import comparison_key, same_text, words
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +423,11 @@ def add_app_votes(panel_pairs: pd.DataFrame, app_feedback: pd.DataFrame, prompts
                  app_counts["votes"], app_counts["dropped_identical_texts"])
         return panel, app_feedback, counts
     meta = prompts.set_index("prompt_id")
+    # a typed prompt that is one of the run's prompts (same text after comparison_key, any split) is that
+    # prompt: a held-out prompt typed by hand stays held out
+    by_text = dict(zip(prompts["prompt"].map(comparison_key), prompts["prompt_id"])) if "prompt" in prompts else {}
+    app["prompt_id"] = [pid if pid in meta.index else by_text.get(comparison_key(t), pid)
+                        for pid, t in zip(app["prompt_id"], app["prompt"])]
     known = app["prompt_id"].isin(meta.index)
     app["lang"] = [meta.at[i, "lang"] if k else ("tt" if is_tatar(t) else "ru")
                    for i, k, t in zip(app["prompt_id"], known, app["prompt"])]
