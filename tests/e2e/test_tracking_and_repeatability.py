@@ -85,7 +85,7 @@ def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_
                          env={**os.environ, "RU_RLHF_MLFLOW": "off"})
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = pd.read_parquet(pub / "manifest.parquet")
-    assert f"would upload 8 repos, {len(manifest)} files" in res.stdout
+    assert f"would upload 9 repos, {len(manifest)} files" in res.stdout  # dataset, reward model, 7 policies
     for f in manifest.itertuples(index=False):
         assert f.bytes == (pub / f.bundle / f.file).stat().st_size
         assert f"      {f.file}  {f.bytes:,} B" in res.stdout
