@@ -37,7 +37,7 @@ def _yaml_loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        """SafeLoader with the constructors below (a subclass, so yaml.SafeLoader itself is untouched)."""
 
     def keep(kind: str):
         return lambda loader, node: _NotText(node.value, kind)

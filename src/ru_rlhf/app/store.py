@@ -213,12 +213,12 @@ class FeedbackStore:
                 rows = old.execute("SELECT token FROM served WHERE voted = 0 ORDER BY ts DESC LIMIT ?",
                                    (MAX_LOST_TOKENS,)).fetchall()
                 self._lost_tokens.update(r[0] for r in rows)
-            except sqlite3.Error:
-                pass
+            except sqlite3.Error as err:  # their votes are then refused as an unknown token instead
+                log.warning("%s: could not list the lost file's unvoted pages (%s)", self.path, err)
             try:
                 old.close()
-            except sqlite3.Error:
-                pass
+            except sqlite3.Error as err:
+                log.warning("%s: closing the lost file's connection failed (%s)", self.path, err)
         self.resets.append({"ts": _now(), "why": why})
         log.error("%s: the feedback store file was %s while the app was running; its votes are not in the "
                   "store any more (responses served from it cannot be voted on); opening the file at the path "
@@ -258,8 +258,8 @@ class FeedbackStore:
             except BaseException as err:
                 try:
                     con.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                except sqlite3.Error as rb:  # no open transaction (BEGIN or COMMIT failed): the error below says why
+                    log.debug("%s: rollback after %r: %s", self.path, err, rb)
                 if isinstance(err, sqlite3.Error):
                     raise self._explain(err, doing) from None
                 raise
