@@ -185,8 +185,12 @@ def reward_model(rm, tokenizer, pairs: pd.DataFrame, p: DistributedParams, **kwa
     def write(w: Path) -> None:
         rm.save_pretrained(w / "reward_model", tokenizer)
         pairs.to_parquet(w / "data.parquet")
+        rest = dict(kwargs)
+        validation = rest.pop("validation", None)
+        if validation is not None:
+            validation.to_parquet(w / "validation.parquet")
         (w / "kwargs.json").write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v)
-                                                   for k, v in kwargs.items()}))
+                                                   for k, v in rest.items()}))
 
     workdir, _ = run("rm", p, write)
     trained, _tok = load_reward_model(workdir / "out")

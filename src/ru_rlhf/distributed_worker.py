@@ -36,6 +36,8 @@ def main(task: str, workdir: str) -> None:
 
         rm, tok = load_reward_model(w / "reward_model")
         kwargs = json.loads((w / "kwargs.json").read_text())
+        if (w / "validation.parquet").exists():
+            kwargs["validation"] = pd.read_parquet(w / "validation.parquet")
         model, hist = train_reward_model(rm, tok, pd.read_parquet(w / "data.parquet"), **kwargs)
     elif task in ("dpo", "sft"):
         from datasets import Dataset

@@ -42,10 +42,17 @@ def _reward(d: dict) -> dict:
     out = {}
     for kind in ("multi_head", "distributional"):
         for head, splits in d.get(kind, {}).items():
+            if head == "scalar_spearman_gold":
+                continue
             for split in ("validation", "test"):
                 m = splits.get(split, {})
                 for key in ("accuracy", "auc", "accuracy_annotators"):
                     out[f"rm.{kind}.{head}.{split}.{key}"] = m.get(key)
+    for head, m in d.get("baseline", {}).items():
+        if isinstance(m, dict) and isinstance(m.get("test"), dict):
+            out[f"rm.tfidf_baseline.{head}.test.accuracy"] = m["test"].get("accuracy")
+    for split, v in d.get("multi_head", {}).get("scalar_spearman_gold", {}).items():
+        out[f"rm.multi_head.scalar_spearman_gold.{split}"] = v
     cal = d.get("calibration", {})
     out["rm.ece_before"], out["rm.ece_after"] = cal.get("ece_before"), cal.get("ece_after")
     return out

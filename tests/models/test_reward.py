@@ -16,6 +16,7 @@ from ru_rlhf.models.reward import (
     bradley_terry_loss,
     distributional_loss,
     load_reward_model,
+    pair_accuracy,
     preference_probability,
     score,
     train_reward_model,
@@ -132,3 +133,209 @@ def test_the_scalar_weights_z_scored_heads_and_survives_save_load(tmp_path, tiny
     rm2, tok2 = load_reward_model(tmp_path / "rm")
     assert rm2.norm_mean == rm.norm_mean and rm2.norm_std == rm.norm_std
     assert np.allclose(score(rm2, tok2, prompts, responses)["scalar"], s["scalar"], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the window, the policy backbone
+@pytest.fixture(scope="module")
+def tiny_policy_parts(small_world):
+    from ru_rlhf.models.policy import load_policy, train_tokenizer
+    from tests.conftest import TINY_SIZE
+
+    tok = train_tokenizer(small_world[0]["text"].tolist(), vocab_size=500, model_max_length=256)
+    return load_policy(size=TINY_SIZE, tokenizer=tok, seed=0), tok
+
+
+def test_truncation_cuts_the_prompt_from_the_left_and_the_response_from_the_right(tiny_policy_parts):
+    from ru_rlhf.models.reward import encode, truncation_plan
+
+    _, tok = tiny_policy_parts
+    prompt = " ".join(f"слово{i}" for i in range(300)) + " Где открыли мост?"
+    answer = " ".join(f"ответ{i}" for i in range(2000))  # about 2 000 tokens
+    assert len(tok(answer, add_special_tokens=False)["input_ids"]) >= 1900
+    (row,) = truncation_plan(tok, [prompt], [answer], 64)
+    assert len(row["prompt_ids"]) + len(row["response_ids"]) == 63  # and the end-of-sequence token
+    ids = encode(tok, [prompt], [answer], 64)["input_ids"][0].tolist()
+    assert len(ids) == 64 and ids[-1] == tok.eos_token_id  # a causal backbone's sequence ends as answers do
+    assert tok.decode(row["response_ids"]).split()[0] == "ответ0"  # the answer's start is kept
+    assert tok.decode(row["prompt_ids"]).rstrip().endswith("мост?")  # the question at the end is kept
+    assert row["prompt_cut"] > 0 and row["response_cut"] > 0
+    # a short pair is not touched; a short prompt leaves the long response the rest of the window
+    (short,) = truncation_plan(tok, ["Вопрос?"], ["Ответ."], 64)
+    assert short["prompt_cut"] == short["response_cut"] == 0
+    (long_answer,) = truncation_plan(tok, ["Вопрос?"], [answer], 64)
+    assert long_answer["prompt_cut"] == 0 and len(long_answer["prompt_ids"]) + len(long_answer["response_ids"]) == 63
+
+
+def test_bert_pairs_keep_their_special_tokens_within_the_window(tiny_rm_parts):
+    from ru_rlhf.models.reward import encode
+
+    tok, _ = tiny_rm_parts
+    enc = encode(tok, ["Где открыли мост? " * 40, "Вопрос"], ["В Казани. " * 300, "Да."], 48)
+    assert enc["input_ids"].shape == (2, 48)
+    ids = enc["input_ids"][0].tolist()
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id and ids.count(tok.sep_token_id) == 2
+    start = int(enc["response_start"][0])
+    assert ids[start - 1] == tok.sep_token_id and tok.decode(ids[start:start + 6]).lower().startswith("в ка")
+
+
+def test_a_2000_token_answer_trains_and_scores_on_both_backbones(tiny_policy_parts, tiny_rm_parts):
+    """The old encoder cut only the prompt and crashed on any answer longer than the window."""
+    policy, ptok = tiny_policy_parts
+    btok, size = tiny_rm_parts
+    long = " ".join(f"слово{i}" for i in range(2000))
+    pairs = pd.DataFrame({"prompt": ["Вопрос"] * 4, "chosen": ["Спасибо!", long] * 2, "rejected": [long, "Нет."] * 2,
+                          "criterion": ["helpfulness"] * 4})
+    for model, tok, pooling in ((policy, ptok, "last"), (load_encoder(size=size, tokenizer=btok, seed=0), btok, "mean")):
+        rm = RewardModel(model, pooling=pooling, max_length=96)
+        rm, log = train_reward_model(rm, tok, pairs, epochs=1, batch_size=2, learning_rate=1e-3, max_length=96)
+        assert log["loss"].notna().all()
+        assert np.isfinite(score(rm, tok, ["Вопрос"], [long])["scalar"]).all()
+
+
+def test_last_token_pooling_ignores_padding_on_either_side(tiny_policy_parts):
+    policy, tok = tiny_policy_parts
+    rm = RewardModel(policy, pooling="last").eval()
+    assert rm.encoder.config.model_type == "llama" and not hasattr(rm.encoder, "lm_head")
+    prompts, responses = ["Где?", "Где открыли новый мост через реку?"], ["В Казани.", "В Казани, вчера."]
+    both = score(rm, tok, prompts, responses, batch_size=2)  # padded to the longer row
+    alone = pd.concat([score(rm, tok, [p], [r], batch_size=1) for p, r in zip(prompts, responses)], ignore_index=True)
+    np.testing.assert_allclose(both.to_numpy(), alone.to_numpy(), atol=1e-5)
+    tok.padding_side = "right"
+    try:
+        right = score(rm, tok, prompts, responses, batch_size=2)
+    finally:
+        tok.padding_side = "left"
+    np.testing.assert_allclose(right.to_numpy(), alone.to_numpy(), atol=1e-5)
+
+
+def test_policy_backbone_round_trip(tmp_path, tiny_policy_parts):
+    policy, tok = tiny_policy_parts
+    rm = RewardModel(policy, pooling="last", max_length=77)
+    rm.save_pretrained(tmp_path / "rm", tok)
+    loaded, tok2 = load_reward_model(tmp_path / "rm")
+    assert loaded.pooling == "last" and loaded.max_length == 77 and loaded.encoder.config.model_type == "llama"
+    a = score(rm, tok, ["Где?"] * 2, ["В Казани.", "Не знаю."])
+    pd.testing.assert_frame_equal(a, score(loaded, tok2, ["Где?"] * 2, ["В Казани.", "Не знаю."]))
+
+
+def test_early_stopping_keeps_the_best_validation_state(tiny_rm_parts):
+    """Validation pairs whose gold ordering contradicts the training labels: the more the model learns, the
+    worse it validates, so the state kept is the first evaluated and training stops early."""
+    tok, size = tiny_rm_parts
+    rm = RewardModel(load_encoder(size=size, tokenizer=tok, seed=2))
+    pairs = pd.DataFrame({"prompt": ["Вопрос"] * 64, "chosen": ["Спасибо за вопрос!"] * 64,
+                          "rejected": ["Вопрос глупый."] * 64, "criterion": ["harmlessness"] * 64})
+    val = pairs.head(8).assign(gold_margin=-1.0)
+    rm, log = train_reward_model(rm, tok, pairs, epochs=10, batch_size=16, learning_rate=3e-3, max_length=32,
+                                 validation=val, evals_per_epoch=2, patience=2)
+    evals = log[log["kind"] == "eval"]
+    assert log.loc[log["kind"] == "step", "step"].max() < 40  # stopped well before 10 epochs
+    assert evals["best"].sum() == 1 and evals.loc[evals["best"], "step"].item() == evals["step"].iloc[0]
+    assert {"train_accuracy_harmlessness", "validation_accuracy_harmlessness"} <= set(evals.columns)
+    kept = score(rm, tok, ["Вопрос"] * 2, ["Спасибо за вопрос!", "Вопрос глупый."])
+    assert pair_accuracy(rm, tok, val, 32)["harmlessness"] == evals.loc[evals["best"],
+                                                                         "validation_accuracy_harmlessness"].item()
+    assert len(kept) == 2
+
+
+def test_best_of_n_by_hand():
+    from ru_rlhf.pipelines.reward_modeling.nodes import best_of_n_table
+
+    # one prompt, 3 samples: proxy ranks c > b > a; gold a=0, b=1, c=0.5
+    t = pd.DataFrame({"prompt_id": ["p"] * 3, "rm": [0.1, 0.2, 0.3], "gold": [0.0, 1.0, 0.5]})
+    bon = best_of_n_table(t, [1, 2, 3]).set_index("n")
+    assert bon.loc[1, "gold"] == pytest.approx(0.5)  # the mean
+    # n = 2: subsets {a,b} -> b (1.0), {a,c} -> c (0.5), {b,c} -> c (0.5): mean 2/3
+    assert bon.loc[2, "gold"] == pytest.approx(2 / 3, abs=1e-4)
+    assert bon.loc[3, "gold"] == pytest.approx(0.5) and bon.loc[3, "proxy"] == pytest.approx(0.3)
+    assert bon.loc[2, "gain_vs_1"] == pytest.approx(2 / 3 - 0.5, abs=1e-4)
+
+
+def test_tfidf_baseline_learns_a_lexical_cue_and_nothing_else():
+    from ru_rlhf.models.baseline import TfidfPairModel
+
+    rng = np.random.default_rng(0)
+    words = [f"слово{i}" for i in range(40)]
+    rows = []
+    for _ in range(200):
+        body = " ".join(rng.choice(words, 6))
+        rows.append({"criterion": "harmlessness", "chosen": f"{body} спасибо", "rejected": f"{body} дурак"})
+        a, b = " ".join(rng.choice(words, 6)), " ".join(rng.choice(words, 6))
+        rows.append({"criterion": "helpfulness", "chosen": a, "rejected": b})  # no signal at all
+    model = TfidfPairModel(seed=0).fit(pd.DataFrame(rows))
+    assert (model.score(["да спасибо"], "harmlessness") > model.score(["да дурак"], "harmlessness")).all()
+    fresh = [(" ".join(rng.choice(words, 6)), " ".join(rng.choice(words, 6))) for _ in range(300)]
+    held = np.mean([model.score([a], "helpfulness")[0] > model.score([b], "helpfulness")[0] for a, b in fresh])
+    assert 0.4 < held < 0.6  # random pairs: at chance
+    assert np.isnan(model.score(["x"], "truthfulness")).all()  # a head with no pairs scores nothing
+
+
+def test_a_switched_off_model_saves_and_loads_as_none(tmp_path):
+    from ru_rlhf.io.datasets import HFModelDataset, NotTrained
+
+    ds = HFModelDataset(str(tmp_path / "rm"), kind="reward_model")
+    ds.save(NotTrained("reward_modeling.cross_lingual is false"))
+    assert ds.exists() and ds.load() is None
+    assert "cross_lingual" in (tmp_path / "rm" / "not_trained.json").read_text()
+
+
+def test_decorrelation_penalty_by_hand():
+    from ru_rlhf.models.reward import decorrelation_penalty
+
+    scores = torch.tensor([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 1.0]])
+    length = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    # head 0 is the length itself (corr 1); head 1 alternates: corr with 1..4 is 0.4472 (= 1/sqrt(5))
+    assert decorrelation_penalty(scores, length).item() == pytest.approx((1.0 + 0.2) / 2, abs=1e-5)
+    assert decorrelation_penalty(scores, torch.ones(4, 1)).item() == 0.0  # a constant feature adds nothing
+
+
+def test_a_bias_head_absorbs_length_and_stays_out_of_the_scalar(tiny_rm_parts, tmp_path):
+    """Labels that prefer the longer answer whatever it says: with the bias head the quality head's
+    preference for length is smaller than without it."""
+    tok, size = tiny_rm_parts
+    rows = []
+    for i in range(48):
+        short, long = "Спасибо.", "Спасибо за вопрос, " + "очень " * (3 + i % 5) + "интересно."
+        rows.append({"prompt": "Вопрос", "chosen": long, "rejected": short, "criterion": "helpfulness"})
+    pairs = pd.DataFrame(rows)
+    gaps = {}
+    for bias in (False, True):
+        rm = RewardModel(load_encoder(size=size, tokenizer=tok, seed=4), bias_head=bias)
+        rm, _ = train_reward_model(rm, tok, pairs, epochs=3, batch_size=16, learning_rate=3e-3, max_length=48,
+                                   debias_weight=5.0)
+        s = score(rm, tok, ["Вопрос"] * 2, [pairs["chosen"][0], "Спасибо."])
+        gaps[bias] = float(s.loc[0, "helpfulness"] - s.loc[1, "helpfulness"])
+        assert list(s.columns) == ["helpfulness", "truthfulness", "harmlessness", "scalar"]
+    assert gaps[True] < gaps[False]
+    rm.save_pretrained(tmp_path / "rm", tok)
+    loaded, _ = load_reward_model(tmp_path / "rm")
+    assert loaded.bias_head
+    pd.testing.assert_frame_equal(score(rm, tok, ["Вопрос"], ["Спасибо."]), score(loaded, tok, ["Вопрос"], ["Спасибо."]))
+
+
+def test_the_match_feature_marks_response_tokens_read_in_the_prompt(tiny_policy_parts, tmp_path):
+    from ru_rlhf.models.reward import encode
+
+    policy, tok = tiny_policy_parts
+    enc = encode(tok, ["В Казани открыли мост."], ["В Самаре мост."], 64)
+    ids, match, resp = enc["input_ids"][0].tolist(), enc["match"][0].tolist(), enc["response_mask"][0].tolist()
+    start = int(enc["response_start"][0])
+    prompt_ids = set(tok("В Казани открыли мост.", add_special_tokens=False)["input_ids"])
+    for i, (t, m) in enumerate(zip(ids, match)):
+        if i < start or t == tok.eos_token_id or not resp[i]:
+            assert m == 0  # prompt, padding and special tokens are never marked
+        else:
+            assert m == int(t in prompt_ids)
+    assert 0 < sum(match) < sum(resp)  # «мост» is read in the prompt, «Самаре» is not
+    rm = RewardModel(policy, pooling="response", match_feature=True)
+    # the feature starts at zero: the scores are the backbone's own until it is trained
+    plain = RewardModel(policy, pooling="response")
+    plain.head.load_state_dict(rm.head.state_dict())
+    a = score(rm, tok, ["В Казани открыли мост."], ["В Самаре мост."])
+    pd.testing.assert_frame_equal(a, score(plain, tok, ["В Казани открыли мост."], ["В Самаре мост."]))
+    with torch.no_grad():
+        rm.match.weight[1] += 0.5
+    assert not np.allclose(score(rm, tok, ["В Казани открыли мост."], ["В Самаре мост."]).to_numpy(), a.to_numpy())
+    rm.save_pretrained(tmp_path / "rm", tok)
+    loaded, _ = load_reward_model(tmp_path / "rm")
+    assert loaded.match_feature and torch.equal(loaded.match.weight, rm.match.weight)

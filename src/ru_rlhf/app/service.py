@@ -213,8 +213,8 @@ class Retrainer:
         m = (self._report() or {}).get("multi_head")
         if m is None:
             return None
-        return {h: {k: v.get("test", {}).get(k) for k in ("accuracy", "auc")} for h, v in m.items()
-                if isinstance(v, dict)}
+        return {h: {k: v["test"].get(k) for k in ("accuracy", "auc")} for h, v in m.items()
+                if isinstance(v, dict) and isinstance(v.get("test"), dict)}
 
     def training_data(self) -> dict | None:
         """What the last run's reward model trained on: pairs by source, the app's votes in training."""

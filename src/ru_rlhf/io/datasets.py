@@ -57,6 +57,19 @@ class CorpusDataset(AbstractDataset[None, pd.DataFrame]):
         return all(Path(s["path"]).exists() for s in self._sources)
 
 
+class NotTrained:
+    """What a training node returns for a model its parameters switched off (Kedro refuses to save None).
+
+    Saved as ``not_trained.json`` with the reason; loads back as ``None``, so a consumer sees no model.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"NotTrained({self.reason!r})"
+
+
 class HFModelDataset(AbstractDataset[Any, Any]):
     """A model or tokenizer saved with ``save_pretrained`` (safetensors) and loaded by our loaders.
 
@@ -90,6 +103,8 @@ class HFModelDataset(AbstractDataset[Any, Any]):
 
         if not Path(self._path).exists():
             raise DatasetError(f"{self._path}: no saved {self._kind} here; run the pipeline that writes it first")
+        if (Path(self._path) / "not_trained.json").exists():
+            return None
         if self._kind == "tokenizer":
             return load_tokenizer(self._path)
         if self._kind == "encoder":
@@ -112,7 +127,12 @@ class HFModelDataset(AbstractDataset[Any, Any]):
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-        if isinstance(data, tuple):  # (model, tokenizer) saved side by side
+        if isinstance(data, NotTrained):
+            import json
+
+            tmp.mkdir(parents=True)
+            (tmp / "not_trained.json").write_text(json.dumps({"reason": data.reason}), encoding="utf-8")
+        elif isinstance(data, tuple):  # (model, tokenizer) saved side by side
             model, tokenizer = data
             if self._kind == "reward_model":
                 model.save_pretrained(tmp, tokenizer)
@@ -133,7 +153,7 @@ class HFModelDataset(AbstractDataset[Any, Any]):
         from pathlib import Path
 
         marker = {"tokenizer": "tokenizer_config.json", "reward_model": "reward_config.json"}.get(self._kind, "config.json")
-        return (Path(self._path) / marker).exists()
+        return (Path(self._path) / marker).exists() or (Path(self._path) / "not_trained.json").exists()
 
 
 class FeedbackDataset(AbstractDataset):

@@ -26,6 +26,7 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -37,31 +38,72 @@ HEADS = ("helpfulness", "truthfulness", "harmlessness")
 
 
 class RewardModel(nn.Module):
-    """An encoder, mean-pooled, with a linear head (``multi_head`` or ``distributional``)."""
+    """A backbone, pooled, with a linear head (``multi_head`` or ``distributional``).
+
+    The backbone is either an encoder (BERT) or the SFT policy's own transformer without its LM head
+    (``LlamaModel``, GPT-2's ``transformer``...): anything whose forward returns ``last_hidden_state``.
+    ``pooling``: ``mean`` over real tokens; ``last``, the last real token (for a causal backbone the
+    only state that has seen the whole prompt and response; :func:`encode` ends a causal backbone's
+    sequence with its end-of-sequence token, so that state is always the same token's); or ``response``,
+    the mean over the response's own tokens (and the end token): with a causal backbone the prompt's states
+    are the same for both answers of a pair, and each response token's state can say whether it was read
+    in the source, so the score becomes a per-token sum the way the truthfulness and helpfulness judgements are.
+    ``max_length``: the window the model was trained with; :func:`score` uses it by default.
+    """
 
     def __init__(self, encoder, heads: tuple[str, ...] = HEADS, kind: str = "multi_head", n_bins: int = 10,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, pooling: str = "mean", max_length: int = 256,
+                 bias_head: bool = False, match_feature: bool = False):
         super().__init__()
         if kind not in ("multi_head", "distributional"):
             raise ValueError(f"unknown reward model kind {kind!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r} (one of {POOLINGS})")
+        encoder = backbone_of(encoder)
         self.encoder, self.heads, self.kind, self.n_bins = encoder, tuple(heads), kind, n_bins
+        self.pooling, self.max_length = pooling, int(max_length)
         self.weights = dict(weights or {h: 1 / len(heads) for h in heads})
         self.norm_mean = {h: 0.0 for h in self.heads}  # per-head centre and spread for the scalar
         self.norm_std = {h: 1.0 for h in self.heads}
-        width = len(heads) * (n_bins if kind == "distributional" else 1)
+        if bias_head and kind != "multi_head":
+            raise ValueError("a bias head is built for the multi_head kind only")
+        self.bias_head = bool(bias_head)  # one more output, trained jointly, never part of the scalar
+        width = len(heads) * (n_bins if kind == "distributional" else 1) + int(self.bias_head)
         self.head = nn.Linear(encoder.config.hidden_size, width)
+        # the exact-match feature of reading-comprehension models (DrQA, Chen et al. 2017): a learned vector added
+        # to the input embedding of each response token that also occurs in the prompt; zero at the start, so
+        # the backbone first sees exactly the inputs it was trained on
+        self.match_feature = bool(match_feature)
+        self.match = nn.Embedding(2, encoder.config.hidden_size) if self.match_feature else None
+        if self.match is not None:
+            nn.init.zeros_(self.match.weight)
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the last hidden states over real tokens."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               response_mask: torch.Tensor | None = None, match: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled last hidden states: mean over real tokens, the last real token, or (``response``) mean
+        over the response's tokens (``response_mask``; without it, over every real token). ``match``: 1 on
+        response tokens that occur in the prompt (:func:`encode`), used when the model has the feature."""
+        if self.match is not None and match is not None:
+            embeds = self.encoder.get_input_embeddings()(input_ids) + self.match(match)
+            hidden = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        else:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "response" and response_mask is not None:
+            attention_mask = response_mask
+        if self.pooling == "last":  # works for left and right padding alike
+            pos = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (attention_mask.to(torch.long) * pos).argmax(-1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``scores``: [batch, heads]; for the distributional kind also ``probs``: [batch, heads, bins]."""
-        out = self.head(self.pooled(input_ids, attention_mask))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                response_mask: torch.Tensor | None = None, match: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``scores``: [batch, heads]; for the distributional kind also ``probs``: [batch, heads, bins]; with a
+        bias head also ``bias``: [batch]."""
+        out = self.head(self.pooled(input_ids, attention_mask, response_mask, match))
         if self.kind == "multi_head":
-            return {"scores": out}
+            return {"scores": out[:, :-1], "bias": out[:, -1]} if self.bias_head else {"scores": out}
         probs = out.view(out.shape[0], len(self.heads), self.n_bins).softmax(-1)
         bins = torch.arange(1, self.n_bins + 1, dtype=probs.dtype, device=probs.device)
         return {"scores": (probs * bins).sum(-1), "probs": probs}
@@ -82,10 +124,25 @@ class RewardModel(nn.Module):
         self.encoder.save_pretrained(path / "encoder")
         if tokenizer is not None:
             tokenizer.save_pretrained(path / "encoder")
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(path / "head.safetensors"))
+        tensors = {k: v.contiguous() for k, v in self.head.state_dict().items()}
+        if self.match is not None:
+            tensors["match.weight"] = self.match.weight.detach().contiguous()
+        save_file(tensors, str(path / "head.safetensors"))
         (path / "reward_config.json").write_text(json.dumps(
             {"kind": self.kind, "heads": list(self.heads), "weights": self.weights, "n_bins": self.n_bins,
-             "norm_mean": self.norm_mean, "norm_std": self.norm_std}, indent=2), encoding="utf-8")
+             "norm_mean": self.norm_mean, "norm_std": self.norm_std, "pooling": self.pooling,
+             "max_length": self.max_length, "backbone": self.encoder.config.model_type,
+             "bias_head": self.bias_head, "match_feature": self.match_feature}, indent=2), encoding="utf-8")
+
+
+POOLINGS = ("mean", "last", "response")
+
+
+def backbone_of(model):
+    """The transformer inside a model with an LM or MLM head (``LlamaForCausalLM.model``,
+    ``GPT2LMHeadModel.transformer``, ``BertForMaskedLM.bert``), or the model itself."""
+    base = getattr(model, "base_model", None)
+    return base if base is not None and base is not model else model
 
 
 def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
@@ -99,19 +156,35 @@ def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
     if not (path / "reward_config.json").exists() or not (path / "head.safetensors").exists():
         raise ModelLoadError(f"{path}: not a saved reward model (needs reward_config.json and head.safetensors)")
     cfg = json.loads((path / "reward_config.json").read_text(encoding="utf-8"))
-    rm = RewardModel(load_encoder(path / "encoder"), tuple(cfg["heads"]), cfg["kind"], cfg["n_bins"], cfg["weights"])
-    rm.head.load_state_dict(load_file(str(path / "head.safetensors")))
+    rm = RewardModel(load_encoder(path / "encoder"), tuple(cfg["heads"]), cfg["kind"], cfg["n_bins"], cfg["weights"],
+                     pooling=cfg.get("pooling", "mean"), max_length=cfg.get("max_length", 256),
+                     bias_head=cfg.get("bias_head", False), match_feature=cfg.get("match_feature", False))
+    tensors = load_file(str(path / "head.safetensors"))
+    if rm.match is not None:
+        rm.match.weight.data.copy_(tensors.pop("match.weight"))
+    rm.head.load_state_dict(tensors)
     rm.norm_mean.update(cfg.get("norm_mean", {}))
     rm.norm_std.update(cfg.get("norm_std", {}))
     return rm.eval(), load_encoder_tokenizer(path / "encoder")
 
 
 # --------------------------------------------------------------------------- losses
-def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
-    """−log σ(r_c(chosen) − r_c(rejected)), each pair on its own criterion's head c (others masked)."""
+def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, head_index: torch.Tensor,
+                       balanced: bool = False) -> torch.Tensor:
+    """−log σ(r_c(chosen) − r_c(rejected)), each pair on its own criterion's head c (others masked).
+
+    ``balanced``: the mean over the criteria in the batch of each criterion's mean loss (:func:`balanced_mean`)."""
     idx = head_index.unsqueeze(-1)
     diff = s_chosen.gather(-1, idx).squeeze(-1) - s_rejected.gather(-1, idx).squeeze(-1)
-    return -F.logsigmoid(diff).mean()
+    per_pair = -F.logsigmoid(diff)
+    return balanced_mean(per_pair, head_index) if balanced else per_pair.mean()
+
+
+def balanced_mean(per_pair: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
+    """The mean over the heads present of each head's mean: a criterion with few pairs (harmlessness is 5 % of
+    the base run's) weighs as much as one with many, instead of being drowned by them."""
+    heads = head_index.unique()
+    return torch.stack([per_pair[head_index == h].mean() for h in heads]).mean()
 
 
 def preference_probability(p_chosen: torch.Tensor, p_rejected: torch.Tensor) -> torch.Tensor:
@@ -120,43 +193,164 @@ def preference_probability(p_chosen: torch.Tensor, p_rejected: torch.Tensor) -> 
     return (p_chosen * below).sum(-1)
 
 
-def distributional_loss(p_chosen: torch.Tensor, p_rejected: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
+def distributional_loss(p_chosen: torch.Tensor, p_rejected: torch.Tensor, head_index: torch.Tensor,
+                        balanced: bool = False) -> torch.Tensor:
     """−log P(chosen ≻ rejected) on each pair's own criterion (probs: [batch, heads, bins])."""
     idx = head_index.view(-1, 1, 1).expand(-1, 1, p_chosen.shape[-1])
     pc, pr = p_chosen.gather(1, idx).squeeze(1), p_rejected.gather(1, idx).squeeze(1)
-    return -torch.log(preference_probability(pc, pr).clamp_min(1e-8)).mean()
+    per_pair = -torch.log(preference_probability(pc, pr).clamp_min(1e-8))
+    return balanced_mean(per_pair, head_index) if balanced else per_pair.mean()
+
+
+def decorrelation_penalty(scores: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Mean over heads and features of the squared Pearson correlation, within the batch, between each head's
+    score and each bias feature (``scores``: [n, heads], ``features``: [n, k]); a constant feature adds 0.
+
+    With a bias head this is the ODIN recipe (Chen et al. 2024): the quality heads are pushed to carry none of
+    the length and flattery signal, so the bias head, trained on the same preferences, absorbs it, and it is
+    left out of the scalar."""
+    s = scores - scores.mean(0, keepdim=True)
+    f = features - features.mean(0, keepdim=True)
+    cov = s.T @ f / max(1, len(s) - 1)
+    denom = s.std(0, unbiased=True).unsqueeze(1) * f.std(0, unbiased=True).unsqueeze(0)
+    corr = torch.where(denom > 1e-8, cov / denom.clamp_min(1e-8), torch.zeros_like(cov))
+    return (corr ** 2).mean()
+
+
+def bias_features(texts: list[str]) -> torch.Tensor:
+    """The panel's known biases as features of each response: log(1 + words) and a flattery flag (the judges'
+    markers, Russian and Tatar)."""
+    from ru_rlhf.judges import has_flattery
+    from ru_rlhf.text import words
+
+    return torch.tensor([[math.log1p(len(words(t))), float(has_flattery(t, "ru") or has_flattery(t, "tt"))]
+                         for t in texts], dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------- scoring
-def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Encode (prompt, response) pairs; the prompt is cut (from the left) before the response."""
-    return tokenizer(prompts, responses, truncation="only_first", max_length=max_length, padding=True,
-                     return_tensors="pt")
+def pair_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """The special tokens a tokenizer puts before, between and after a (prompt, response) pair, found by
+    encoding a probe pair (BERT: ``[CLS]``, ``[SEP]``, ``[SEP]``). A tokenizer that adds none (a causal LM's)
+    gets its end-of-sequence token after the response, so the sequence ends as the policy's answers do.
+    (Transformers 5 tokenizers no longer build inputs from id lists; this rebuilds that from the probe.)"""
+    a = tokenizer("а", add_special_tokens=False)["input_ids"]
+    b = tokenizer("б", add_special_tokens=False)["input_ids"]
+    full = tokenizer("а", "б")["input_ids"]
+    i = next(k for k in range(len(full)) if full[k:k + len(a)] == a)
+    j = next(k for k in range(i + len(a), len(full)) if full[k:k + len(b)] == b)
+    before, between, after = full[:i], full[i + len(a):j], full[j + len(b):]
+    if not (before or between or after) and tokenizer.eos_token_id is not None:
+        after = [tokenizer.eos_token_id]
+    return before, between, after
+
+
+def truncation_plan(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> list[dict]:
+    """How each (prompt, response) fits ``max_length`` tokens, special tokens included.
+
+    When both do not fit, the response keeps its first tokens up to half the window (or all of it when
+    the prompt is short), and the prompt keeps its last tokens in what is left (the question, at the end
+    of a prompt, survives; the start of a long document goes first). Written here because a tokenizer's
+    own pair truncation cuts both sides from the same end, and ``only_first`` fails outright when the
+    response alone is longer than the window.
+
+    Returns:
+        Per row: ``prompt_ids``, ``response_ids`` (the tokens kept, without special tokens),
+        ``prompt_cut``, ``response_cut`` (tokens dropped).
+    """
+    before, between, after = pair_template(tokenizer)
+    budget = max_length - len(before) - len(between) - len(after)
+    if budget < 2:
+        raise ValueError(f"max_length={max_length} leaves no room for a prompt and a response")
+    p_ids = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
+    r_ids = tokenizer(list(responses), add_special_tokens=False, verbose=False)["input_ids"]
+    plan = []
+    for p, r in zip(p_ids, r_ids):
+        r_keep = min(len(r), max(budget - len(p), budget // 2))
+        p_keep = min(len(p), budget - r_keep)
+        plan.append({"prompt_ids": p[len(p) - p_keep:], "response_ids": r[:r_keep],
+                     "prompt_cut": len(p) - p_keep, "response_cut": len(r) - r_keep})
+    return plan
+
+
+def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int,
+           plan: list[dict] | None = None) -> dict[str, torch.Tensor]:
+    """Encode (prompt, response) pairs within ``max_length`` (see :func:`truncation_plan`), padded.
+
+    ``response_start``: per row, the index of the response's first token (after padding);
+    ``response_mask``: 1 on the response's tokens and the special tokens after it; ``match``: 1 on the response
+    tokens that also occur in the prompt (special tokens aside)."""
+    plan = plan if plan is not None else truncation_plan(tokenizer, prompts, responses, max_length)
+    before, between, after = pair_template(tokenizer)
+    ids = [before + x["prompt_ids"] + between + x["response_ids"] + after for x in plan]
+    width = max((len(x) for x in ids), default=0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    response_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    match = torch.zeros((len(ids), width), dtype=torch.long)
+    specials = set(before + between + after) | set(getattr(tokenizer, "all_special_ids", []) or [])
+    starts = []
+    for i, (row, x) in enumerate(zip(ids, plan)):
+        off = width - len(row) if left else 0
+        input_ids[i, off:off + len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, off:off + len(row)] = 1
+        start = off + len(before) + len(x["prompt_ids"]) + len(between)
+        response_mask[i, start:off + len(row)] = 1  # the response and the special tokens after it
+        seen = set(x["prompt_ids"]) - specials
+        match[i, start:start + len(x["response_ids"])] = torch.tensor(
+            [int(t in seen) for t in x["response_ids"]], dtype=torch.long)
+        starts.append(start)
+    return {"input_ids": input_ids, "attention_mask": mask, "response_mask": response_mask, "match": match,
+            "response_start": torch.tensor(starts, dtype=torch.long)}
+
+
+def model_inputs(enc: dict, device) -> dict[str, torch.Tensor]:
+    """The tensors of :func:`encode` a :class:`RewardModel` takes, on ``device``."""
+    return {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "response_mask", "match")}
 
 
 @torch.no_grad()
 def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
-          max_length: int = 256, weights: dict[str, float] | None = None, pooled: bool = False) -> pd.DataFrame:
-    """Per-head scores and the scalar reward of each (prompt, response); optionally the pooled states."""
+          max_length: int | None = None, weights: dict[str, float] | None = None, pooled: bool = False) -> pd.DataFrame:
+    """Per-head scores and the scalar reward of each (prompt, response); optionally the pooled states.
+
+    ``max_length`` defaults to the window the model was trained with. Rows are batched by length (less
+    padding) and returned in the order given; inputs go to the model's device.
+    """
     rm.eval()
+    plan = truncation_plan(tokenizer, prompts, responses, max_length or rm.max_length)
+    order = sorted(range(len(plan)), key=lambda i: len(plan[i]["prompt_ids"]) + len(plan[i]["response_ids"]))
+    device = next(rm.parameters()).device
     rows, states = [], []
-    for b in range(0, len(prompts), batch_size):
-        enc = encode(tokenizer, prompts[b:b + batch_size], responses[b:b + batch_size], max_length)
+    for b in range(0, len(order), batch_size):
+        chunk = [plan[i] for i in order[b:b + batch_size]]
+        enc = encode(tokenizer, [], [], 0, plan=chunk)
+        inputs = model_inputs(enc, device)
         if pooled:
-            h = rm.pooled(enc["input_ids"], enc["attention_mask"])
-            states.append(h)
-            out = rm.head(h)
+            h = rm.pooled(**inputs)
+            states.append(h.float().cpu())
+            out = rm.head(h)[:, :len(rm.heads) * (rm.n_bins if rm.kind == "distributional" else 1)]
             s = out if rm.kind == "multi_head" else (
                 out.view(len(h), len(rm.heads), rm.n_bins).softmax(-1)
-                * torch.arange(1, rm.n_bins + 1, dtype=out.dtype)).sum(-1)
+                * torch.arange(1, rm.n_bins + 1, dtype=out.dtype, device=out.device)).sum(-1)
         else:
-            s = rm(enc["input_ids"], enc["attention_mask"])["scores"]
-        rows.append(torch.cat([s, rm.scalar(s, weights).unsqueeze(-1)], dim=-1))
-    data = torch.cat(rows).numpy() if rows else []
+            s = rm(**inputs)["scores"]
+        rows.append(torch.cat([s, rm.scalar(s, weights).unsqueeze(-1)], dim=-1).float().cpu())
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    data = torch.cat(rows)[inverse].numpy() if rows else []
     df = pd.DataFrame(data, columns=[*rm.heads, "scalar"])
     if pooled:
-        df.attrs["pooled"] = torch.cat(states).numpy() if states else None
+        df.attrs["pooled"] = torch.cat(states)[inverse].numpy() if states else None
     return df
+
+
+def truncation_counts(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> dict:
+    """How many (prompt, response) rows lose prompt or response tokens in a ``max_length`` window."""
+    plan = truncation_plan(tokenizer, prompts, responses, max_length)
+    return {"rows": len(plan), "prompt_cut": sum(x["prompt_cut"] > 0 for x in plan),
+            "response_cut": sum(x["response_cut"] > 0 for x in plan)}
 
 
 def score_prompts(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], **kwargs) -> pd.DataFrame:
@@ -168,7 +362,7 @@ def score_prompts(rm: RewardModel, tokenizer, prompts: list[str], responses: lis
 
 
 def fit_normalisation(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str],
-                      max_length: int = 256) -> dict:
+                      max_length: int | None = None) -> dict:
     """Set the per-head centre and spread of the scalar from raw head scores of these responses
     (model-formatted prompts); returns them."""
     rm.norm_mean, rm.norm_std = {h: 0.0 for h in rm.heads}, {h: 1.0 for h in rm.heads}
@@ -194,11 +388,52 @@ def _accelerator():
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
+@torch.no_grad()
+def pair_accuracy(rm: RewardModel, tokenizer, pairs: pd.DataFrame, max_length: int | None = None,
+                  batch_size: int = 64) -> dict[str, float]:
+    """Per head: the share of its pairs whose chosen response scores higher on that head.
+
+    The truth is the gold ordering where the pairs carry one (``gold_margin``, untied pairs only), else
+    the label (chosen over rejected)."""
+    pairs = pairs[pairs["criterion"].isin(rm.heads)]
+    if "gold_margin" in pairs:
+        gm = pd.to_numeric(pairs["gold_margin"], errors="coerce")
+        pairs = pairs[gm.isna() | (gm != 0)]
+    if pairs.empty:
+        return {}
+    was_training = rm.training
+    sc = score(rm, tokenizer, list(pairs["prompt"]) * 2, list(pairs["chosen"]) + list(pairs["rejected"]),
+               max_length=max_length, batch_size=batch_size)
+    rm.train(was_training)
+    n = len(pairs)
+    out = {}
+    truth = (pd.to_numeric(pairs["gold_margin"], errors="coerce").fillna(1.0).to_numpy() > 0
+             if "gold_margin" in pairs else np.ones(n, dtype=bool))
+    for h in rm.heads:
+        sel = (pairs["criterion"] == h).to_numpy()
+        if sel.any():
+            up = sc[h].to_numpy()[:n][sel] > sc[h].to_numpy()[n:][sel]
+            out[h] = round(float((up == truth[sel]).mean()), 4)
+    return out
+
+
 def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epochs: float = 2.0, batch_size: int = 32,
                        learning_rate: float = 2e-4, max_length: int = 256, seed: int = 0,
                        checkpoint_dir: str | Path | None = None, save_steps: int = 500,
-                       desc: str = "reward model") -> tuple[RewardModel, pd.DataFrame]:
+                       desc: str = "reward model", validation: pd.DataFrame | None = None,
+                       evals_per_epoch: int = 1, patience: int = 2, train_eval_pairs: int = 600,
+                       debias_weight: float = 1.0, balance_criteria: bool = False
+                       ) -> tuple[RewardModel, pd.DataFrame]:
     """Train on ``pairs`` (``prompt, chosen, rejected, criterion``), each pair on its criterion's head.
+
+    With ``validation`` pairs the model is evaluated ``evals_per_epoch`` times an epoch (per-head accuracy
+    on the validation pairs and on a seeded sample of ``train_eval_pairs`` training pairs); training stops
+    after ``patience`` evaluations without a better mean validation accuracy, and the best state is the
+    one returned (``epochs`` is then an upper bound: early stopping on validation pairwise accuracy).
+
+    ``balance_criteria``: each batch's loss is the mean over its criteria of their mean loss (:func:`balanced_mean`).
+    A model with a bias head is trained on P(chosen ≻ rejected) = σ(Δr_c + Δbias) plus ``debias_weight`` ×
+    :func:`decorrelation_penalty` of the quality heads against :func:`bias_features`.
 
     Under ``accelerate launch`` with N processes every rank draws the same shuffled order (same
     seed) and takes every N-th pair of each global batch of ``batch_size``; DDP averages the
@@ -207,14 +442,19 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     only rank 0 writes checkpoints.
 
     Returns:
-        ``(model, log)``: one log row per step with ``step, epoch, loss, accuracy`` (share of the
-        batch where the chosen response scored higher on its head).
+        ``(model, log)``: one ``kind = "step"`` row per step with ``step, epoch, loss, accuracy`` (share
+        of the batch where the chosen response scored higher on its head), and one ``kind = "eval"`` row
+        per evaluation with ``train_accuracy_<head>``, ``validation_accuracy_<head>``,
+        ``validation_accuracy`` (their mean) and ``best`` (the state returned).
 
     Raises:
         FloatingPointError: a NaN or infinite loss (names the step); nothing is saved then.
     """
+    import copy
+
     from tqdm.auto import tqdm
 
+    rm.max_length = int(max_length)
     torch.manual_seed(seed)
     head_of = {h: i for i, h in enumerate(rm.heads)}
     data = pairs[pairs["criterion"].isin(head_of)].reset_index(drop=True)
@@ -231,10 +471,37 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
     device = next(rm.parameters()).device
     rng = random.Random(seed)
+    eval_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
+    train_probe = data.sample(n=min(train_eval_pairs, len(data)), random_state=seed) if validation is not None else None
+    best = {"score": -1.0, "state": None, "step": 0}
+    since_best = 0
     logs = []
     step = 0
     bar = tqdm(total=total, desc=desc, unit="step", mininterval=2.0, disable=rank > 0)
-    while step < total:
+
+    def evaluate() -> bool:
+        """Log one evaluation row; True when training should stop (no gain in ``patience`` evaluations)."""
+        nonlocal since_best
+        val = pair_accuracy(rm, tokenizer, validation, max_length)
+        tr = pair_accuracy(rm, tokenizer, train_probe, max_length)
+        mean = float(np.mean(list(val.values()))) if val else 0.0
+        improved = mean > best["score"]
+        if improved:
+            best.update(score=mean, step=step, state=copy.deepcopy({k: v.detach().cpu().clone()
+                                                                    for k, v in rm.state_dict().items()}))
+            since_best = 0
+        else:
+            since_best += 1
+        logs.append({"kind": "eval", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                     "validation_accuracy": round(mean, 4),
+                     **{f"train_accuracy_{h}": v for h, v in tr.items()},
+                     **{f"validation_accuracy_{h}": v for h, v in val.items()}})
+        log.info("%s step %d (epoch %.2f): validation accuracy %s, train %s%s", desc, step, step / steps_per_epoch,
+                 val, tr, " (best)" if improved else "")
+        return since_best >= patience
+
+    stop = False
+    while step < total and not stop:
         rng.shuffle(order)
         for b in range(0, len(order), batch_size):
             if step >= total:
@@ -245,14 +512,19 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
             rows = data.iloc[batch[rank::world]]
             n = len(rows)
             enc = encode(tokenizer, list(rows["prompt"]) * 2, list(rows["chosen"]) + list(rows["rejected"]),
-                         max_length).to(device)
+                         max_length)
             train_model.train()
-            out = train_model(enc["input_ids"], enc["attention_mask"])
+            out = train_model(**model_inputs(enc, device))
             idx = torch.tensor([head_of[c] for c in rows["criterion"]], device=device)
-            if rm.kind == "multi_head":
-                loss = bradley_terry_loss(out["scores"][:n], out["scores"][n:], idx)
+            if rm.kind == "multi_head" and rm.bias_head:
+                b = out["bias"].unsqueeze(-1)
+                loss = bradley_terry_loss(out["scores"][:n] + b[:n], out["scores"][n:] + b[n:], idx, balance_criteria)
+                feats = bias_features(list(rows["chosen"]) + list(rows["rejected"])).to(device)
+                loss = loss + debias_weight * decorrelation_penalty(out["scores"], feats)
+            elif rm.kind == "multi_head":
+                loss = bradley_terry_loss(out["scores"][:n], out["scores"][n:], idx, balance_criteria)
             else:
-                loss = distributional_loss(out["probs"][:n], out["probs"][n:], idx)
+                loss = distributional_loss(out["probs"][:n], out["probs"][n:], idx, balance_criteria)
             with torch.no_grad():
                 s = out["scores"].detach()
                 batch_acc = (s[:n].gather(-1, idx.unsqueeze(-1)) > s[n:].gather(-1, idx.unsqueeze(-1))).float().mean()
@@ -270,13 +542,26 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
             sched.step()
             opt.zero_grad()
             step += 1
-            logs.append({"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(shown[0]),
-                         "accuracy": float(shown[1]), "learning_rate": sched.get_last_lr()[0]})
+            logs.append({"kind": "step", "step": step, "epoch": round(step / steps_per_epoch, 4),
+                         "loss": float(shown[0]), "accuracy": float(shown[1]),
+                         "learning_rate": sched.get_last_lr()[0]})
             bar.update(1)
             bar.set_postfix(loss=f"{float(shown[0]):.3f}")
             if checkpoint_dir and step % save_steps == 0 and rank == 0:
                 rm.save_pretrained(Path(checkpoint_dir) / f"checkpoint-{step}", tokenizer)
+            if validation is not None and (step % eval_every == 0 or step == total) and evaluate():
+                log.info("%s: early stop at step %d: no better validation accuracy in %d evaluations; "
+                         "keeping step %d", desc, step, patience, best["step"])
+                stop = True
+                break
     bar.close()
     if acc is not None:
         acc.wait_for_everyone()
-    return rm.eval(), pd.DataFrame(logs)
+    if validation is not None:
+        if not any(r["kind"] == "eval" and r["step"] == step for r in logs):
+            evaluate()  # the last state is a candidate too
+        rm.load_state_dict(best["state"])
+    history = pd.DataFrame(logs)
+    if validation is not None:
+        history["best"] = (history["kind"] == "eval") & (history["step"] == best["step"])
+    return rm.eval(), history

@@ -38,7 +38,7 @@ def test_the_report_counts_the_app_votes_in_training():
     pairs = _pairs()
     data = _training_pairs(pairs, _params({"train": {"max_pairs_per_criterion": 5}}))
     log = pd.DataFrame({"step": [1, 2], "loss": [0.7, 0.6], "accuracy": [0.5, 0.6]})
-    m = reward_metrics_report({}, {}, log, log, data, pairs)["training"]["data"]
+    m = reward_metrics_report({}, {}, log, log, log, data, pairs, {}, {})["training"]["data"]
     assert m["pairs"] == 10 and m["by_source"] == {"app": 6, "panel": 4}
     assert m["app_votes"] == 4 and m["app_pairs"] == 8 and m["app_pairs_held_out"] == 1
     assert m["app_votes_in_training"] == 3 and m["app_pairs_in_training"] == 6

@@ -229,27 +229,27 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
             continue
         pairs = pairs.sample(n=min(p.attribution_pairs, len(pairs)), random_state=p.seed)
 
-        def forward(input_ids, attention_mask, h=h_idx):
-            return rm(input_ids, attention_mask)["scores"][:, h]
+        def forward(input_ids, attention_mask, response_mask, match, h=h_idx):
+            return rm(input_ids, attention_mask, response_mask, match)["scores"][:, h]
 
-        lig = LayerIntegratedGradients(forward, rm.encoder.embeddings.word_embeddings)
+        lig = LayerIntegratedGradients(forward, rm.encoder.get_input_embeddings())
         for pr in pairs.itertuples(index=False):
             for side, text in (("chosen", pr.chosen), ("rejected", pr.rejected)):
-                enc = encode(tok, [format_prompt(pr.prompt)], [text], 256)  # as the RM was trained
+                enc = encode(tok, [format_prompt(pr.prompt)], [text], rm.max_length)  # as the RM was trained
                 ids, mask = enc["input_ids"], enc["attention_mask"]
+                start = int(enc["response_start"][0])
                 baseline = torch.full_like(ids, tok.pad_token_id)
-                attr = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask,),
+                attr = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask, enc["response_mask"], enc["match"]),
                                      n_steps=p.attribution_steps, internal_batch_size=p.attribution_steps)
                 per_token = attr.sum(-1)[0]
-                tokens = tok.convert_ids_to_tokens(ids[0])
-                # the response part only (after the first [SEP])
-                sep = tokens.index(tok.sep_token) if tok.sep_token in tokens else 0
-                resp = [(t, float(a)) for t, a in zip(tokens[sep + 1:], per_token[sep + 1:].tolist())
-                        if t not in (tok.sep_token, tok.pad_token)]
+                tokens = [tok.decode([i]).strip() or tok.convert_ids_to_tokens(i) for i in ids[0].tolist()]
+                # the response part only
+                specials = set(tok.all_special_tokens)
+                resp = [(t, float(a)) for t, a in zip(tokens[start:], per_token[start:].tolist()) if t not in specials]
                 top_up = sorted(resp, key=lambda x: -x[1])[:5]
                 top_down = sorted(resp, key=lambda x: x[1])[:5]
                 with torch.no_grad():
-                    s = float(forward(ids, mask))
+                    s = float(forward(ids, mask, enc["response_mask"], enc["match"]))
                 rows.append({"head": head, "pair_id": pr.pair_id, "side": side, "score": s,
                              "response": text[:200], "top_positive": top_up, "top_negative": top_down})
     table = pd.DataFrame(rows)

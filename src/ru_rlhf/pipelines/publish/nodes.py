@@ -89,6 +89,14 @@ def _front_matter(data) -> str:
     return f"---\n{data.to_yaml()}\n---\n"
 
 
+def _backbone_words(reward_metrics: dict) -> str:
+    """How the reward model's backbone is described on its card."""
+    backbone, pooling = reward_metrics.get("backbone", "bert"), reward_metrics.get("pooling", "mean")
+    what = ("the SFT policy's own transformer, without its LM head" if backbone == "policy"
+            else "a separately pre-trained BERT encoder")
+    return f"{what}; {pooling} pooling"
+
+
 def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment: dict, evaluation: dict,
                 bias: pd.DataFrame, hacking: pd.DataFrame, sycophancy: pd.DataFrame, emissions: pd.DataFrame,
                 sft_summary: dict, params: dict) -> dict[str, str]:
@@ -135,9 +143,10 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
             mh = reward_metrics.get("multi_head", {})
             cal = reward_metrics.get("calibration", {})
             body = [f"# {p.repo_prefix}: multi-head reward model (H, T, S)", "",
-                    "An encoder with a linear head of three outputs (helpfulness, truthfulness, harmlessness), trained "
-                    "with a Bradley–Terry loss per criterion; the scalar reward is the weighted sum of z-scored heads "
-                    "(weights and normalisation in `reward_config.json`).", "",
+                    f"A transformer backbone ({_backbone_words(reward_metrics)}) with a linear head of three outputs "
+                    "(helpfulness, truthfulness, harmlessness), trained with a Bradley–Terry loss per criterion; the "
+                    "scalar reward is the weighted sum of z-scored heads (weights, pooling and normalisation in "
+                    "`reward_config.json`).", "",
                     "## Intended use", "", "Scoring Russian and Tatar answers for PPO / best-of-n and for research on "
                     "reward over-optimisation. Load with `ru_rlhf.models.reward.load_reward_model`.", "",
                     "## Training data", "", f"[{ds_repo}](https://huggingface.co/datasets/{ds_repo}) (this run's pairs).", "",
