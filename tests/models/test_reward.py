@@ -339,3 +339,20 @@ def test_the_match_feature_marks_response_tokens_read_in_the_prompt(tiny_policy_
     rm.save_pretrained(tmp_path / "rm", tok)
     loaded, _ = load_reward_model(tmp_path / "rm")
     assert loaded.match_feature and torch.equal(loaded.match.weight, rm.match.weight)
+
+
+def test_padding_does_not_move_a_gpt2_backbone(small_world):
+    """GPT-2 has absolute positions: a left-padded row must read with the positions it has alone."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ru_rlhf.models.policy import train_tokenizer
+
+    tok = train_tokenizer(small_world[0]["text"].tolist(), vocab_size=400, model_max_length=128)
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=128))
+    rm = RewardModel(gpt2, pooling="last").eval()
+    assert rm.encoder.config.model_type == "gpt2"
+    prompts, responses = ["Где?", "Где открыли новый мост через реку?"], ["В Казани.", "В Казани, вчера."]
+    both = score(rm, tok, prompts, responses, batch_size=2)
+    alone = pd.concat([score(rm, tok, [p], [r], batch_size=1) for p, r in zip(prompts, responses)], ignore_index=True)
+    np.testing.assert_allclose(both.to_numpy(), alone.to_numpy(), atol=1e-5)

@@ -83,11 +83,16 @@ class RewardModel(nn.Module):
         """The pooled last hidden states: mean over real tokens, the last real token, or (``response``) mean
         over the response's tokens (``response_mask``; without it, over every real token). ``match``: 1 on
         response tokens that occur in the prompt (:func:`encode`), used when the model has the feature."""
+        # positions count real tokens only, so a left-padded row reads as it would alone (RoPE does not care,
+        # a backbone with absolute positions such as GPT-2 does)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         if self.match is not None and match is not None:
             embeds = self.encoder.get_input_embeddings()(input_ids) + self.match(match)
-            hidden = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+            hidden = self.encoder(inputs_embeds=embeds, attention_mask=attention_mask,
+                                  position_ids=positions).last_hidden_state
         else:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=positions).last_hidden_state
         if self.pooling == "response" and response_mask is not None:
             attention_mask = response_mask
         if self.pooling == "last":  # works for left and right padding alike
