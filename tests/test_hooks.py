@@ -24,7 +24,8 @@ def test_several_missing_stages_are_all_named():
     msg = str(err.value)
     assert "preference_pairs: run `kedro run --pipelines preference_curation` first" in msg
     assert "documents: run `kedro run --pipelines ingestion` first" in msg
-    assert "run first: kedro run --pipelines ingestion,preference_curation" in msg
+    assert "sft_policy: run `kedro run --pipelines sft` first" in msg  # the reward model's backbone
+    assert msg.endswith("run first: kedro run --pipelines ingestion,sft,preference_curation")  # data-flow order
 
 
 def test_present_inputs_pass():

@@ -32,7 +32,10 @@ class MissingInputsHook:
                 missing.append((name, producers))
         if missing:
             lines = [f"  {name}: run `kedro run --pipelines {','.join(prod) or '?'}` first" for name, prod in missing]
-            first = sorted({p for _, prod in missing for p in prod})
+            from ru_rlhf.pipeline_registry import ORDER
+
+            rank = {name: i for i, name in enumerate(ORDER)}  # in data-flow order, the order they must run in
+            first = sorted({p for _, prod in missing for p in prod}, key=lambda p: (rank.get(p, len(ORDER)), p))
             raise MissingInputsError(
                 "inputs of this run are missing (earlier stages have not run in this env):\n" + "\n".join(lines)
                 + (f"\nrun first: kedro run --pipelines {','.join(first)}" if first else ""))

@@ -62,12 +62,16 @@ def test_reward_model_node_on_two_processes(smoke_context, tmp_path):
     params = {**smoke_context.params["reward_modeling"], "checkpoint_dir": str(tmp_path / "ckpt"),
               "distributed": _distributed(keep)}
     pairs = cat.load("preference_pairs")
-    (rm, tok), history, _ = train_multi_head_rm(pairs, cat.load("encoder"), params)
+    (rm, tok), history, _ = train_multi_head_rm(pairs, cat.load("encoder"), cat.load("sft_policy"),
+                                                cat.load("policy_tokenizer"), params)
     (report,) = check_launches(keep, "rm", expected=1)
     # the global batch is split across ranks, so the step count is the single-process one
     p = _params(params)
     n = len(_training_pairs(pairs, p))
-    assert report["steps"] == len(history) == max(1, int(math.ceil(n / p.train.batch_size) * p.train.epochs))
+    steps = history[history["kind"] == "step"]
+    assert report["steps"] == len(steps) == max(1, int(math.ceil(n / p.train.batch_size) * p.train.epochs))
+    # every rank evaluated the same validation pairs, and the state kept is one of those evaluated
+    assert (history["kind"] == "eval").any() and history["best"].sum() == 1
     # what rank 0 saved is what the node returned (same scores)
     saved, saved_tok = load_reward_model(report["workdir"] / "out")
     prompts, responses = ["Вопрос: сколько?"] * 2, ["Ответ: два.", "Не знаю."]
