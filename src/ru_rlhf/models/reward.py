@@ -351,21 +351,6 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
     return df
 
 
-def truncation_counts(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> dict:
-    """How many (prompt, response) rows lose prompt or response tokens in a ``max_length`` window."""
-    plan = truncation_plan(tokenizer, prompts, responses, max_length)
-    return {"rows": len(plan), "prompt_cut": sum(x["prompt_cut"] > 0 for x in plan),
-            "response_cut": sum(x["response_cut"] > 0 for x in plan)}
-
-
-def score_prompts(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], **kwargs) -> pd.DataFrame:
-    """:func:`score` for prompts as the tasks state them: formatted the way the reward model was
-    trained (``ru_rlhf.models.policy.format_prompt``)."""
-    from ru_rlhf.models.policy import format_prompt
-
-    return score(rm, tokenizer, [format_prompt(p) for p in prompts], responses, **kwargs)
-
-
 def fit_normalisation(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str],
                       max_length: int | None = None) -> dict:
     """Set the per-head centre and spread of the scalar from raw head scores of these responses
@@ -396,14 +381,13 @@ def _accelerator():
 @torch.no_grad()
 def pair_accuracy(rm: RewardModel, tokenizer, pairs: pd.DataFrame, max_length: int | None = None,
                   batch_size: int = 64) -> dict[str, float]:
-    """Per head: the share of its pairs whose chosen response scores higher on that head.
+    """Per head: :func:`ru_rlhf.metrics.pairwise_metrics` accuracy of that head's pairs.
 
-    The truth is the gold ordering where the pairs carry one (``gold_margin``, untied pairs only), else
+    The truth is the gold ordering where the pairs carry one (``gold_margin``; gold ties are left out), else
     the label (chosen over rejected)."""
+    from ru_rlhf.metrics import pairwise_metrics
+
     pairs = pairs[pairs["criterion"].isin(rm.heads)]
-    if "gold_margin" in pairs:
-        gm = pd.to_numeric(pairs["gold_margin"], errors="coerce")
-        pairs = pairs[gm.isna() | (gm != 0)]
     if pairs.empty:
         return {}
     was_training = rm.training
@@ -411,14 +395,15 @@ def pair_accuracy(rm: RewardModel, tokenizer, pairs: pd.DataFrame, max_length: i
                max_length=max_length, batch_size=batch_size)
     rm.train(was_training)
     n = len(pairs)
+    gold = (pd.to_numeric(pairs["gold_margin"], errors="coerce").fillna(1.0).to_numpy()
+            if "gold_margin" in pairs else np.ones(n))
     out = {}
-    truth = (pd.to_numeric(pairs["gold_margin"], errors="coerce").fillna(1.0).to_numpy() > 0
-             if "gold_margin" in pairs else np.ones(n, dtype=bool))
     for h in rm.heads:
         sel = (pairs["criterion"] == h).to_numpy()
         if sel.any():
-            up = sc[h].to_numpy()[:n][sel] > sc[h].to_numpy()[n:][sel]
-            out[h] = round(float((up == truth[sel]).mean()), 4)
+            acc = pairwise_metrics(sc[h].to_numpy()[:n][sel] - sc[h].to_numpy()[n:][sel], gold[sel])["accuracy"]
+            if acc is not None:
+                out[h] = acc
     return out
 
 
@@ -455,8 +440,6 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     Raises:
         FloatingPointError: a NaN or infinite loss (names the step); nothing is saved then.
     """
-    import copy
-
     from tqdm.auto import tqdm
 
     rm.max_length = int(max_length)
@@ -492,8 +475,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
         mean = float(np.mean(list(val.values()))) if val else 0.0
         improved = mean > best["score"]
         if improved:
-            best.update(score=mean, step=step, state=copy.deepcopy({k: v.detach().cpu().clone()
-                                                                    for k, v in rm.state_dict().items()}))
+            best.update(score=mean, step=step, state={k: v.detach().cpu().clone() for k, v in rm.state_dict().items()})
             since_best = 0
         else:
             since_best += 1
