@@ -351,6 +351,14 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
     return df
 
 
+def score_prompts(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], **kwargs) -> pd.DataFrame:
+    """:func:`score` for prompts as the tasks state them: formatted the way the reward model was
+    trained (``ru_rlhf.models.policy.format_prompt``)."""
+    from ru_rlhf.models.policy import format_prompt
+
+    return score(rm, tokenizer, [format_prompt(p) for p in prompts], responses, **kwargs)
+
+
 def fit_normalisation(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str],
                       max_length: int | None = None) -> dict:
     """Set the per-head centre and spread of the scalar from raw head scores of these responses
