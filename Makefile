@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 run: install
+	@if [ "$(ENV)" = local_models ]; then $(PY) scripts/make_local_models.py; fi
 	$(KEDRO) run --env $(ENV)
 
 # Debian's Chromium for the browser tests (never a downloaded browser); skipped with a note where apt

@@ -71,17 +71,27 @@ def tokenize_with_loss_spans(tokenizer, text: str, spans: list[tuple[int, int]],
     return ids, labels
 
 
-def mask_inputs(input_ids: list[int], share: float, mask_id: int, rng: np.random.Generator,
-                protect: set[int]) -> list[int]:
+def mask_inputs(input_ids: list[int], share: float, mask_id: int | None, rng: np.random.Generator,
+                protect: set[int], vocab_size: int | None = None) -> list[int]:
     """The input with a random ``share`` of its tokens replaced by ``mask_id`` (special tokens in ``protect``
     are kept): the paper's random masking of past tokens. Labels are not touched, so each masked token is
-    still a target where it is one."""
+    still a target where it is one. ``mask_id=None`` (a tokenizer with no special token to mask with, see
+    :func:`mask_token_id`): each masked token becomes a random ordinary token of ``range(vocab_size)``
+    instead (BERT's random replacement), drawn from ``rng``."""
     if share <= 0:
         return list(input_ids)
+    if mask_id is None and not vocab_size:
+        raise ValueError("mask_inputs: mask_id None needs the vocabulary size for random replacement")
     out = list(input_ids)
     for i in np.flatnonzero(rng.random(len(out)) < share):
         if out[i] not in protect:
-            out[i] = mask_id
+            if mask_id is not None:
+                out[i] = mask_id
+                continue
+            new = int(rng.integers(vocab_size))
+            while new in protect:
+                new = int(rng.integers(vocab_size))
+            out[i] = new
     return out
 
 
@@ -92,14 +102,17 @@ def for_language(by_lang: dict, lang: str | None):
     return by_lang.get(lang) or by_lang.get("ru") or next(iter(by_lang.values()))
 
 
-def mask_token_id(tokenizer) -> int:
+def mask_token_id(tokenizer) -> int | None:
     """The id masked inputs get: the tokenizer's mask or unknown token, else its pad token (unless that is the
-    end-of-sequence token, as for many hub tokenizers; then the unknown-free fallback is the BOS)."""
-    for tid in (tokenizer.mask_token_id, tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id):
+    end-of-sequence token, as for many hub tokenizers), else its BOS, else another special token that is not
+    the end of sequence (Qwen's ``<|im_start|>``). None when the only special token ends a sequence (GPT-2's
+    ``<|endoftext|>`` is its BOS, EOS and UNK): :func:`mask_inputs` then replaces with random ordinary tokens."""
+    ids = [tokenizer.mask_token_id, tokenizer.unk_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id,
+           *sorted(tokenizer.all_special_ids)]
+    for tid in ids:
         if tid is not None and tid != tokenizer.eos_token_id:
             return tid
-    raise ValueError("the tokenizer has no mask, unknown, pad or BOS token other than its end-of-sequence token: "
-                     "set mask_share to 0")
+    return None
 
 
 def inference_cue(config, lang: str) -> str:

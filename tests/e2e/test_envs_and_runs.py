@@ -12,7 +12,7 @@ from kedro.framework.startup import bootstrap_project
 from tests.conftest import run_kedro
 
 
-@pytest.mark.parametrize("env", ["base", "smoke", "external", "hub"])
+@pytest.mark.parametrize("env", ["base", "smoke", "external", "hub", "local_models"])
 def test_every_env_loads(project_root, env):
     bootstrap_project(project_root)
     with KedroSession.create(project_path=project_root, env=env) as session:
@@ -29,6 +29,11 @@ def test_every_env_loads(project_root, env):
             assert params["reward_modeling"]["encoder"]["name_or_path"] == "DeepPavlov/rubert-base-cased"
             assert params["sft"]["seed"] == params["sft"]["seed"] and "pretrain" in params["sft"]  # base kept
             assert "/data/hub/02_intermediate/" in str(ctx.catalog.get("documents")._filepath)
+        if env in ("hub", "local_models"):  # saved models load back onto the GPU when there is one
+            assert ctx.catalog.get("sft_policy")._load_args == {"device": "auto", "dtype": "auto"}
+        if env == "local_models":  # model folders, not hub ids (scripts/make_local_models.py writes them)
+            assert params["sft"]["policy"]["name_or_path"].endswith("data/local_models/01_raw/models/qwen2")
+            assert params["reward_modeling"]["encoder"]["name_or_path"].endswith("data/local_models/01_raw/models/bert")
 
 
 def test_telemetry_is_off(project_root):

@@ -114,7 +114,7 @@ class HFModelDataset(AbstractDataset[Any, Any]):
         if self._kind == "reward_model":
             from ru_rlhf.models.reward import load_reward_model
 
-            return load_reward_model(self._path)
+            return load_reward_model(self._path, **self._load_args)
         return load_policy(self._path, **self._load_args)
 
     def save(self, data: Any) -> None:

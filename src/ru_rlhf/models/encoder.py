@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from ru_rlhf.models.policy import ModelLoadError, _check_local_dir
+from ru_rlhf.models.policy import ModelLoadError, _check_local_dir, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,11 @@ def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 8000, model_ma
 
 
 def load_encoder(name_or_path: str | Path | None = None, *, size: EncoderSize | dict | None = None,
-                 tokenizer=None, masked_lm: bool = False, seed: int = 0, dtype: str | None = None):
+                 tokenizer=None, masked_lm: bool = False, seed: int = 0, dtype: str | None = None,
+                 device: str | None = None):
     """Build or load an encoder (``AutoModel``), or with ``masked_lm`` its masked-LM model.
+
+    ``dtype`` and ``device`` as for :func:`ru_rlhf.models.policy.load_policy` (``"auto"``: bf16 / CUDA on a GPU).
 
     Raises:
         ModelLoadError: a local directory without safetensors weights or without a config.
@@ -90,6 +93,7 @@ def load_encoder(name_or_path: str | Path | None = None, *, size: EncoderSize | 
     import torch
     from transformers import AutoModel, AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertModel
 
+    device, dtype = resolve_device(device, dtype)
     torch_dtype = getattr(torch, dtype) if dtype else torch.float32
     if name_or_path is None:
         if tokenizer is None:
@@ -99,12 +103,13 @@ def load_encoder(name_or_path: str | Path | None = None, *, size: EncoderSize | 
         torch.manual_seed(seed)
         model = (BertForMaskedLM if masked_lm else BertModel)(config)
         log.info("built a fresh BERT encoder with %.2fM parameters", model.num_parameters() / 1e6)
-        return model.to(torch_dtype)
+        return model.to(device=device or "cpu", dtype=torch_dtype)
     path = Path(str(name_or_path))
     if path.exists() or str(name_or_path).startswith((".", "/")):
         _check_local_dir(path)
     cls = AutoModelForMaskedLM if masked_lm else AutoModel
-    return cls.from_pretrained(str(name_or_path), dtype=torch_dtype, trust_remote_code=False, use_safetensors=True)
+    model = cls.from_pretrained(str(name_or_path), dtype=torch_dtype, trust_remote_code=False, use_safetensors=True)
+    return model.to(device) if device else model
 
 
 def load_encoder_tokenizer(name_or_path: str | Path):

@@ -488,7 +488,9 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
     count = torch.zeros(0, dtype=torch.long, device=device)
     done = torch.zeros(0, dtype=torch.bool, device=device)
     logits = None
-    generated = torch.full((n, max_new_tokens + 1), pad, dtype=torch.long, device=device)
+    # -1: a column the row never sampled (a row that ended, or a shorter budget). Not the pad id: many hub
+    # tokenizers pad with their EOS, and an unsampled column would then read as an EOS the row never made
+    generated = torch.full((n, max_new_tokens + 1), -1, dtype=torch.long, device=device)
     compactions, made, pending = 0, 0, list(reversed(groups))
 
     def admit(members: list[int]) -> None:
@@ -555,7 +557,7 @@ def generate_batch(model, tokenizer, prompts: list[str], *, temperatures: list[f
         ended = eos in row
         if ended:
             row = row[: row.index(eos)]
-        row = [t for t in row if t != pad]
+        row = [t for t in row if t != pad and t >= 0]
         kept.append(row)
         token_ids.append(row + [eos] if ended else row)
     new_tokens = sum(map(len, kept))
@@ -669,22 +671,26 @@ def response_kl(model, ref_model, tokenizer, prompts: list[str], responses: list
     model.eval()
     ref_model.eval()
     ref_prompts = prompts if ref_prompts is None else ref_prompts
+    device, ref_device = next(model.parameters()).device, next(ref_model.parameters()).device
     out: list[dict] = []
 
-    def batch(texts: list[str], r_ids_list: list[list[int]]) -> dict:
+    def batch(texts: list[str], r_ids_list: list[list[int]], to: torch.device) -> dict:
         seqs = [tokenizer(t, add_special_tokens=False)["input_ids"] + r for t, r in zip(texts, r_ids_list)]
         ids, mask = _left_pad(seqs, tokenizer.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp_min(0)}
+        return {"input_ids": ids.to(to), "attention_mask": mask.to(to),
+                "position_ids": (mask.cumsum(-1) - 1).clamp_min(0).to(to)}
 
     for b in range(0, len(prompts), batch_size):
         r_ids = [tokenizer(r, add_special_tokens=False)["input_ids"] + ([tokenizer.eos_token_id] if add_eos else [])
                  for r in responses[b:b + batch_size]]
         r_lens = [len(r) for r in r_ids]
         keep = max(r_lens) + 1
-        kw = batch(prompts[b:b + batch_size], r_ids)
-        ref_kw = kw if ref_prompts is prompts else batch(ref_prompts[b:b + batch_size], r_ids)
+        kw = batch(prompts[b:b + batch_size], r_ids, device)
+        ref_kw = kw if ref_prompts is prompts and ref_device == device else \
+            batch(ref_prompts[b:b + batch_size], r_ids, ref_device)
         logp = torch.log_softmax(model(**kw, logits_to_keep=keep).logits[:, -keep:-1].float(), dim=-1)
         ref = torch.log_softmax(ref_model(**ref_kw, logits_to_keep=keep).logits[:, -keep:-1].float(), dim=-1)
+        ref = ref.to(logp.device)
         kl = (logp.exp() * (logp - ref)).sum(-1)  # [batch, keep-1]; position j predicts response token j
         for i, n in enumerate(r_lens):
             vals = kl[i, keep - 1 - n:]

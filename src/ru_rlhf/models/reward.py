@@ -77,6 +77,11 @@ class RewardModel(nn.Module):
         self.match = nn.Embedding(2, encoder.config.hidden_size) if self.match_feature else None
         if self.match is not None:
             nn.init.zeros_(self.match.weight)
+        # the new layers live where the backbone does (CUDA and bf16 for a hub policy on a GPU)
+        first = next(encoder.parameters())
+        self.head.to(device=first.device, dtype=first.dtype)
+        if self.match is not None:
+            self.match.to(device=first.device, dtype=first.dtype)
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                response_mask: torch.Tensor | None = None, match: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,8 +155,10 @@ def backbone_of(model):
     return base if base is not None and base is not model else model
 
 
-def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
-    """Load a saved reward model and its tokenizer (safetensors only)."""
+def load_reward_model(path: str | Path, device: str | None = None,
+                      dtype: str | None = None) -> tuple[RewardModel, object]:
+    """Load a saved reward model and its tokenizer (safetensors only); ``device`` and ``dtype`` as for
+    :func:`ru_rlhf.models.encoder.load_encoder` (the heads follow the backbone)."""
     from safetensors.torch import load_file
 
     from ru_rlhf.models.encoder import load_encoder, load_encoder_tokenizer
@@ -161,7 +168,7 @@ def load_reward_model(path: str | Path) -> tuple[RewardModel, object]:
     if not (path / "reward_config.json").exists() or not (path / "head.safetensors").exists():
         raise ModelLoadError(f"{path}: not a saved reward model (needs reward_config.json and head.safetensors)")
     cfg = json.loads((path / "reward_config.json").read_text(encoding="utf-8"))
-    rm = RewardModel(load_encoder(path / "encoder"), tuple(cfg["heads"]), cfg["kind"], cfg["n_bins"], cfg["weights"],
+    rm = RewardModel(load_encoder(path / "encoder", device=device, dtype=dtype), tuple(cfg["heads"]), cfg["kind"], cfg["n_bins"], cfg["weights"],
                      pooling=cfg.get("pooling", "mean"), max_length=cfg.get("max_length", 256),
                      bias_head=cfg.get("bias_head", False), match_feature=cfg.get("match_feature", False))
     tensors = load_file(str(path / "head.safetensors"))

@@ -140,6 +140,8 @@ class PolicyWithValue(nn.Module):
         self.value_head = nn.Linear(policy.config.hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
+        first = next(policy.parameters())  # the head lives where the trunk does (CUDA, bf16 on a GPU)
+        self.value_head.to(device=first.device, dtype=first.dtype)
 
     def forward(self, input_ids, attention_mask, keep: int):
         """Logits and values of the last ``keep`` positions."""

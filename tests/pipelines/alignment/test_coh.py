@@ -3,6 +3,7 @@ guards), and the method in the alignment slice (grid, inference cue, a changed p
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -113,14 +114,23 @@ def test_masked_inputs_never_become_the_end_of_sequence(tiny_tokenizer):
     """A hub tokenizer often pads with its EOS: masking with it would end answers mid-sequence."""
     from types import SimpleNamespace
 
-    from ru_rlhf.hindsight import mask_token_id
+    from ru_rlhf.hindsight import mask_inputs, mask_token_id
 
     assert mask_token_id(tiny_tokenizer) == tiny_tokenizer.pad_token_id != tiny_tokenizer.eos_token_id
-    hub_like = SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2, bos_token_id=1)
+    hub_like = SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2, bos_token_id=1,
+                               all_special_ids=[1, 2])
     assert mask_token_id(hub_like) == 1
-    with pytest.raises(ValueError, match="mask_share"):
-        mask_token_id(SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2,
-                                      bos_token_id=None))
+    qwen_like = SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2,
+                                bos_token_id=None, all_special_ids=[2, 5, 4])  # <|endoftext|>, <|im_start|>...
+    assert mask_token_id(qwen_like) == 4
+    # GPT-2: <|endoftext|> is all it has, so masked inputs become random ordinary tokens
+    assert mask_token_id(SimpleNamespace(mask_token_id=None, unk_token_id=None, pad_token_id=2, eos_token_id=2,
+                                         bos_token_id=2, all_special_ids=[2])) is None
+    rng = np.random.default_rng(0)
+    x = list(range(3, 203))
+    xm = mask_inputs(x + [2], 0.5, None, rng, {0, 1, 2}, vocab_size=10)
+    changed = [b for a, b in zip(x, xm) if a != b]
+    assert 60 < len(changed) < 140 and all(3 <= b < 10 for b in changed) and xm[-1] == 2
 
 
 def test_kl_with_the_cue_compares_each_response_token_under_both_prompts(tiny_tokenizer):

@@ -381,6 +381,9 @@ def hindsight_dataset(pairs: pd.DataFrame, tokenizer, p: CohParams, guards: CohG
     rng = np.random.default_rng(seed)
     eos, protect = tokenizer.eos_token, set(tokenizer.all_special_ids)
     mask_id = mask_token_id(tokenizer) if guards.mask_share > 0 else None
+    if guards.mask_share > 0 and mask_id is None:
+        log.info("coh: %s has no special token to mask with besides its end of sequence: masked inputs get "
+                 "random ordinary tokens", type(tokenizer).__name__)
     first = rng.random(len(pairs)) < 0.5
     seqs = []
     langs = pairs["lang"] if "lang" in pairs else pairs["prompt"].map(lambda t: "tt" if is_tatar(t) else "ru")
@@ -395,7 +398,7 @@ def hindsight_dataset(pairs: pd.DataFrame, tokenizer, p: CohParams, guards: CohG
     ids, labels, built = [], [], []
     for kind, chosen_first, text, spans in seqs:
         x, y = tokenize_with_loss_spans(tokenizer, text, spans, p.max_length)
-        xm = mask_inputs(x, guards.mask_share, mask_id, rng, protect)
+        xm = mask_inputs(x, guards.mask_share, mask_id, rng, protect, len(tokenizer))
         ids.append(xm)
         labels.append(y)
         built.append({"kind": kind, "chosen_first": chosen_first, "tokens": len(x),

@@ -208,7 +208,7 @@ def overoptimisation(reward_model, policy_tokenizer, sft_policy, reference_polic
                                       if (d / "config.json").exists()]
         rows = []
         for step, model in points:
-            policy = model if step == 0 else load_policy(model)
+            policy = model if step == 0 else load_policy(model).to(device=sft_policy.device, dtype=sft_policy.dtype)
             s = _score_set(policy, reference_policy, policy_tokenizer, scorer, sel, 1.0, p.seed, p.max_new_tokens,
                            p.batch_size)
             kl = float(s["kl_seq"].mean())

@@ -75,9 +75,10 @@ def _features(encoder, texts: list[str], batch_size: int = 64) -> np.ndarray:
     with torch.no_grad():
         for b in range(0, len(texts), batch_size):
             enc = tok(texts[b:b + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            enc = {k: v.to(model.device) for k, v in enc.items()}
             h = model(**enc).last_hidden_state
             m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-            out.append(((h * m).sum(1) / m.sum(1).clamp_min(1)).numpy())
+            out.append(((h * m).sum(1) / m.sum(1).clamp_min(1)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 1))
 
 
@@ -216,7 +217,7 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
     from captum.attr import LayerIntegratedGradients
 
     from ru_rlhf.models.policy import format_prompt
-    from ru_rlhf.models.reward import encode
+    from ru_rlhf.models.reward import encode, model_inputs
 
     p = _params(params)
     rm, tok = reward_model
@@ -236,8 +237,9 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
         for pr in pairs.itertuples(index=False):
             for side, text in (("chosen", pr.chosen), ("rejected", pr.rejected)):
                 enc = encode(tok, [format_prompt(pr.prompt)], [text], rm.max_length)  # as the RM was trained
-                ids, mask = enc["input_ids"], enc["attention_mask"]
                 start = int(enc["response_start"][0])
+                enc = model_inputs(enc, next(rm.parameters()).device)
+                ids, mask = enc["input_ids"], enc["attention_mask"]
                 baseline = torch.full_like(ids, tok.pad_token_id)
                 attr = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask, enc["response_mask"], enc["match"]),
                                      n_steps=p.attribution_steps, internal_batch_size=p.attribution_steps)

@@ -48,12 +48,16 @@ def _f(v, nd: int = 3) -> str:
         return "n/a"
 
 
-def _limitations(small: bool) -> list[str]:
+def _limitations(small: bool, base: str | None = None) -> list[str]:
     lines = ["## Limitations", ""]
-    if small:
+    if small and base is None:
         lines += ["- This is the project's **default run**: a small model (a few million parameters) built from a config",
-                  "  and trained from scratch on the **synthetic bundled corpus** (`data/01_raw`), not a hub model.",
-                  "- Preference labels come from **SIMULATED annotators** (with simulated length and sycophancy",
+                  "  and trained from scratch on the **synthetic bundled corpus** (`data/01_raw`), not a hub model."]
+    elif small:
+        lines += [f"- The policy started from `{base}` (loaded with `from_pretrained`) and was trained further on the",
+                  "  **synthetic bundled corpus** (`data/01_raw`)."]
+    if small:
+        lines += ["- Preference labels come from **SIMULATED annotators** (with simulated length and sycophancy",
                   "  biases) and the expert channel from **SIMULATED experts**; no person labelled this data."]
     lines += ["- Russian and Tatar only; Tatar is the smaller share of the data.",
               "- Not for production use or for decisions about people: a research artifact of the RLHF loop."]
@@ -174,7 +178,11 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
                    "ppo": "PPO (the project's own: value head, GAE, clipped ratio, adaptive KL) against the reward model",
                    "reinforce": "REINFORCE with a moving-average baseline against the reward model",
                    "cem": "the cross-entropy method: sample, keep the reward model's elite, SFT on it, iterate"}.get(m, m)
-            body = [f"# {p.repo_prefix}: policy `{m}`", "", f"A causal LM (Llama-style) trained by {how}.", "",
+            facts = sft_summary.get("policy") or {}
+            what = (f"`{facts['architecture']}`, {facts['parameters'] / 1e6:.2f} M parameters, "
+                    + (f"from `{facts['base']}`" if facts.get("base") else "built from a config")
+                    if facts else "Llama-style")
+            body = [f"# {p.repo_prefix}: policy `{m}`", "", f"A causal LM ({what}) trained by {how}.", "",
                     "## Intended use", "", "Research on alignment methods for Russian and Tatar (comparison against SFT "
                     "on the same prompts). Not a general assistant.", "",
                     "## Training data", "", f"Demonstrations and [{ds_repo}](https://huggingface.co/datasets/{ds_repo}) "
@@ -199,10 +207,14 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
             if e is not None:
                 body.append(f"- Training cost (CodeCarbon estimate): {e.seconds:.0f} s, {1000 * e.energy_kwh:.2f} Wh, "
                             f"{1000 * e.co2_kg:.2f} g CO₂ ({e.country})")
-            body += ["", *_ethics_lines(bias, hacking, sycophancy, m, rm=False), "", *_limitations(small), "",
+            base = facts.get("base")
+            body += ["", *_ethics_lines(bias, hacking, sycophancy, m, rm=False), "", *_limitations(small, base), "",
                      "## Licence", "", lic.upper()]
+            # `base_model` names a hub id only (a local folder means nothing on the hub)
+            hub_base = base if base and not str(base).startswith((".", "/")) and not Path(base).exists() else None
             data = ModelCardData(language=["ru", "tt"], license=lic, library_name="transformers", pipeline_tag="text-generation",
-                                 tags=["rlhf", m, "synthetic"], datasets=[ds_repo])
+                                 tags=["rlhf", m, "synthetic", *([facts["model_type"]] if facts.get("model_type") else [])],
+                                 datasets=[ds_repo], **({"base_model": hub_base} if hub_base else {}))
             cards[name] = str(ModelCard(_front_matter(data) + "\n".join(body) + "\n"))
     return cards
 

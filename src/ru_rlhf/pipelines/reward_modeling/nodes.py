@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- parameters
 class EncoderParams(BaseModel):
     name_or_path: str | None = None
+    dtype: str | None = None                   # "auto": bf16 on a GPU that has it
+    device: str | None = None                  # "auto": CUDA when there is a GPU (else CPU)
     size: EncoderSize = Field(default_factory=EncoderSize)
     vocab_size: int = 8000
     mlm_epochs: float = 2.0
@@ -123,12 +125,13 @@ def pretrain_encoder(documents: pd.DataFrame, doc_splits: pd.DataFrame, params: 
     p = _params(params)
     e = p.encoder
     if e.name_or_path:
-        return (load_encoder(e.name_or_path, masked_lm=True), load_encoder_tokenizer(e.name_or_path)), \
+        return (load_encoder(e.name_or_path, masked_lm=True, dtype=e.dtype, device=e.device),
+                load_encoder_tokenizer(e.name_or_path)), \
             pd.DataFrame(columns=["stage", "step", "loss"])
     train_ids = set(doc_splits.loc[doc_splits["split"] == "train", "doc_id"])
     texts = documents.loc[documents["doc_id"].isin(train_ids), "text"].tolist()
     tok = train_wordpiece_tokenizer(documents["text"].tolist(), e.vocab_size, e.size.max_position_embeddings)
-    model = load_encoder(size=e.size, tokenizer=tok, masked_lm=True, seed=p.seed)
+    model = load_encoder(size=e.size, tokenizer=tok, masked_lm=True, seed=p.seed, dtype=e.dtype, device=e.device)
     ds = datasets.Dataset.from_dict(dict(tok(texts, truncation=True, max_length=e.max_length)))
     args = TrainingArguments(**trl_common_args(p.seed, Path(p.checkpoint_dir) / "encoder_mlm"),
                              num_train_epochs=e.mlm_epochs, per_device_train_batch_size=e.mlm_batch_size,

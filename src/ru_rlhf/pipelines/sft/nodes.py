@@ -16,7 +16,14 @@ from ru_rlhf import distributed
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.metrics import distinct_n, is_tatar
 from ru_rlhf.models.generation import GenerationStats, generate, sequence_logprobs, stable_seed
-from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer, train_tokenizer
+from ru_rlhf.models.policy import (
+    PolicySize,
+    format_prompt,
+    load_policy,
+    load_tokenizer,
+    model_card_facts,
+    train_tokenizer,
+)
 from ru_rlhf.schemas import PROMPT_SCHEMA, check_table
 from ru_rlhf.world.tasks import document_items
 from ru_rlhf.world.tasks import format_prompt as format_task_prompt
@@ -328,8 +335,18 @@ def evaluate_sft(pretrained_policy, sft_policy, policy_tokenizer, demonstrations
         {"question": q, "answer_key": k, "model_answer": a}
         for q, k, a in list(zip(qa["input"], qa["answer_key"], answers))[:5]
     ]
+    result["policy"] = policy_facts(sft_policy, policy_tokenizer, p.policy.name_or_path)
     log.info("evaluate_sft: %s", {k: v for k, v in result.items() if k != "qa_examples"})
     return result
+
+
+def policy_facts(model, tokenizer, name_or_path: str | None) -> dict:
+    """What the policy is, for reports and cards: its class, where it came from (a hub id or folder, or None
+    for the project's model built from a config), size, device, dtype and tokenizer."""
+    first = next(model.parameters())
+    return {"architecture": type(model).__name__, "model_type": model.config.model_type, "base": name_or_path,
+            **model_card_facts(model), "device": str(first.device), "dtype": str(first.dtype).replace("torch.", ""),
+            "tokenizer": type(tokenizer).__name__, "chat_template": bool(getattr(tokenizer, "chat_template", None))}
 
 
 # --------------------------------------------------------------------------- candidates
