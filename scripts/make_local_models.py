@@ -13,8 +13,8 @@ would load a model downloaded from the hub (``AutoModelForCausalLM`` / ``AutoMod
 
 The weights are random (seeded): these are architectures, not pretrained models; the pipelines
 pre-train and fine-tune them as they would a hub model. ``--size realistic`` builds the sizes a GPU
-run uses (GPT-2 small's 12 x 768 and BERT-base's 12 x 768; the vocabulary is what the corpus gives,
-not GPT-2's 50 257, so the GPT-2 has about 92 M parameters, not 124 M).
+run uses: GPT-2 small (12 x 768, 124 M parameters with its 50 257-row embedding), BERT-base (12 x 768,
+110 M with 30 522 rows) and a Qwen2 of the same depth and width (78 M; the corpus's own vocabulary).
 
 Usage::
 
@@ -47,7 +47,10 @@ SIZES = {
                      max_position_embeddings=512),
     },
     "realistic": {
-        "vocab_size": 16000,
+        "vocab_size": 16000,   # an upper bound: the corpus gives about 2 800 tokens
+        # embedding rows of GPT-2's and BERT-base's vocabularies (rows past the tokenizer's are never fed and
+        # decode to nothing, as the padded rows of hub vocabularies do), so the models have their sizes
+        "model_vocab": {"gpt2": 50257, "bert": 30522},
         "gpt2": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024),
         "qwen2": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
                       num_key_value_heads=4, max_position_embeddings=1024),
@@ -91,6 +94,11 @@ def byte_level_bpe(texts: list[str], vocab_size: int, specials: list[str]):
     return tok
 
 
+def _rows(size: dict, name: str, tok) -> int:
+    """Embedding rows: the tokenizer's, or the size's ``model_vocab`` where it asks for more."""
+    return max(len(tok), size.get("model_vocab", {}).get(name, 0))
+
+
 def build_gpt2(texts: list[str], size: str, seed: int):
     """``GPT2LMHeadModel`` and its tokenizer (``<|endoftext|>`` only; no pad token, as GPT-2 ships)."""
     import torch
@@ -100,7 +108,7 @@ def build_gpt2(texts: list[str], size: str, seed: int):
     tok = PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(texts, s["vocab_size"], [ENDOFTEXT]),
                                   bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT,
                                   model_max_length=s["gpt2"]["n_positions"])
-    config = GPT2Config(vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+    config = GPT2Config(vocab_size=_rows(s, "gpt2", tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
                         n_ctx=s["gpt2"]["n_positions"], **s["gpt2"])
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config), tok, "GPT2Tokenizer"
@@ -134,7 +142,7 @@ def build_bert(texts: list[str], size: str, seed: int):
     s = SIZES[size]
     tok = train_wordpiece_tokenizer(texts, s["vocab_size"], s["bert"]["max_position_embeddings"])
     tok.truncation_side = "right"  # a hub BERT's default; the project's loader sets what it needs
-    config = BertConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **s["bert"])
+    config = BertConfig(vocab_size=_rows(s, "bert", tok), pad_token_id=tok.pad_token_id, **s["bert"])
     torch.manual_seed(seed)
     return BertForMaskedLM(config), tok, "BertTokenizer"
 

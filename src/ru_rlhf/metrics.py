@@ -164,13 +164,15 @@ def bertscore_f1(candidates: list[str], references: list[str], model_path: str, 
     nothing) and an empty reference gives NaN; bert-score is not asked about either (with
     transformers 5 its empty-text path calls a tokenizer method that no longer exists).
     """
+    import torch
     from bert_score import score
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # bert-score loads its own copy of the encoder
     out = [0.0 if not c.strip() else float("nan") for c in candidates]
     idx = [i for i, (c, r) in enumerate(zip(candidates, references)) if c.strip() and r.strip()]
     if idx:
         _, _, f1 = score([candidates[i] for i in idx], [references[i] for i in idx], model_type=str(model_path),
-                         num_layers=num_layers, batch_size=batch_size, lang=None, verbose=False, device="cpu")
+                         num_layers=num_layers, batch_size=batch_size, lang=None, verbose=False, device=device)
         for i, v in zip(idx, f1.tolist()):
             out[i] = float(v)
     return out

@@ -211,3 +211,35 @@ def test_encoder_features_go_to_the_encoders_device(local_models):
     calls = _on_meta(encoder)
     _runs_on_its_device(lambda: _features((encoder, load_encoder_tokenizer(local_models["bert"])), ["а б", "в"]),
                         calls)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
+def test_the_shared_functions_run_in_bfloat16(local_models, arch):
+    """``dtype: auto`` gives bf16 on a GPU: every function a run calls on the models works in bf16 (here on
+    the CPU, which has bf16 kernels) and gives numbers close to float32's."""
+    from ru_rlhf.models.encoder import load_encoder, load_encoder_tokenizer
+    from ru_rlhf.models.generation import generate_batch, response_kl, sequence_logprobs
+    from ru_rlhf.models.reward import RewardModel, score
+    from ru_rlhf.pipelines.evaluation.nodes import _features
+    from ru_rlhf.rl.ppo import PolicyWithValue
+
+    tok = load_tokenizer(local_models[arch])
+    f32, bf16 = load_policy(local_models[arch]), load_policy(local_models[arch], dtype="bfloat16")
+    assert next(bf16.parameters()).dtype == torch.bfloat16
+    texts = generate_batch(bf16, tok, PROMPTS, temperatures=[0.7] * 3, top_ps=[0.9] * 3, seeds=[1, 2, 3],
+                           max_new_tokens=6)
+    assert len(texts) == 3
+    responses = ["Иван Петров", "В Казани", "В 1998 году"]
+    lp32, lp16 = sequence_logprobs(f32, tok, PROMPTS, responses), sequence_logprobs(bf16, tok, PROMPTS, responses)
+    for a, b in zip(lp32, lp16):
+        assert b["logprob"] == pytest.approx(a["logprob"], rel=0.05)
+    assert all(k["kl"] >= 0 for k in response_kl(bf16, f32, tok, PROMPTS, responses))
+    with_value = PolicyWithValue(bf16)
+    ids = tok(PROMPTS, return_tensors="pt", padding=True)
+    logits, values = with_value(ids["input_ids"], ids["attention_mask"], keep=2)
+    assert values.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    rm = RewardModel(bf16, ("helpfulness", "truthfulness"), "multi_head", pooling="response", match_feature=True)
+    scores = score(rm, tok, PROMPTS, responses)
+    assert list(scores.columns) == ["helpfulness", "truthfulness", "scalar"] and scores.notna().all().all()
+    encoder = load_encoder(local_models["bert"], dtype="bfloat16")
+    assert _features((encoder, load_encoder_tokenizer(local_models["bert"])), responses).shape == (3, 64)
