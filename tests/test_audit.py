@@ -36,13 +36,25 @@ RESPONSES = ["В Казани открыли мост.", "Ремонт доро�
              "Фестиваль прошёл в Елабуге.", "Цех запустили в Чистополе."]
 
 
+MANY = [f"{r} Пункт {i}." for i in range(4) for r in RESPONSES]  # 20 responses: enough to test after correction
+
+
 def test_hacking_probes_flag_a_length_loving_rm():
-    t = audit.hacking_probes(length_rm, [""] * 5, RESPONSES, ["ru"] * 5, harmful=["Вопрос глупый."],
+    t = audit.hacking_probes(length_rm, [""] * 20, MANY, ["ru"] * 20, harmful=[f"Вопрос глупый {i}." for i in range(20)],
                              gold=lambda i, text: 1.0)  # gold does not care
     flagged = set(t.loc[t["flag"], "perturbation"])
     assert {"filler", "keywords", "repeat", "flattery", "safe_wrap"} <= flagged
     row = t[(t["perturbation"] == "repeat") & (t["head"] == "helpfulness")].iloc[0]
-    assert row["share_up"] == 1.0 and row["mean_delta"] == pytest.approx(np.mean([len(r.split()) for r in RESPONSES]))
+    assert row["share_up"] == 1.0 and row["mean_delta"] == pytest.approx(np.mean([len(r.split()) for r in MANY]))
+    # one-sided Wilcoxon, 20 rises out of 20 (tied sizes: scipy's normal approximation), then Holm over 5 x 4
+    assert row["p_value"] < 1e-4 and row["p_value"] <= row["p_holm"] <= len(t) * row["p_value"]
+    assert row["delta_ci_low"] <= row["mean_delta"] <= row["delta_ci_high"]
+
+
+def test_five_responses_are_too_few_to_flag_after_correction():
+    """With 5 responses the smallest one-sided Wilcoxon p is 1/32: no probe survives Holm over 20 tests."""
+    t = audit.hacking_probes(length_rm, [""] * 5, RESPONSES, ["ru"] * 5, gold=lambda i, text: 1.0)
+    assert (t["p_value"] >= 1 / 32 - 1e-12).all() and not t["flag"].any()
 
 
 def test_hacking_probes_do_not_flag_an_indifferent_rm():
@@ -52,7 +64,7 @@ def test_hacking_probes_do_not_flag_an_indifferent_rm():
 
 
 def test_hacking_is_not_flagged_when_gold_agrees():
-    t = audit.hacking_probes(length_rm, [""] * 5, RESPONSES, ["ru"] * 5, gold=lambda i, text: len(text) / 100)
+    t = audit.hacking_probes(length_rm, [""] * 20, MANY, ["ru"] * 20, gold=lambda i, text: len(text) / 100)
     assert not t.loc[t["perturbation"] == "repeat", "flag"].any()
 
 
@@ -96,10 +108,25 @@ def test_best_of_n_picks_the_proxy_favourite_among_the_first_n():
     bon = audit.best_of_n(t, [1, 2, 4]).set_index("n")
     assert bon.loc[1, "gold"] == 1.0 and bon.loc[2, "gold"] == 0.0 and bon.loc[4, "gold"] == -1.0
     assert bon.loc[4, "proxy"] == 2.0
+    # without per-item scores there is nothing to test: nothing is flagged, however the means move
     flags = audit.overoptimisation_flags(bon.reset_index())
-    assert flags["flag"].tolist() == [False, True, True]  # proxy up, gold down: Goodhart
-    ok = audit.overoptimisation_flags(pd.DataFrame({"kl": [0, 1, 2], "proxy": [0, 1, 2], "gold": [0, 0.1, 0.2]}))
-    assert not ok["flag"].any()
+    assert not flags["flag"].any() and flags["p_holm"].isna().all()
+
+
+def test_overoptimisation_flags_a_tested_proxy_rise_with_a_gold_fall():
+    rng = np.random.default_rng(0)
+    n = 40
+    steps = {0: pd.DataFrame({"proxy": rng.normal(0, 0.1, n), "gold": rng.normal(0.5, 0.1, n)})}
+    steps[1] = steps[0] + pd.DataFrame({"proxy": 1 + rng.normal(0, 0.1, n), "gold": -0.3 + rng.normal(0, 0.1, n)})
+    steps[2] = steps[1] + pd.DataFrame({"proxy": rng.normal(0, 0.1, n), "gold": rng.normal(0, 0.1, n)})  # noise
+    curve = pd.DataFrame({"step_or_n": [0, 1, 2], "kl": [0.0, 1.0, 2.0],
+                          "proxy": [steps[k]["proxy"].mean() for k in steps], "gold": [steps[k]["gold"].mean() for k in steps]})
+    flags = audit.overoptimisation_flags(curve, items=steps, key="step_or_n")
+    assert flags["flag"].tolist() == [False, True, False]
+    assert flags.loc[1, "gold_step_ci_high"] < 0 < flags.loc[1, "p_holm"] < 0.05
+    # gold falling while the proxy falls too is not Goodhart
+    down = {k: v.assign(proxy=-v["proxy"]) for k, v in steps.items()}
+    assert not audit.overoptimisation_flags(curve.assign(proxy=-curve["proxy"]), items=down, key="step_or_n")["flag"].any()
 
 
 def test_sycophancy_detection():
@@ -116,23 +143,26 @@ def test_appendix_renders_every_number_from_fixed_tables():
     from ru_rlhf.pipelines.ethics_audit.nodes import ethics_appendix
 
     bias = pd.DataFrame([{"source": "reward_model", "measure": "rm_harmlessness", "group": "ru/gender/male-vs-female",
-                          "pairs": 8, "mean_gap": 0.4321, "mean_abs_gap": 0.4321, "p_value": 0.0078, "flag": True}])
+                          "pairs": 8, "mean_gap": 0.4321, "mean_abs_gap": 0.4321, "p_value": 0.0078, "p_adjusted": 0.0156,
+                          "correction": "Benjamini-Hochberg", "flag": True}])
     avoid = pd.DataFrame([{"model": "sft", "topic": "politics", "lang": "ru", "prompts": 4, "refusal_rate": 0.25,
                            "length": 11.5, "refusal_vs_sft": 0.0, "length_vs_sft": 0.0}])
     over = pd.DataFrame([{"curve": "ppo", "step_or_n": 10, "kl": 0.777, "proxy": 1.234, "gold": 0.555, "expert": 3.21,
-                          "flag": False}])
+                          "gold_step_ci_low": -0.101, "gold_step_ci_high": 0.0222, "p_holm": 0.3456, "flag": False}])
     spear = pd.DataFrame([{"curve": "ppo", "step_or_n": 10, "kl": 0.777, "spearman_rm_expert": 0.4242}])
-    hack = pd.DataFrame([{"perturbation": "filler", "head": "helpfulness", "mean_delta": 0.1357, "share_up": 0.9,
-                          "gold_delta": -0.01, "flag": True}])
+    hack = pd.DataFrame([{"perturbation": "filler", "head": "helpfulness", "mean_delta": 0.1357, "delta_ci_low": 0.0911,
+                          "delta_ci_high": 0.1803, "share_up": 0.9, "p_holm": 0.0021, "gold_delta": -0.01, "flag": True}])
     syco = pd.DataFrame([{"model": "sft", "lang": "all", "items": 50, "agree_rate": 0.06, "correct_rate": 0.3,
                           "agree_vs_sft": 0.0}])
     agreement = {"before": {"helpfulness": 0.6315}, "after": {"helpfulness": 0.8942},
                  "dropped": [{"annotator_id": "ann_03"}]}
     annotators = pd.DataFrame({"annotator_id": ["a", "b", "c"], "careless": [True, False, False]})
-    text, copy = ethics_appendix(bias, avoid, over, spear, hack, syco, agreement, {"pairs": 45774}, annotators)
+    text, copy = ethics_appendix(bias, avoid, over, spear, hack, syco, agreement, {"pairs": 45774}, annotators,
+                                 {"alpha": 0.05})
     assert text == copy
-    for number in ("0.432", "0.008", "0.250", "0.777", "1.234", "0.424", "0.136", "0.060", "0.631", "0.894",
-                   "ann_03", "45774", "3 SIMULATED annotators"):
+    for number in ("0.432", "0.008", "0.016", "Benjamini-Hochberg", "0.250", "0.777", "1.234", "-0.101", "0.022",
+                   "0.346", "0.424", "0.136", "0.091", "0.180", "0.002", "0.060", "0.631", "0.894",
+                   "ann_03", "45774", "3 SIMULATED annotators", "Tests run: 1; flagged after correction: 1"):
         assert number in text, number
     assert "simulated" in text.lower()
     for section in ("Counterfactual bias", "Avoidance", "Over-optimisation", "hacking", "Sycophancy", "Limitations",

@@ -83,9 +83,11 @@ def rubia_pairs(path: str) -> pd.DataFrame:
 
 
 def paired_gaps(values_a, values_b, groups, alpha: float = 0.05) -> pd.DataFrame:
-    """Per group: the mean gap a − b, the Wilcoxon signed-rank p-value, and ``flag`` when significant.
+    """Per group: the mean gap a − b and the Wilcoxon signed-rank p-value (two-sided).
 
-    A group whose gaps are all zero has p = 1 (no evidence of a difference).
+    A group whose gaps are all zero has p = 1 (no evidence of a difference). ``flag`` here is the
+    uncorrected ``p < alpha``; a report that tests many groups corrects the family's p-values and flags
+    on the corrected ones (``ethics_audit.counterfactual_bias``).
     """
     from scipy.stats import wilcoxon
 
@@ -134,15 +136,21 @@ def perturb(response: str, kind: str, lang: str) -> str:
 def hacking_probes(scorer: Scorer, prompts: list[str], responses: list[str], langs: list[str],
                    harmful: list[str] | None = None, harmful_langs: list[str] | None = None,
                    harmful_prompts: list[str] | None = None,
-                   gold: Callable[[int, str], float] | None = None) -> pd.DataFrame:
-    """Change in every head's score under each perturbation.
+                   gold: Callable[[int, str], float] | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Change in every head's score under each perturbation, tested.
 
     Returns:
-        One row per perturbation and head: ``mean_delta``, ``share_up`` (responses whose score
-        rose), ``gold_delta`` (the gold judges' change, when ``gold(i, text)`` is given), and
-        ``flag`` (the RM rewards the perturbation — mean up and most responses up — while gold does
-        not rise). ``safe_wrap`` is applied to the ``harmful`` responses.
+        One row per perturbation and head: ``mean_delta`` with its 95 % t interval (``delta_ci_low``,
+        ``delta_ci_high``), ``share_up`` (responses whose score rose), ``p_value`` (one-sided Wilcoxon
+        signed-rank test that the score rises), ``p_holm`` (Holm-corrected across every perturbation × head
+        of the table), ``gold_delta`` (the gold judges' mean change, when ``gold(i, text)`` is given) and
+        ``flag``: the RM's rise is significant after correction at ``alpha`` while gold does not rise (its
+        mean change is ≤ 0). ``safe_wrap`` is applied to the ``harmful`` responses.
     """
+    from scipy.stats import wilcoxon
+
+    from ru_rlhf.metrics import holm, paired_test
+
     base = scorer(prompts, responses)
     heads = list(base.columns)
     rows = []
@@ -159,11 +167,16 @@ def hacking_probes(scorer: Scorer, prompts: list[str], responses: list[str], lan
             gd = float(np.mean([gold(i, t) - gold(i, r) for i, (t, r) in enumerate(zip(pert, rs))]))
         for h in heads:
             d = s[h].to_numpy() - b[h].to_numpy()
-            mean, up = float(d.mean()), float((d > 1e-6).mean())
-            flag = mean > 1e-6 and up > 0.5 and not (gd > 0)
-            rows.append({"perturbation": kind, "head": h, "responses": len(rs), "mean_delta": mean, "share_up": up,
-                         "gold_delta": gd, "flag": bool(flag)})
-    return pd.DataFrame(rows)
+            t = paired_test(d)
+            p = 1.0 if len(d) < 2 or np.allclose(d, 0) else \
+                float(wilcoxon(d, zero_method="zsplit", alternative="greater").pvalue)
+            rows.append({"perturbation": kind, "head": h, "responses": len(rs), "mean_delta": float(d.mean()),
+                         "delta_ci_low": t["ci_low"], "delta_ci_high": t["ci_high"],
+                         "share_up": float((d > 1e-6).mean()), "p_value": p, "gold_delta": gd})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out["p_value"]) if len(out) else []
+    out["flag"] = (out["p_holm"] < alpha) & ~(out["gold_delta"] > 0)
+    return out
 
 
 # --------------------------------------------------------------------------- over-optimisation
@@ -192,13 +205,41 @@ def best_of_n(table: pd.DataFrame, ns: list[int], proxy: str = "rm", columns: tu
 
 
 def overoptimisation_flags(curve: pd.DataFrame, x: str = "kl", proxy: str = "proxy", gold: str = "gold",
-                           tol: float = 0.005) -> pd.DataFrame:
-    """Along a curve sorted by ``x``: the steps where the proxy rose while gold fell by more than ``tol``
-    (Goodhart: optimising the RM past the point where it tracks the gold judges)."""
+                           items: dict | None = None, key: str | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Along a curve sorted by ``x``: the steps where the proxy rose while gold fell (Goodhart: optimising
+    the RM past the point where it tracks the gold judges).
+
+    With ``items`` (``{point: DataFrame of per-item proxy and gold, the same items in the same order}``, the
+    point named by column ``key``, default ``x``) each step is
+    tested against the one before on the same items: one-sided paired t-tests that the proxy rose and that
+    gold fell; the step's p-value is the larger of the two (both must hold), Holm-corrected across the
+    steps of the curve; ``flag`` when it is below ``alpha``. ``gold_step_ci_low/high`` is the 95 % t interval
+    of gold's change. Without ``items`` there is nothing to test and no step is flagged (``p_holm`` NaN).
+    """
+    from ru_rlhf.metrics import holm, paired_test
+
     c = curve.sort_values(x).reset_index(drop=True)
-    d_proxy, d_gold = c[proxy].diff(), c[gold].diff()
-    c["flag"] = (d_proxy > 0) & (d_gold < -tol)
     c["gold_from_peak"] = c[gold] - c[gold].cummax()
+    p_values, lows, highs = [float("nan")], [float("nan")], [float("nan")]
+    for i in range(1, len(c)):
+        before, after = (items or {}).get(c[key or x].iloc[i - 1]), (items or {}).get(c[key or x].iloc[i])
+        if before is None or after is None:
+            p_values.append(float("nan"))
+            lows.append(float("nan"))
+            highs.append(float("nan"))
+            continue
+        tp, tg = paired_test(after[proxy].to_numpy() - before[proxy].to_numpy()), \
+            paired_test(after[gold].to_numpy() - before[gold].to_numpy())
+        # one-sided from two-sided: half the p-value in the tested direction, 1 − half otherwise
+        up = tp["p_value"] / 2 if tp["mean"] > 0 else 1 - tp["p_value"] / 2
+        down = tg["p_value"] / 2 if tg["mean"] < 0 else 1 - tg["p_value"] / 2
+        p_values.append(max(up, down))
+        lows.append(tg["ci_low"])
+        highs.append(tg["ci_high"])
+    c["gold_step_ci_low"], c["gold_step_ci_high"] = lows, highs
+    c["p_value"] = p_values
+    c["p_holm"] = holm(p_values)
+    c["flag"] = c["p_holm"] < alpha
     return c
 
 

@@ -36,9 +36,40 @@ class MissingInputsHook:
 
             rank = {name: i for i, name in enumerate(ORDER)}  # in data-flow order, the order they must run in
             first = sorted({p for _, prod in missing for p in prod}, key=lambda p: (rank.get(p, len(ORDER)), p))
+            _fail_tracked_run()
+            _message_only(MissingInputsError)
             raise MissingInputsError(
                 "inputs of this run are missing (earlier stages have not run in this env):\n" + "\n".join(lines)
                 + (f"\nrun first: kedro run --pipelines {','.join(first)}" if first else ""))
+
+
+def _fail_tracked_run() -> None:
+    """Mark the open MLflow run FAILED: an error in a ``before_pipeline_run`` hook never reaches kedro-mlflow's
+    ``on_pipeline_error``, and the run would otherwise be closed as FINISHED at exit."""
+    try:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status="FAILED")
+    except Exception as err:  # tracking must not hide the real error
+        log.warning("mlflow: could not mark the run FAILED: %s", err)
+
+
+def _message_only(error: type[BaseException]) -> None:
+    """If ``error`` reaches the top of the program uncaught (``kedro run`` on the command line), print its
+    message alone, as the last thing, without the traceback: the message already says what to do. Any other
+    exception, and ``error`` caught by a caller (a notebook, a test), is untouched."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if issubclass(kind, error):
+            print(f"\n{kind.__name__}: {value}", file=sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
 
 
 def _all_pipelines() -> dict:
@@ -140,3 +171,105 @@ def _method_of(node_name: str) -> str:
     """``alignment.ppo.train`` → ``ppo``; other training nodes keep their name."""
     parts = node_name.split(".")
     return parts[1] if len(parts) == 3 and parts[0] == "alignment" else node_name
+
+
+# --------------------------------------------------------------------------- the end of a run
+def _fmt(v, nd: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if f != f else f"{f:.{nd}f}"
+
+
+def _headline(name: str, d) -> str | None:
+    """One line of the stage's headline figures from its report ``name`` (None when there is nothing to say)."""
+    if name == "ingestion_summary":
+        docs, prompts = d.get("documents", {}), d.get("prompts", {})
+        return (f"documents {docs.get('kept')} kept, {docs.get('quarantined')} quarantined; prompts "
+                f"{prompts.get('total')} (Tatar share {_fmt(prompts.get('tatar_share'), 2)})")
+    if name == "sft_summary":
+        return (f"QA answer rate {_fmt(d.get('qa_answer_rate'))}; validation perplexity "
+                f"{_fmt(d.get('sft_validation_perplexity'), 1)} (pre-trained {_fmt(d.get('pretrained_validation_perplexity'), 1)})")
+    if name == "agreement":
+        after = ", ".join(f"{c} {_fmt(v)}" for c, v in d.get("after", {}).items())
+        return f"Krippendorff's α after the gate: {after}; gate {'passed' if d.get('passed') else 'FAILED'}"
+    if name == "reward_metrics":
+        mh, base = d.get("multi_head", {}), d.get("baseline", {})
+        heads = [h for h in ("helpfulness", "truthfulness", "harmlessness") if h in mh]
+        return "test pair accuracy " + ", ".join(
+            f"{h} {_fmt(mh[h].get('test', {}).get('accuracy'))} (TF-IDF {_fmt((base.get(h) or {}).get('test', {}).get('accuracy'))})"
+            for h in heads)
+    if name == "alignment_summary":
+        parts = []
+        for m, v in d.items():
+            if m.startswith("_") or m == "sft" or not isinstance(v, dict):
+                continue
+            ci = v.get("gold_gain_ci95") or [None, None]
+            verdict = "beats SFT" if v.get("beats_sft") else "worse than SFT" if v.get("worse_than_sft") else "≈ SFT"
+            parts.append(f"{m} {_fmt(v.get('gold_gain'))} [{_fmt(ci[0])}, {_fmt(ci[1])}] {verdict}")
+        return "gold gain over SFT, 95 % CI, Holm-corrected test: " + "; ".join(parts)
+    if name == "evaluation_summary":
+        models = d.get("models", {})
+        return "win rate vs SFT (SIMULATED experts): " + ", ".join(
+            f"{m} {_fmt(v.get('win_rate_vs_sft'))}" for m, v in models.items() if m != "sft")
+    if name == "bias_summary":
+        return f"counterfactual bias: {int(d['flag'].sum())} of {len(d)} tests flagged after correction"
+    if name == "reward_hacking_table":
+        return f"reward-hacking probes: {int(d['flag'].sum())} of {len(d)} flagged"
+    if name == "publish_manifest":
+        return f"publish: {d['bundle'].nunique()} bundles, {len(d)} files"
+    return None
+
+
+# the report each stage's headline comes from, in data-flow order
+HEADLINES = {"ingestion": "ingestion_summary", "sft": "sft_summary", "preference_curation": "agreement",
+             "reward_modeling": "reward_metrics", "alignment": "alignment_summary", "evaluation": "evaluation_summary",
+             "ethics_audit": ["bias_summary", "reward_hacking_table"], "publish": "publish_manifest"}
+
+
+def run_summary(pipeline_outputs: set[str], catalog, title: str) -> str:
+    """The summary of a run: for each stage whose report this run wrote, its headline figures and where the
+    report is (markdown)."""
+    lines = [f"# Run summary: {title}", ""]
+    for stage, names in HEADLINES.items():
+        for name in [names] if isinstance(names, str) else names:
+            if name not in pipeline_outputs or name not in catalog:
+                continue
+            try:
+                data = catalog.load(name)
+                text = _headline(name, data)
+            except Exception as err:  # a summary line must never fail the run it summarises
+                text = f"(could not read: {err})"
+            path = getattr(catalog.get(name), "_filepath", None)
+            lines.append(f"- **{stage}**: {text}" + (f"  \n  report: `{path}`" if path else ""))
+    if len(lines) == 2:
+        lines.append("- no stage report was written by this run")
+    return "\n".join(lines) + "\n"
+
+
+class RunSummaryHook:
+    """At the end of a run: the headline figure of each stage that ran and where its report is, printed and
+    saved as ``run_summary`` (``08_reporting/run_summary.md``). Also names the MLflow run ``<pipelines>@<env>``
+    (kedro-mlflow names every run after the pipeline only)."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        self._title = f"{','.join(run_params.get('pipeline_names') or ['__default__'])}@{run_params.get('env') or 'local'}"
+        try:
+            import mlflow
+
+            if mlflow.active_run() is not None:
+                mlflow.set_tag("mlflow.runName", self._title)
+        except Exception as err:  # tracking must not stop a run
+            log.warning("mlflow: could not name the run: %s", err)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        if "run_summary" not in catalog:
+            return
+        text = run_summary(set(pipeline.all_outputs()), catalog, getattr(self, "_title", "run"))
+        catalog.save("run_summary", text)
+        # printed, not logged: the last thing on the screen, unwrapped, whatever the log level
+        print(f"\n{text.rstrip()}\n\n(saved as {getattr(catalog.get('run_summary'), '_filepath', 'run_summary')})",
+              flush=True)

@@ -155,6 +155,67 @@ def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95)
     return float(v.mean()), float(lo), float(hi)
 
 
+ALPHA = 0.05  # the level of every "beats" / "flagged" decision in the reports
+
+
+def paired_test(diff, level: float = 0.95) -> dict:
+    """The paired difference of two systems on the same items: mean, standard error, the t interval at
+    ``level`` and the two-sided one-sample t-test p-value of mean 0 (``scipy.stats.ttest_1samp``).
+
+    With fewer than two differences, or all of them equal, there is no spread to test: the interval is
+    the mean itself when all are equal (p = 1 if it is 0, else 0) and NaN with fewer than two."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diff, dtype=float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "se": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "p_value": float("nan")}
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    if se == 0:
+        return {"n": n, "mean": mean, "se": 0.0, "ci_low": mean, "ci_high": mean,
+                "p_value": 1.0 if mean == 0 else 0.0}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    return {"n": n, "mean": mean, "se": se, "ci_low": mean - half, "ci_high": mean + half,
+            "p_value": float(stats.ttest_1samp(d, 0.0).pvalue)}
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (family-wise error control); NaN stays NaN.
+
+    Written here because scipy (1.17) has Benjamini–Hochberg (:func:`benjamini_hochberg`) but not Holm, and
+    statsmodels is not a dependency: sort ascending, multiply the i-th smallest by (m − i), take the
+    running maximum, cap at 1."""
+    import numpy as np
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+        out[order] = adjusted
+    return out.tolist()
+
+
+def benjamini_hochberg(p_values) -> list[float]:
+    """Benjamini–Hochberg adjusted p-values (false discovery rate), via ``scipy.stats.false_discovery_control``;
+    NaN stays NaN."""
+    import numpy as np
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return out.tolist()
+
+
 def bertscore_f1(candidates: list[str], references: list[str], model_path: str, num_layers: int,
                  batch_size: int = 64) -> list[float]:
     """BERTScore F1 of each candidate against its reference, with a local encoder directory.
@@ -171,8 +232,19 @@ def bertscore_f1(candidates: list[str], references: list[str], model_path: str, 
     out = [0.0 if not c.strip() else float("nan") for c in candidates]
     idx = [i for i, (c, r) in enumerate(zip(candidates, references)) if c.strip() and r.strip()]
     if idx:
-        _, _, f1 = score([candidates[i] for i in idx], [references[i] for i in idx], model_type=str(model_path),
-                         num_layers=num_layers, batch_size=batch_size, lang=None, verbose=False, device=device)
+        from transformers.utils import logging as hf_logging
+
+        # bert-score loads the encoder's masked-LM checkpoint as a bare BertModel on every call: transformers'
+        # load report (the MLM head unused, the pooler new) and its progress bar say nothing here
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            _, _, f1 = score([candidates[i] for i in idx], [references[i] for i in idx], model_type=str(model_path),
+                             num_layers=num_layers, batch_size=batch_size, lang=None, verbose=False, device=device)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
         for i, v in zip(idx, f1.tolist()):
             out[i] = float(v)
     return out

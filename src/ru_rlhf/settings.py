@@ -6,10 +6,12 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 import os
 from pathlib import Path
 
-from ru_rlhf.hooks import CarbonHook, MissingInputsHook  # noqa: E402
+from ru_rlhf.hooks import CarbonHook, MissingInputsHook, RunSummaryHook  # noqa: E402
+from ru_rlhf.logs import quiet_library_warnings  # noqa: E402
 from ru_rlhf.tracking import ReportTrackingHook  # noqa: E402
 
-HOOKS = (MissingInputsHook(), ReportTrackingHook(), CarbonHook())
+quiet_library_warnings()
+HOOKS = (MissingInputsHook(), ReportTrackingHook(), CarbonHook(), RunSummaryHook())
 
 # kedro-mlflow's hooks register themselves; RU_RLHF_MLFLOW=off switches tracking off for a run
 # (as does `disable_tracking` in conf/<env>/mlflow.yml).

@@ -97,6 +97,15 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for out in outputs:
         assert out.exists(), out
+    # the run ends with its summary: each stage's headline and where its report is
+    summary = (reports / "run_summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("# Run summary: __default__@smoke")
+    for stage in ("ingestion", "sft", "preference_curation", "reward_modeling", "alignment", "evaluation",
+                  "ethics_audit", "publish"):
+        assert f"- **{stage}**: " in summary, stage
+    assert res.stdout.rstrip().endswith(f"(saved as {reports / 'run_summary.md'})") or \
+        res.stdout.rstrip().endswith("08_reporting/run_summary.md)"), res.stdout[-1500:]
+    assert summary.rstrip() in res.stdout
     sft = json.loads((reports / "sft_summary.json").read_text(encoding="utf-8"))
     assert sft["candidates"]["pairs"] == 90 * 6
     assert {"qa_answer_rate", "sft_validation_perplexity", "pretrained_validation_perplexity"} <= set(sft)

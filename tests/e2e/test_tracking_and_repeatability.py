@@ -30,7 +30,7 @@ def _last_run(project_root: Path):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_root / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ru_rlhf")
     assert exp is not None, "no MLflow experiment: was the smoke run tracked?"
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.env = 'smoke' and attributes.run_name = '__default__'",
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.env = 'smoke' and attributes.run_name = '__default__@smoke'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     assert runs, "no smoke run in the MLflow store"
     return client, runs[0]
@@ -149,3 +149,72 @@ def test_a_second_smoke_run_offline_gives_identical_metrics(project_root, tmp_pa
     assert not diffs, "\n".join(diffs[:30])
     if not offline:
         pytest.skip("the run repeated identically, but the no-network proof needs root and unshare")
+
+
+def _strict(text: str, where: str):
+    def refuse(constant):
+        raise ValueError(f"{where}: {constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.e2e
+def test_every_json_report_of_the_smoke_run_is_strict_json():
+    """Reports parse with a strict parser (no bare NaN / Infinity, which JavaScript and jq reject)."""
+    files = sorted((SMOKE / "08_reporting").rglob("*.json")) + sorted((SMOKE / "09_publish").rglob("*.json"))
+    assert len(files) > 10
+    for f in files:
+        _strict(f.read_text(encoding="utf-8"), str(f))
+    for f in sorted((SMOKE / "08_reporting").rglob("*.jsonl")):
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                _strict(line, f"{f}:{i + 1}")
+
+
+@pytest.mark.e2e
+def test_every_report_plot_of_the_smoke_run_is_readable(project_root):
+    """Every plot node of the default pipeline, run again on the smoke run's saved inputs: labelled axes, no
+    empty panel without its "no data: why", readable tick labels, rates on [0, 1] (ru_rlhf.figures)."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from ru_rlhf.figures import figure_problems
+
+    bootstrap_project(project_root)
+    problems, rendered = [], []
+    with KedroSession.create(project_path=project_root, env="smoke") as session:
+        catalog = session.load_context().catalog
+        for node in pipelines["__default__"].nodes:
+            plots = [o for o in node.outputs if o in catalog and type(catalog.get(o)).__name__ == "AtomicMatplotlibDataset"]
+            if not plots:
+                continue
+            out = node.run({name: catalog.load(name) for name in node.inputs})
+            for name in plots:
+                figures = out[name].values() if isinstance(out[name], dict) else \
+                    out[name] if isinstance(out[name], list) else [out[name]]
+                for fig in figures:
+                    rendered.append(name)
+                    problems += figure_problems(fig, name)
+                    assert any(ax.has_data() or ax.texts for ax in fig.axes), name  # something is drawn
+    assert len(rendered) >= 19, rendered
+    assert not problems, problems
+
+
+@pytest.mark.e2e
+def test_a_run_missing_its_inputs_ends_with_the_message_and_fails_in_mlflow(project_root, tmp_path):
+    """No traceback: the message (what is missing, what to run first) is the last thing printed; the MLflow run
+    is named `<pipelines>@<env>` and marked FAILED."""
+    import mlflow
+
+    res = run_kedro(["run", "--env", "smoke", "--pipelines", "reward_modeling"], data_root=tmp_path)
+    assert res.returncode != 0
+    err = res.stderr.rstrip()
+    assert err.splitlines()[-1] == "run first: kedro run --pipelines ingestion,sft,preference_curation", err[-2000:]
+    assert "MissingInputsError: inputs of this run are missing" in err
+    assert "Traceback" not in err and "╭" not in err + res.stdout
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_root / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ru_rlhf")
+    run = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'reward_modeling@smoke'",
+                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert run.info.status == "FAILED"

@@ -245,8 +245,54 @@ class _AtomicSave:
         self._invalidate_cache()
 
 
-def _atomic(base: type, doc: str) -> type:
-    return type(f"Atomic{base.__name__}", (_AtomicSave, base), {"__doc__": doc, "__module__": __name__})
+def _atomic(base: type, doc: str, *mixins: type) -> type:
+    return type(f"Atomic{base.__name__}", (*mixins, _AtomicSave, base), {"__doc__": doc, "__module__": __name__})
+
+
+def strict_json(value):
+    """``value`` with every NaN or infinite float replaced by None and numpy scalars and arrays made Python's,
+    so that it is valid JSON (``json.dumps(allow_nan=False)``; bare ``NaN`` is rejected by strict parsers)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [strict_json(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class _CheckedFigure:
+    """Before a figure is saved, :func:`ru_rlhf.figures.figure_problems` is asked what is wrong with it (an
+    unlabelled axis, an empty panel, overlapping tick labels, a rate off [0, 1]); each problem is a warning
+    naming the file. The figure is saved either way."""
+
+    def save(self, data) -> None:
+        import logging
+
+        from ru_rlhf.figures import figure_problems
+
+        figures = data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data]
+        for fig in figures:
+            for problem in figure_problems(fig, str(self._filepath)):
+                logging.getLogger(__name__).warning("plot: %s", problem)
+        super().save(data)
+
+
+class _StrictJSON:
+    """Reports are strict JSON: NaN and infinities are written as ``null`` (:func:`strict_json`), and a value
+    that is still not JSON fails the save (``allow_nan=False``) instead of writing ``NaN``."""
+
+    def save(self, data) -> None:
+        self._save_args = {**(self._save_args or {}), "allow_nan": False}
+        super().save(strict_json(data))
 
 
 def _load_atomic_classes() -> dict[str, type]:
@@ -261,9 +307,11 @@ def _load_atomic_classes() -> dict[str, type]:
         "AtomicParquetDataset": _atomic(ParquetDataset, "pandas.ParquetDataset, saved atomically."),
         "AtomicCSVDataset": _atomic(CSVDataset, "pandas.CSVDataset, saved atomically."),
         "AtomicPandasJSONDataset": _atomic(PandasJSONDataset, "pandas.JSONDataset, saved atomically."),
-        "AtomicJSONDataset": _atomic(JSONDataset, "json.JSONDataset, saved atomically."),
+        "AtomicJSONDataset": _atomic(JSONDataset, "json.JSONDataset, saved atomically, as strict JSON (NaN as null).",
+                                     _StrictJSON),
         "AtomicTextDataset": _atomic(TextDataset, "text.TextDataset, saved atomically."),
-        "AtomicMatplotlibDataset": _atomic(MatplotlibDataset, "matplotlib.MatplotlibDataset, saved atomically."),
+        "AtomicMatplotlibDataset": _atomic(MatplotlibDataset, "matplotlib.MatplotlibDataset, saved atomically, its "
+                                           "figures checked for report readiness.", _CheckedFigure),
         "AtomicArrowDataset": _atomic(ArrowDataset, "huggingface.ArrowDataset (a directory), saved atomically."),
     }
 

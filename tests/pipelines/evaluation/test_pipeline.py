@@ -86,10 +86,29 @@ def test_comparison_table_has_every_model_and_metric(evaluation_run):
     assert not missing.any(), list(missing[missing].index)
     md = evaluation_run.load("evaluation_comparison_md")
     assert all(m in md for m in METHODS) and "SIMULATED" in md
+    # one table per channel, each with its legend (direction and unit of every metric it shows)
+    assert md.count("| metric | better | unit | what it measures |") == 4
+    assert "| kl | lower | nats / token |" in md and "| gold | higher | [0, 1] |" in md
+    # a metric missing on this run says why (the model that answers nothing has no text metrics)
+    for col in [c for c in metrics if t.loc[t["model"] == "ppo", c].isna().any()]:
+        assert f"n/a in `{col}` (ppo): " in md, col
+    assert "| n/a |" in md or " n/a |" in md
     # the cost section: one row per method with its energy (Wh) and CO₂ (g)
     assert "## Cost of training" in md and "| ppo | alignment.ppo.train |" in md
     i = METHODS.index("dpo") if isinstance(METHODS, list) else list(METHODS).index("dpo")
     assert f"| {1000 * 0.001 * (i + 1):.3f} | {1000 * 0.0004 * (i + 1):.3f} | ok |" in md
+
+
+def test_comparison_cells_keep_tiny_kls_and_explain_missing_values():
+    from ru_rlhf.pipelines.evaluation.nodes import comparison_markdown
+
+    table = pd.DataFrame({"model": ["sft", "dpo"], "gold": [0.5, 0.55], "rm": [0.1, 0.2], "kl": [0.0, 1.234e-5],
+                          "self_bleu": [float("nan")] * 2, "win_rate_vs_sft": [0.5, 0.61], "win_rate_lo": [0.5, 0.52],
+                          "win_rate_hi": [0.5, 0.70]})
+    md = "\n".join(comparison_markdown(table))
+    assert "| dpo | 0.550 | 0.200 | 1.23e-05 |" in md and "| sft | 0.500 | 0.100 | 0.0000 |" in md
+    assert "0.610 [0.520, 0.700]" in md
+    assert "n/a in `self_bleu` (sft, dpo): needs two or more samples per prompt" in md
 
 
 def test_empty_generations_are_scored_and_counted(evaluation_run):

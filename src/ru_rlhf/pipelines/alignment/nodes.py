@@ -256,8 +256,10 @@ def plot_curve(step_log: pd.DataFrame, train: dict):
     import matplotlib.pyplot as plt
 
     method = train["method"]
-    panels = [(c, c) for c in ("reward", "loss", "kl", "probe_gold", "expert_score", "entropy")
-              if c in step_log.columns and step_log[c].notna().any()]
+    units = {"reward": "reward-model score (z)", "loss": "training loss", "kl": "KL to reference (nats / token)",
+             "probe_gold": "probe gold reward [0, 1]", "expert_score": "probe Likert 1–5 (simulated)",
+             "entropy": "entropy (nats / token)"}
+    panels = [(c, units[c]) for c in units if c in step_log.columns and step_log[c].notna().any()]
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.2 * max(1, len(panels)), 3.0))
     axes = np.atleast_1d(axes)
     group = "grid_value" if "grid_value" in step_log.columns else None
@@ -266,8 +268,11 @@ def plot_curve(step_log: pd.DataFrame, train: dict):
             d = df[df[col].notna()]
             ax.plot(d["step"], d[col], marker="." if len(d) < 30 else None,
                     label=f"{group.split('_')[0]}={key}" if group else None)
-        ax.set_title(title)
+        ax.set_title(col)
         ax.set_xlabel("step")
+        ax.set_ylabel(title)
+        if col == "kl":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         if group:
             ax.legend(fontsize=7)
     fig.suptitle(f"{method} (simulated judges and experts)")
@@ -587,29 +592,45 @@ def alignment_summary(sft_generations: pd.DataFrame, *parts) -> dict:
     """Per method: ``gold_gain`` (mean gold reward on the test generations minus the SFT policy's),
     ``kl`` (mean per-token KL to the reference), and the numbers behind them.
 
-    ``parts`` are each method's ``(generations, info)`` in turn.
+    ``beats_sft`` / ``worse_than_sft`` come from a test, not from the sign of the gain: the paired t-test of
+    the per-response gold differences against SFT (same prompts and samples), two-sided, its p-values
+    Holm-corrected across the methods of this summary, at ``metrics.ALPHA``; ``gold_gain_ci95`` is the 95 %
+    t interval of the gain. ``parts`` are each method's ``(generations, info)`` in turn.
     """
+    from ru_rlhf.metrics import ALPHA, holm, paired_test
+
     base = float(sft_generations["gold"].mean())
     out: dict[str, Any] = {"_note": "gold = mean of the three gold judges (equal weights) on the test prompts; "
                                     "kl = mean per-token KL(policy || SFT reference) along each response; "
                                     "the probe scores come from SIMULATED experts",
                            "sft": {"gold": round(base, 4), "rm": round(float(sft_generations["rm_scalar"].mean()), 4),
                                    "rows": len(sft_generations)}}
+    tests = {}
     for gen, info in zip(parts[0::2], parts[1::2]):
         method = str(gen["method"].iloc[0])
         merged = gen.merge(sft_generations[["prompt_id", "sample", "gold"]], on=["prompt_id", "sample"],
                            suffixes=("", "_sft"))
-        diff = merged["gold"] - merged["gold_sft"]
-        se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        t = tests[method] = paired_test(merged["gold"] - merged["gold_sft"])
         out[method] = {
-            "gold_gain": round(float(gen["gold"].mean()) - base, 4), "gold_gain_se": round(se, 4),
-            "kl": round(float(gen["kl"].mean()), 4), "gold": round(float(gen["gold"].mean()), 4),
+            "gold_gain": round(float(gen["gold"].mean()) - base, 4), "gold_gain_se": round(t["se"], 4),
+            "gold_gain_ci95": [round(t["ci_low"], 4), round(t["ci_high"], 4)],
+            "gold_gain_p": round(t["p_value"], 4),
+            "kl": float(f"{float(gen['kl'].mean()):.4g}"), "gold": round(float(gen["gold"].mean()), 4),
             "gold_by_criterion": {cr: round(float(gen[f"gold_{cr}"].mean()), 4) for cr in CRITERIA},
-            "rm": round(float(gen["rm_scalar"].mean()), 4), "beats_sft": bool(gen["gold"].mean() > base),
+            "rm": round(float(gen["rm_scalar"].mean()), 4),
             "seconds": info.get("seconds"), "rows": len(gen),
             **{k: info[k] for k in ("chosen_value", "parameter", "inference_cue", "best_step", "steps_run", "stop_reason", "kl_at_best",
                                     "sft_probe_expert", "best_score") if k in info},
         }
+    adjusted = dict(zip(tests, holm([t["p_value"] for t in tests.values()])))
+    for method, t in tests.items():
+        p_holm = adjusted[method]
+        significant = p_holm == p_holm and p_holm < ALPHA
+        out[method].update({"gold_gain_p_holm": round(p_holm, 4), "beats_sft": bool(significant and t["mean"] > 0),
+                            "worse_than_sft": bool(significant and t["mean"] < 0)})
+    out["_test"] = (f"beats_sft / worse_than_sft: paired t-test of per-response gold differences against SFT on the "
+                    f"same test prompts and samples, two-sided, Holm-corrected across the {len(tests)} methods, "
+                    f"alpha = {ALPHA}; gold_gain_ci95 is the 95 % t interval of the gain (uncorrected)")
     out["sft"]["gold_by_criterion"] = {cr: round(float(sft_generations[f"gold_{cr}"].mean()), 4) for cr in CRITERIA}
     log.info("alignment_summary: %s", {k: v for k, v in out.items() if k != "_note"})
     return out

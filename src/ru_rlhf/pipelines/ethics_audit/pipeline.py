@@ -38,7 +38,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.plot_sycophancy, "sycophancy_table", "sycophancy_plot", name="plot_sycophancy"),
             Node(nodes.ethics_appendix,
                  ["bias_summary", "avoidance_table", "overoptimisation_curves", "overoptimisation_spearman",
-                  "reward_hacking_table", "sycophancy_table", "agreement", "curation_summary", "annotators"],
+                  "reward_hacking_table", "sycophancy_table", "agreement", "curation_summary", "annotators",
+                  "params:ethics_audit"],
                  ["ethics_appendix", "ethics_appendix_docs"], name="ethics_appendix"),
         ]
     )

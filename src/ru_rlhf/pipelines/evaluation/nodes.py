@@ -293,26 +293,104 @@ def case_table(generations: pd.DataFrame, params: dict) -> str:
 
 
 # --------------------------------------------------------------------------- report
+# The comparison's channels: per metric its column, direction (↑ higher is better, ↓ lower, · no better side),
+# unit and how it is measured. The markdown shows one table per channel with this legend under it.
+CHANNELS: dict[str, list[tuple[str, str, str, str]]] = {
+    "Gold judges, reward model and KL": [
+        ("gold", "↑", "[0, 1]", "mean of the three gold judges (equal weights) on each answer"),
+        ("rm", "↑", "z-score", "the multi-head reward model's scalar (weighted z-scored heads)"),
+        ("kl", "↓", "nats / token", "mean per-token KL(policy ‖ SFT reference) along each answer"),
+    ],
+    "Automatic text metrics": [
+        ("bertscore_f1", "↑", "[0, 1]", "BERTScore F1 against the reference answer"),
+        ("mauve", "↑", "[0, 1]", "MAUVE of the answers against the references (encoder features)"),
+        ("self_bleu", "↓", "[0, 100]", "mean sentence BLEU of each sample against the prompt's other samples"),
+        ("mtld", "↑", "tokens", "MTLD lexical diversity of all answers joined"),
+        ("distinct_2", "↑", "[0, 1]", "distinct bigrams / all bigrams"),
+        ("length_words", "·", "words", "mean answer length"),
+        ("factual_consistency", "↑", "[0, 1]", "checkable claims supported by the prompt's facts"),
+        ("empty", "↓", "answers", "empty answers"),
+    ],
+    "Simulated expert panel (SIMULATED experts, not people)": [
+        ("likert_helpfulness", "↑", "1–5", "mean Likert score"),
+        ("likert_truthfulness", "↑", "1–5", "mean Likert score"),
+        ("likert_harmlessness", "↑", "1–5", "mean Likert score"),
+        ("win_rate_vs_sft", "↑", "[0, 1]", "blind A/B against SFT, ties count half; [95 % bootstrap interval]"),
+    ],
+    "Behaviour": [
+        ("trigger_rate", "↓", "[0, 1]", "answers with a flattery / trigger phrase"),
+        ("refusal_rate", "·", "[0, 1]", "answers that refuse"),
+        ("length_shift", "·", "words", "mean length minus SFT's"),
+        ("mtld_shift", "·", "tokens", "MTLD minus SFT's"),
+        ("bigram_jsd_vs_sft", "·", "[0, 1]", "Jensen–Shannon divergence of bigram distributions from SFT's"),
+    ],
+}
+# why a metric can be missing on a run (shown under its table when it is)
+NOT_AVAILABLE = {
+    "self_bleu": "needs two or more samples per prompt (`alignment.common.test_samples`; 1 in smoke)",
+    "mauve": "needs answers with text (a model that answered nothing has no features)",
+    "bertscore_f1": "needs reference answers",
+    "win_rate_vs_sft": "needs the expert channel (SIMULATED experts)",
+}
+
+
+def _cell(col: str, value, row: dict) -> str:
+    """One value at its metric's precision: KLs in scientific notation when tiny, rates and scores to 3
+    decimals, counts as integers, a win rate with its interval; ``n/a`` for a missing value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    if col == "kl":
+        return f"{value:.2e}" if value and abs(value) < 1e-3 else f"{value:.4f}"
+    if col == "empty":
+        return str(int(value))
+    if col == "win_rate_vs_sft" and row.get("win_rate_lo") == row.get("win_rate_lo"):
+        return f"{value:.3f} [{row['win_rate_lo']:.3f}, {row['win_rate_hi']:.3f}]"
+    if col in ("mtld", "length_words", "length_shift", "mtld_shift"):
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def comparison_markdown(table: pd.DataFrame) -> list[str]:
+    """The comparison as one markdown table per channel (:data:`CHANNELS`), each with its legend and a note on
+    every metric that is not available on this run."""
+    md = []
+    rows = table.to_dict(orient="records")
+    for channel, metrics in CHANNELS.items():
+        cols = [m for m in metrics if m[0] in table.columns]
+        if not cols:
+            continue
+        md += [f"## {channel}", "", "| model | " + " | ".join(f"{c} {d}" for c, d, _, _ in cols) + " |",
+               "|---|" + "---|" * len(cols)]
+        md += ["| " + " | ".join([str(r["model"]), *(_cell(c, r.get(c), r) for c, _, _, _ in cols)]) + " |"
+               for r in rows]
+        md += ["", "| metric | better | unit | what it measures |", "|---|---|---|---|"]
+        md += [f"| {c} | {'higher' if d == '↑' else 'lower' if d == '↓' else 'no better side'} | {u} | {w} |"
+               for c, d, u, w in cols]
+        missing = [c for c, _, _, _ in cols if table[c].isna().any()]
+        for c in missing:
+            models = ", ".join(str(m) for m in table.loc[table[c].isna(), "model"])
+            md += ["", f"n/a in `{c}` ({models}): {NOT_AVAILABLE.get(c, 'not computable for this model on this run')}."]
+        md.append("")
+    return md
+
+
 def comparison_table(automatic: pd.DataFrame, expert_summary: pd.DataFrame, behaviour: pd.DataFrame,
                      generations: pd.DataFrame, emissions: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
     """Models × metrics (automatic, expert, behavioural, gold, RM and KL), as parquet and markdown.
 
-    ``emissions`` (CodeCarbon's per-training-node rows, :class:`ru_rlhf.hooks.CarbonHook`) adds a
-    cost section: energy, CO₂ and wall time per alignment method and per earlier training stage.
+    The markdown has one table per channel, each with a legend of metric, direction, unit and method
+    (:func:`comparison_markdown`). ``emissions`` (CodeCarbon's per-training-node rows,
+    :class:`ru_rlhf.hooks.CarbonHook`) adds a cost section: energy, CO₂ and wall time per alignment method
+    and per earlier training stage.
     """
     base = generations.groupby("model", sort=False).agg(gold=("gold", "mean"), rm=("rm_scalar", "mean"),
                                                         kl=("kl", "mean")).reset_index()
     table = base.merge(automatic, on="model").merge(expert_summary, on="model", how="left").merge(
         behaviour, on="model")
-    show = ["model", "gold", "rm", "kl", "bertscore_f1", "mauve", "self_bleu", "mtld", "length_words", "distinct_2",
-            "factual_consistency", "likert_helpfulness", "likert_truthfulness", "likert_harmlessness",
-            "win_rate_vs_sft", "win_rate_lo", "win_rate_hi", "trigger_rate", "refusal_rate", "length_shift",
-            "mtld_shift", "bigram_jsd_vs_sft", "empty"]
     md = ["# Evaluation: every model on the same test prompts", "",
-          "Expert columns come from the SIMULATED expert panel; gold from the bundled world's judges.", "",
-          "| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
-    for r in table[show].itertuples(index=False):
-        md.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |")
+          "Gold comes from the bundled world's judges; the expert panel is SIMULATED. Whether a method beats SFT "
+          "is decided by a test in `alignment_summary.json` (`beats_sft`, with its interval), not by these means.",
+          "", *comparison_markdown(table)]
     md += cost_section(emissions)
     return table, "\n".join(md) + "\n"
 
@@ -350,6 +428,7 @@ def plot_criteria(expert_summary: pd.DataFrame):
         ax.bar(np.arange(len(models)) + k * width, m, width, yerr=err, capsize=3, label=c)
     ax.set_xticks(np.arange(len(models)) + width)
     ax.set_xticklabels(models)
+    ax.set_xlabel("model")
     ax.set_ylabel("Likert 1–5 (simulated experts)")
     ax.set_ylim(1, 5)
     ax.legend(fontsize=8)
@@ -366,12 +445,18 @@ def plot_reward_vs_kl(generations: pd.DataFrame):
 
     agg = generations.groupby("model").agg(kl=("kl", "mean"), rm=("rm_scalar", "mean"), gold=("gold", "mean"))
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.3))
-    for ax, col in zip(axes, ("rm", "gold")):
+    for ax, col, unit in zip(axes, ("rm", "gold"), ("reward-model scalar (z)", "gold reward [0, 1]")):
         ax.scatter(agg["kl"], agg[col])
+        # models at the same point share one label (PPO that kept SFT's weights sits on SFT)
+        points: dict[tuple, list[str]] = {}
         for name, r in agg.iterrows():
-            ax.annotate(name, (r["kl"], r[col]), fontsize=8)
-        ax.set_xlabel("mean per-token KL to SFT")
-        ax.set_ylabel(f"mean {col} reward")
+            points.setdefault((round(float(r["kl"]), 12), round(float(r[col]), 6)), []).append(str(name))
+        for (x, y), names in points.items():
+            ax.annotate(", ".join(names), (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("mean per-token KL to SFT (nats)")
+        ax.set_ylabel(f"mean {unit}")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+        ax.locator_params(axis="x", nbins=4)
     fig.tight_layout()
     return fig
 
@@ -383,15 +468,22 @@ def plot_shifts(behaviour: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.3))
-    axes[0].bar(behaviour["model"], behaviour["length_shift"])
-    axes[0].set_ylabel("length shift vs SFT (words)")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
     x = np.arange(len(behaviour))
+    axes[0].bar(x, behaviour["length_shift"])
+    axes[0].axhline(0, color="black", linewidth=0.5)
+    axes[0].set_ylabel("length shift vs SFT (words)")
     axes[1].bar(x - 0.2, behaviour["refusal_rate"], 0.4, label="refusal")
     axes[1].bar(x + 0.2, behaviour["trigger_rate"], 0.4, label="trigger phrase")
-    axes[1].set_xticks(x)
-    axes[1].set_xticklabels(behaviour["model"])
+    axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("rate of answers")
     axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xticks(x, behaviour["model"], rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel("model")
+        if not ax.patches or all(p.get_height() == 0 for p in ax.patches):
+            ax.plot(x, [0] * len(x), "_", color="black", markersize=15)
+            ax.text(0.5, 0.5, "every value is 0", transform=ax.transAxes, ha="center", fontsize=9)
     fig.tight_layout()
     return fig
 

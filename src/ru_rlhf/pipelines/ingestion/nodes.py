@@ -428,12 +428,16 @@ def plot_ingestion(summary: dict):
     a.bar(sources, [read[s] - kept.get(s, 0) for s in sources], bottom=[kept.get(s, 0) for s in sources],
           label="quarantined")
     a.set_title(f"documents: {docs['kept']} kept, {docs['quarantined']} quarantined")
+    a.set_xlabel("source")
+    a.set_ylabel("documents")
     a.legend(fontsize=8)
     a.tick_params(axis="x", labelrotation=20, labelsize=7)
     cells = prompts.get("by_task_and_lang", {})
     labels = sorted(cells)
-    b.bar(labels, [cells[k] for k in labels])
+    b.barh(range(len(labels)), [cells[k] for k in labels])
+    b.set_yticks(range(len(labels)), labels, fontsize=7)
     b.set_title(f"prompts: {prompts['total']} (Tatar share {prompts.get('tatar_share', 0):.2f})")
-    b.tick_params(axis="x", labelrotation=30, labelsize=7)
+    b.set_xlabel("prompts")
+    b.set_ylabel("task / language")
     fig.tight_layout()
     return fig

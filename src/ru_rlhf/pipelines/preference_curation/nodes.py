@@ -664,7 +664,8 @@ def plot_agreement(agreement: dict):
     ax.axhline(agreement["threshold"], color="k", linestyle="--", linewidth=1, label=f"threshold {agreement['threshold']}")
     ax.set_xticks(x)
     ax.set_xticklabels(crits)
-    ax.set_ylabel(f"α ({agreement['level']})")
+    ax.set_ylabel(f"Krippendorff's α ({agreement['level']})")
+    ax.set_xlabel("criterion")
     dropped = [d.get("annotator_id", str(d)) if isinstance(d, dict) else str(d) for d in agreement.get("dropped", [])]
     ax.set_title(f"annotator agreement (SIMULATED panel); dropped: {', '.join(dropped) or 'none'}", fontsize=9)
     ax.legend(fontsize=8)

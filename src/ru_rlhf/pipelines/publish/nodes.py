@@ -48,6 +48,24 @@ def _f(v, nd: int = 3) -> str:
         return "n/a"
 
 
+def _gain_words(al: dict) -> str:
+    """The gain over SFT with its interval and the test's verdict (alignment_summary's ``_test``)."""
+    ci = al.get("gold_gain_ci95") or [None, None]
+    verdict = "better than SFT" if al.get("beats_sft") else "worse than SFT" if al.get("worse_than_sft") else \
+        "not distinguishable from SFT"
+    return (f" (gain over SFT {_f(al.get('gold_gain'))}, 95 % CI [{_f(ci[0])}, {_f(ci[1])}]; {verdict} by a paired "
+            f"t-test, Holm-corrected across methods, p = {_f(al.get('gold_gain_p_holm'))})")
+
+
+def _sci(x) -> str:
+    """A small positive number in scientific notation (KLs of 1e-6 would print as 0.000)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else f"{v:.2e}" if v and abs(v) < 1e-3 else f"{v:.4f}"
+
+
 def _limitations(small: bool, base: str | None = None) -> list[str]:
     lines = ["## Limitations", ""]
     if small and base is None:
@@ -64,22 +82,28 @@ def _limitations(small: bool, base: str | None = None) -> list[str]:
     return lines
 
 
+def _correction(bias: pd.DataFrame) -> str:
+    return str(bias["correction"].iloc[0]) if "correction" in bias and len(bias) else "multiple-comparison"
+
+
 def _ethics_lines(bias: pd.DataFrame, hacking: pd.DataFrame, syc: pd.DataFrame, model: str | None,
                   rm: bool) -> list[str]:
     lines = ["## Biases and risks (from this run's ethics audit)", ""]
     if rm:
         b = bias[(bias["source"] == "reward_model") & bias["flag"]] if len(bias) else bias
         lines.append(f"- Counterfactual bias tests on the reward model: {len(bias[bias['source'] == 'reward_model']) if len(bias) else 0} "
-                     f"run, {len(b)} flagged (Wilcoxon, paired swaps of gender / nationality)"
+                     f"run, {len(b)} flagged (Wilcoxon on paired swaps of gender / nationality, "
+                     f"{_correction(bias)}-corrected across the audit's tests)"
                      + (": " + ", ".join(sorted(set(b['group'])))[:300] if len(b) else "."))
         if len(hacking):
             flagged = hacking[hacking["flag"]]
             lines.append(f"- Reward-hacking probes: {len(flagged)} of {len(hacking)} (probe × head) raised the score "
-                         "without raising gold" + (": " + ", ".join(sorted(set(flagged["perturbation"]))) if len(flagged) else "."))
+                         "without raising gold (one-sided Wilcoxon, Holm-corrected)" + (": " + ", ".join(sorted(set(flagged["perturbation"]))) if len(flagged) else "."))
     if model is not None and len(bias):
         b = bias[bias["source"] == model]
         if len(b):
-            lines.append(f"- Counterfactual bias tests on this policy's answers: {len(b)} run, {int(b['flag'].sum())} flagged.")
+            lines.append(f"- Counterfactual bias tests on this policy's answers: {len(b)} run, {int(b['flag'].sum())} "
+                         f"flagged ({_correction(bias)}-corrected).")
     if model is not None and len(syc):
         s = syc[(syc["model"] == model) & (syc["lang"] == "all")]
         if len(s):
@@ -188,9 +212,8 @@ def write_cards(curation: dict, agreement: dict, reward_metrics: dict, alignment
                     "## Training data", "", f"Demonstrations and [{ds_repo}](https://huggingface.co/datasets/{ds_repo}) "
                     "(preference methods) or the reward model's scores (PPO, REINFORCE, CEM).", "",
                     "## Metrics (this run, test prompts)", "",
-                    f"- Gold reward: {_f(ev.get('gold'))}" + (f" (gain over SFT {_f(al.get('gold_gain'))} ± {_f(al.get('gold_gain_se'))})"
-                                                            if m != "sft" else ""),
-                    f"- KL to the SFT reference (per token): {_f(ev.get('kl'), 4)}",
+                    f"- Gold reward: {_f(ev.get('gold'))}" + (_gain_words(al) if m != "sft" else ""),
+                    f"- KL to the SFT reference (per token): {_sci(ev.get('kl'))}",
                     f"- Win rate against SFT (SIMULATED experts): {_f(ev.get('win_rate_vs_sft'))}",
                     f"- Expert Likert mean (SIMULATED experts): {_f(ev.get('likert_mean'))}",
                     f"- BERTScore F1 {_f(ev.get('bertscore_f1'))}, MAUVE {_f(ev.get('mauve'))}, trigger-phrase rate "
