@@ -76,9 +76,10 @@ def _all_pipelines() -> dict:
     """Every stage's pipeline, in data-flow order (a ``--pipelines`` run loads only the ones it asks for)."""
     import importlib
 
-    from ru_rlhf.pipeline_registry import ORDER
+    from ru_rlhf.pipeline_registry import ORDER, _stage
 
-    return {name: importlib.import_module(f"ru_rlhf.pipelines.{name}").create_pipeline() for name in ORDER}
+    return {name: _stage(name, importlib.import_module(f"ru_rlhf.pipelines.{name}").create_pipeline())
+            for name in ORDER}
 
 
 class CarbonHook:
@@ -143,7 +144,8 @@ class CarbonHook:
         tracker, start = entry
         co2 = tracker.stop()
         data = tracker.final_emissions_data
-        row = {"node": node.name, "method": _method_of(node.name), "status": status,
+        name = _stage_free(node.name)
+        row = {"node": name, "method": _method_of(name), "status": status,
                "seconds": round(time.perf_counter() - start, 2),
                "energy_kwh": float(getattr(data, "energy_consumed", 0.0) or 0.0),
                "co2_kg": float(co2 or 0.0), "country": self._params.get("country_iso_code", "RUS"),
@@ -156,7 +158,7 @@ class CarbonHook:
 
                 ds = self._catalog.get("training_emissions")
                 old = ds.load()
-                ds.save(pd.concat([old[old["node"] != node.name], pd.DataFrame([row])], ignore_index=True))
+                ds.save(pd.concat([old[old["node"] != name], pd.DataFrame([row])], ignore_index=True))
             except Exception as err:  # noqa: BLE001 — cost accounting never fails a training node
                 log.warning("carbon: could not record %s: %s", node.name, err)
         import mlflow  # a dependency (kedro-mlflow): the run's cost goes to the active MLflow run too
@@ -165,6 +167,15 @@ class CarbonHook:
             mlflow.log_metrics({f"carbon.{row['method']}.energy_kwh": row["energy_kwh"],
                                 f"carbon.{row['method']}.co2_kg": row["co2_kg"],
                                 f"carbon.{row['method']}.seconds": row["seconds"]})
+
+
+def _stage_free(node_name: str) -> str:
+    """A node's name without the stage namespace ``__default__`` gives it (``sft.sft_policy`` → ``sft_policy``),
+    so a default run and a ``--pipelines sft`` run record the same node under one name."""
+    from ru_rlhf.pipeline_registry import ORDER
+
+    stage, _, rest = node_name.partition(".")
+    return rest if rest and stage in ORDER and stage != "alignment" else node_name
 
 
 def _method_of(node_name: str) -> str:

@@ -56,7 +56,7 @@ def test_smoke_run_of_ingestion(project_root):
 
 @pytest.mark.e2e
 def test_the_older_pipeline_flag_still_works(project_root):
-    res = run_kedro(["run", "--env", "smoke", "--pipeline", "ingestion", "--nodes", "normalise_documents"])
+    res = run_kedro(["run", "--env", "smoke", "--pipeline", "ingestion", "--nodes", "ingestion.normalise_documents"])
     assert res.returncode == 0, res.stderr[-3000:]
 
 

@@ -185,8 +185,13 @@ def test_every_registered_pipeline_is_shown_by_kedro_viz(tmp_path):
     expected = registered_pipelines()
     assert {"ingestion", "evaluation", "__default__"} <= expected
     site = build_viz()
+    # layers: kedro-viz sends none (and disables its layer control) when the catalog's layers form a cycle
+    assert json.loads((site / "api" / "main").read_text(encoding="utf-8"))["layers"], "kedro-viz found no layer order"
     with serve(site) as url, viz_page(url) as (page, responses):
         assert responses.get("/api/main") == 200, responses  # the site loaded the project's graph
+        layers_button = page.locator('[data-test^="sidebar-flowchart-layers-btn"]')
+        layers_button.wait_for(timeout=15000)
+        assert layers_button.is_enabled(), "kedro-viz's layer control is disabled in the default view"
         page.screenshot(path=str(tmp_path / "kedro_viz.png"))  # the full (__default__) pipeline
         listed = listed_pipelines(page)
         assert sorted(listed) == sorted(expected), f"the page lists {listed}, the project registers {sorted(expected)}"
