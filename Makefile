@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 KEDRO := $(VENV)/bin/kedro
 ENV ?= base
 
-# No telemetry, and nothing is fetched from a model hub at run time.
+# No telemetry. Nothing is fetched from a model hub at run time, except in the hub env (`make run ENV=hub`),
+# whose models come from the hub.
 export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
+ifneq ($(ENV),hub)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+endif
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test lint world bench browser

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,20 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+# Every env's outputs go under one temporary folder for the session, never the checkout's data/: the data-root
+# resolver (settings.py) puts <env default> under RU_RLHF_DATA_PARENT, here and in every kedro subprocess.
+_OWN_DATA = not os.environ.get("RU_RLHF_DATA_PARENT")
+TEST_DATA = Path(os.environ.get("RU_RLHF_DATA_PARENT") or tempfile.mkdtemp(prefix="ru_rlhf-tests-"))
+os.environ["RU_RLHF_DATA_PARENT"] = str(TEST_DATA)
+SMOKE = TEST_DATA / "data" / "smoke"
+EXTERNAL = TEST_DATA / "data" / "external"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Remove the session's data folder (keep it with RU_RLHF_KEEP_TEST_DATA=1, or by setting
+    RU_RLHF_DATA_PARENT yourself)."""
+    if _OWN_DATA and not os.environ.get("RU_RLHF_KEEP_TEST_DATA"):
+        shutil.rmtree(TEST_DATA, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

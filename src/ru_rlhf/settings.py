@@ -42,16 +42,21 @@ Path("mlruns").mkdir(exist_ok=True) if Path("pyproject.toml").exists() else None
 
 
 def _data_root(default: str) -> str:
-    """``${data_root:<env default>}`` in ``globals.yml``: the env's data root, or ``RU_RLHF_DATA_ROOT`` when set.
+    """``${data_root:<env default>}`` in ``globals.yml``: the env's data root, or ``RU_RLHF_DATA_ROOT`` when set,
+    or the default under ``RU_RLHF_DATA_PARENT`` when that is set (``/tmp/x`` + ``data/smoke``).
 
-    Kedro does not allow ``runtime_params`` in globals; this lets tests (and a user who wants a scratch
-    run) send every catalog path, checkpoint and report of a run to another folder, never the checkout's
-    ``data/``.
+    Kedro does not allow ``runtime_params`` in globals; this lets a user who wants a scratch run send every
+    catalog path, checkpoint and report of a run to another folder (``RU_RLHF_DATA_ROOT``), and the test suite
+    send every env's outputs to its own temporary folder, never the checkout's ``data/``
+    (``RU_RLHF_DATA_PARENT``, set by ``tests/conftest.py``; each env keeps its own sub-folder).
     """
-    return os.environ.get("RU_RLHF_DATA_ROOT") or default
+    root = os.environ.get("RU_RLHF_DATA_ROOT")
+    if root:
+        return root
+    parent = os.environ.get("RU_RLHF_DATA_PARENT")
+    return str(Path(parent) / default) if parent else default
 
 
-# Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor.
 CONFIG_LOADER_ARGS = {
     "custom_resolvers": {"data_root": _data_root},
     "base_env": "base",

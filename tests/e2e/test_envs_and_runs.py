@@ -9,7 +9,7 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import run_kedro
+from tests.conftest import EXTERNAL, SMOKE, run_kedro
 
 
 @pytest.mark.parametrize("env", ["base", "smoke", "external", "hub", "local_models"])
@@ -42,7 +42,7 @@ def test_telemetry_is_off(project_root):
 
 @pytest.mark.e2e
 def test_smoke_run_of_ingestion(project_root):
-    out = project_root / "data" / "smoke" / "08_reporting" / "ingestion_summary.json"
+    out = SMOKE / "08_reporting" / "ingestion_summary.json"
     out.unlink(missing_ok=True)
     res = run_kedro(["run", "--env", "smoke", "--pipelines", "ingestion"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -50,7 +50,7 @@ def test_smoke_run_of_ingestion(project_root):
     assert summary["prompts"]["by_task"] == {"dialogue": 30, "qa": 30, "summarization": 30}
     d = summary["documents"]
     assert d["read"] == d["kept"] + d["quarantined"] == 1250
-    prompts = pd.read_parquet(project_root / "data" / "smoke" / "03_primary" / "prompts.parquet")
+    prompts = pd.read_parquet(SMOKE / "03_primary" / "prompts.parquet")
     assert prompts.groupby("doc_id")["split"].nunique().max() == 1
 
 
@@ -63,7 +63,7 @@ def test_the_older_pipeline_flag_still_works(project_root):
 @pytest.mark.e2e
 @pytest.mark.shared_data
 def test_external_env_ingests_the_real_corpora(project_root, shared_data):
-    out = project_root / "data" / "external" / "08_reporting" / "ingestion_summary.json"
+    out = EXTERNAL / "08_reporting" / "ingestion_summary.json"
     out.unlink(missing_ok=True)
     res = run_kedro(["run", "--env", "external", "--pipelines", "ingestion"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -71,25 +71,25 @@ def test_external_env_ingests_the_real_corpora(project_root, shared_data):
     # 240 XQuAD paragraphs, 255 factRuEval news files, 148 UD Tatar sentences
     assert d["read_by_source"] == {"UD_Tatar-NMCTT": 148, "factRuEval-2016": 255, "xquad": 240}
     assert d["read"] == d["kept"] + d["quarantined"] == 643
-    q = pd.read_parquet(project_root / "data" / "external" / "02_intermediate" / "document_quarantine.parquet")
+    q = pd.read_parquet(EXTERNAL / "02_intermediate" / "document_quarantine.parquet")
     # every quarantined row names its file, row and rule
     assert q[["source_file", "source_row", "rule"]].notna().all().all()
-    docs = pd.read_parquet(project_root / "data" / "external" / "02_intermediate" / "documents.parquet")
+    docs = pd.read_parquet(EXTERNAL / "02_intermediate" / "documents.parquet")
     assert not docs["text"].str.startswith("\ufeff").any()  # XQuAD's BOMs are normalised away
 
 
 @pytest.mark.e2e
 def test_smoke_run_of_the_whole_default_pipeline(project_root):
     """`kedro run --env smoke`: every built stage runs end to end at toy sizes and writes its report."""
-    reports = project_root / "data" / "smoke" / "08_reporting"
+    reports = SMOKE / "08_reporting"
     outputs = [reports / "ingestion_summary.json", reports / "sft_summary.json", reports / "agreement.json",
                reports / "curation_summary.json", reports / "reward_model" / "metrics.json",
                reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png",
                reports / "alignment_summary.json", reports / "evaluation" / "comparison.md",
                reports / "evaluation" / "summary.json", reports / "ethics_appendix.md",
                reports / "ethics" / "overoptimisation.png", reports / "training_emissions.jsonl",
-               project_root / "data" / "smoke" / "09_publish" / "manifest.parquet",
-               *[project_root / "data" / "smoke" / "07_model_output" / f"{m}.parquet"
+               SMOKE / "09_publish" / "manifest.parquet",
+               *[SMOKE / "07_model_output" / f"{m}.parquet"
                  for m in ("sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem")]]
     for out in outputs:
         out.unlink(missing_ok=True)
@@ -109,25 +109,25 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
     sft = json.loads((reports / "sft_summary.json").read_text(encoding="utf-8"))
     assert sft["candidates"]["pairs"] == 90 * 6
     assert {"qa_answer_rate", "sft_validation_perplexity", "pretrained_validation_perplexity"} <= set(sft)
-    cand = pd.read_json(project_root / "data" / "smoke" / "03_primary" / "candidates.jsonl", lines=True)
+    cand = pd.read_json(SMOKE / "03_primary" / "candidates.jsonl", lines=True)
     assert len(cand) == 90 and cand["responses"].map(len).eq(6).all()
     metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     assert {"multi_head", "distributional", "calibration"} <= set(metrics)
     summary = json.loads((reports / "alignment_summary.json").read_text(encoding="utf-8"))
     for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
         assert {"gold_gain", "kl"} <= set(summary[method])
-        assert (project_root / "data" / "smoke" / "06_models" / "policies" / method / "config.json").exists()
+        assert (SMOKE / "06_models" / "policies" / method / "config.json").exists()
     comparison = pd.read_parquet(reports / "evaluation" / "comparison.parquet")
     assert set(comparison["model"]) == {"sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem"}
     # the smoke run never writes the base docs' appendix
-    assert (project_root / "data" / "smoke" / "docs" / "ethics_appendix.md").exists()
+    assert (SMOKE / "docs" / "ethics_appendix.md").exists()
 
 
 @pytest.mark.e2e
 def test_one_alignment_method_runs_alone(project_root):
     """`--namespaces alignment.dpo` runs DPO only (after the smoke run above has made its inputs)."""
-    info = project_root / "data" / "smoke" / "08_reporting" / "alignment" / "dpo_info.json"
-    other = project_root / "data" / "smoke" / "08_reporting" / "alignment" / "ppo_info.json"
+    info = SMOKE / "08_reporting" / "alignment" / "dpo_info.json"
+    other = SMOKE / "08_reporting" / "alignment" / "ppo_info.json"
     before = other.stat().st_mtime if other.exists() else None
     res = run_kedro(["run", "--env", "smoke", "--pipelines", "alignment", "--namespaces", "alignment.dpo"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

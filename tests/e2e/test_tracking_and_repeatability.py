@@ -17,9 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_kedro
+from tests.conftest import SMOKE, run_kedro
 
-SMOKE = Path(__file__).resolve().parents[2] / "data" / "smoke"
 # keys whose values are wall-clock measurements, not results: excluded from the comparison
 TIMING = re.compile(r"(seconds|runtime|per_second|_per_s$|elapsed|timestamp|^time$)")
 

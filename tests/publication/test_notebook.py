@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, SMOKE
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore.ipynb"
-SMOKE = PROJECT_ROOT / "data" / "smoke"
 TABLE = SMOKE / "08_reporting" / "evaluation" / "comparison.parquet"
 # run in the kernel after the notebook's cells (on a copy; the committed notebook is untouched)
 PROBE = """import json, sys

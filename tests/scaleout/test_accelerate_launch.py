@@ -9,14 +9,11 @@ that they used gloo, and that the saved policy loads from safetensors.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_kedro
+from tests.conftest import SMOKE, run_kedro
 from tests.scaleout.launches import check_launches
-
-SMOKE = Path(__file__).resolve().parents[2] / "data" / "smoke"
 
 
 @pytest.mark.e2e

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SMOKE
 from tests.scaleout.launches import check_launches
-
-SMOKE = Path(__file__).resolve().parents[2] / "data" / "smoke"
 
 
 @pytest.fixture(scope="module")

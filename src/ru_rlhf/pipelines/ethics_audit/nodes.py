@@ -344,7 +344,7 @@ def plot_bias(summary: pd.DataFrame):
         ax.invert_yaxis()
         ax.set_xlabel("mean gap, base group − other (score units)")
         ax.set_ylabel("measure · lang/domain/groups" if by == "measure" else "policy · lang/domain/groups")
-        ax.set_title(f"{title}\n(red: flagged, Wilcoxon, {correction})", fontsize=9)
+        ax.set_title(f"{title}\nred: flagged (Wilcoxon,\n{correction})", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,1 @@
+"""Bundled probe sets of the ethics audit (YAML data; read with importlib.resources)."""
