@@ -44,14 +44,18 @@ def test_the_wheel_installs_outside_the_checkout_and_runs_the_smoke_pipelines(tm
     purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)
     (Path(purelib.stdout.strip()) / "zz_host_packages.pth").write_text(
         "\n".join(p for p in site.getsitepackages() if Path(p).is_dir()) + "\n", encoding="utf-8")
-    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], cwd=tmp_path)
+    # a clean environment: nothing an earlier test set in this process (PYTHON*, PIP_*, accelerate's ...) leaks in;
+    # --ignore-installed: pip sees the checkout's editable ru_rlhf through the .pth line and must not count it
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+    env.update({"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "RU_RLHF_MLFLOW": "off",
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)], cwd=tmp_path, env=env)
     # only conf/ and the bundled raw inputs: no src/, no pyproject.toml
     shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     shutil.copytree(ROOT / "data" / "01_raw", project / "data" / "01_raw")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RU_RLHF_DATA_ROOT", "RU_RLHF_DATA_PARENT")}
-    env.update({"KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "RU_RLHF_MLFLOW": "off"})
-    where = _run([str(python), "-c", "import ru_rlhf, importlib.resources as r; print(ru_rlhf.__file__); "
+    where = _run([str(python), "-c", "import sys; print(sys.path, file=sys.stderr); "
+                  "import ru_rlhf, importlib.resources as r; print(ru_rlhf.__file__); "
                   "print(r.files('ru_rlhf.judges.lexicons').joinpath('ru_insults.txt').is_file())"], cwd=project, env=env)
     module, has_data = where.stdout.split()
     assert Path(module).is_relative_to(venv) and has_data == "True", where.stdout
