@@ -38,6 +38,34 @@ def alpha(long: pd.DataFrame, level: str = "ordinal", value_col: str = "score") 
     return float(krippendorff.alpha(reliability_data=matrix[:, pairable], level_of_measurement=level))
 
 
+def alpha_interval(long: pd.DataFrame, level: str = "ordinal", value_col: str = "score", n_boot: int = 1000,
+                   seed: int = 0, confidence: float = 0.95) -> dict:
+    """α with a bootstrap interval: the units (items) are resampled with replacement ``n_boot`` times and α is
+    computed on each resample (each drawn unit keeps all its ratings); the interval is the percentile one.
+
+    Written here because ``krippendorff`` computes α only; resampling units is the usual bootstrap for a
+    reliability coefficient when units are the sampled population (raters are fixed).
+    """
+    point = alpha(long, level, value_col)
+    wide = long.pivot_table(index="annotator_id", columns="item_id", values=value_col, aggfunc="first")
+    matrix = wide.to_numpy(dtype=float)
+    matrix = matrix[:, (~np.isnan(matrix)).sum(axis=0) >= 2]
+    if matrix.shape[1] < 2 or not np.isfinite(point):
+        return {"alpha": point, "ci_low": float("nan"), "ci_high": float("nan"), "units": int(matrix.shape[1]),
+                "n_boot": 0, "level": level}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        sample = matrix[:, rng.integers(0, matrix.shape[1], matrix.shape[1])]
+        if len(np.unique(sample[~np.isnan(sample)])) < 2:
+            draws.append(1.0)
+            continue
+        draws.append(float(krippendorff.alpha(reliability_data=sample, level_of_measurement=level)))
+    low, high = np.quantile(draws, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return {"alpha": point, "ci_low": float(low), "ci_high": float(high), "units": int(matrix.shape[1]),
+            "n_boot": n_boot, "level": level}
+
+
 def alpha_table(long: pd.DataFrame, level: str = "ordinal", by: list[str] | None = None,
                 value_col: str = "score") -> pd.DataFrame:
     """α per criterion (and per any extra grouping, e.g. ``lang``), with unit and rater counts."""

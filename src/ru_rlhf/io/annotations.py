@@ -381,3 +381,116 @@ def read_reliability_matrix(path: str | Path, orientation: str = "raters_by_unit
                          "annotator_id": str(rater), "criterion": criterion, "score": float(value),
                          "choice": None, "source": "reference", "source_file": str(path), "source_row": None})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- Toloka exports as they come
+class OutputSpec(NamedTuple):
+    """How one ``OUTPUT:<name>`` column of an export is read.
+
+    ``criterion``: the name its labels get. ``level``: ``nominal`` or ``ordinal`` (scores: a category's
+    position in ``categories``, from 1) or ``pairwise`` (``choice``: the category itself; list
+    ``categories`` as ``[a, b]`` or ``[a, b, tie]``). ``categories``: every answer the column may hold,
+    compared stripped and lower-cased; for an ordinal scale, in order from worst to best."""
+
+    criterion: str
+    level: str
+    categories: tuple[str, ...]
+
+    @classmethod
+    def of(cls, value) -> OutputSpec:
+        """From a parameters mapping ``{criterion, level, categories}`` (or an OutputSpec)."""
+        if isinstance(value, cls):
+            return value
+        level = str(value.get("level", "nominal"))
+        if level not in ("nominal", "ordinal", "pairwise"):
+            raise ValueError(f"output level {level!r} is not nominal, ordinal or pairwise")
+        cats = tuple(str(c).strip().lower() for c in value.get("categories") or ())
+        if len(cats) < 2 or len(set(cats)) != len(cats):
+            raise ValueError(f"output {value.get('criterion')!r}: categories must be two or more distinct answers")
+        return cls(str(value["criterion"]), level, cats)
+
+
+def toloka_item_id(values: list[str]) -> str:
+    """A stable id for an item known only by its ``INPUT:*`` values (a real export has no item id column)."""
+    import hashlib
+
+    blob = json.dumps([str(v).strip() for v in values], ensure_ascii=False)
+    return "toloka:" + hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def read_toloka_export(path: str | Path, outputs: dict, item_columns: list[str] | None = None,
+                       delimiter: str | None = None,
+                       max_line_bytes: int = MAX_LINE_BYTES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read a Toloka export as Toloka writes it: no ``INPUT:item_id`` column, categorical outputs.
+
+    Args:
+        outputs: ``{"OUTPUT:<name>": {criterion, level, categories}}`` for every ``OUTPUT:*`` column of the
+            file (:class:`OutputSpec`); a column not named here stops the read (``unmapped_output``), so no
+            labels are dropped unseen.
+        item_columns: the columns that identify an item (default: every ``INPUT:*`` column); the item id is
+            a hash of their values (:func:`toloka_item_id`), ``prompt_id`` and ``response_id`` are set to it.
+        delimiter: ``"tab"`` or ``"comma"``; default from the extension (``.tsv``/``.tsv.gz``: tab, else comma).
+
+    Returns:
+        ``(labels, control, rejected)`` as :func:`read_toloka_tsv`: ``labels`` in the long layout
+        (``score`` for nominal and ordinal outputs, ``choice`` for pairwise ones; ``read_error`` is
+        ``unknown_category`` for an answer not in the column's categories); ``control`` one row per
+        golden task and output with ``golden`` and ``correct``; ``rejected`` the lines that give no labels
+        (``rejected_assignment`` after the status is normalised, and unreadable lines). Every data line is
+        in exactly one of them (once per output in ``labels`` and ``control``).
+
+    Raises:
+        AnnotationReadError: the file cannot be read, ``ASSIGNMENT:worker_id`` or an item column is missing
+            (``missing_column``), or an ``OUTPUT:*`` column has no mapping (``unmapped_output``).
+    """
+    path = Path(path)
+    specs = {col: OutputSpec.of(spec) for col, spec in outputs.items()}
+    if delimiter is None:
+        tsv = ".tsv" in "".join(path.suffixes).lower()
+    elif delimiter in ("tab", "comma"):
+        tsv = delimiter == "tab"
+    else:
+        raise ValueError(f"delimiter {delimiter!r} is not 'tab' or 'comma'")
+    table = read_delimited(path, tsv=tsv, max_line_bytes=max_line_bytes)
+    header = table.header
+    items = list(item_columns) if item_columns else [c for c in header if c.startswith("INPUT:")]
+    missing = [c for c in ["ASSIGNMENT:worker_id", *items, *specs] if c not in header] or ([] if items else ["INPUT:*"])
+    if missing:
+        raise AnnotationReadError(f"{path}: missing column(s) {missing} (rule: missing_column)")
+    unmapped = [c for c in header if c.startswith("OUTPUT:") and c not in specs]
+    if unmapped:
+        raise AnnotationReadError(f"{path}: output column(s) {unmapped} have no mapping to a criterion "
+                                  "(rule: unmapped_output); name each with its criterion, level and categories")
+    labels, control, rejected = [], [], []
+    for i, fields, error in table.rows:
+        if fields is None:
+            rejected.append({"item_id": None, "annotator_id": None, "source": "toloka", "source_file": str(path),
+                             "source_row": i, "rule": error})
+            continue
+        row = dict(zip(header, fields))
+        item = toloka_item_id([row.get(c) for c in items])
+        annotator, changed = normalise_id(row.get("ASSIGNMENT:worker_id"))
+        base = {"item_id": item, "prompt_id": item, "response_id": item, "annotator_id": annotator,
+                "source": "toloka", "source_file": str(path), "source_row": i, "id_normalised": changed}
+        if normalise_status(row.get("ASSIGNMENT:status")) == "REJECTED":
+            rejected.append({**base, "rule": "rejected_assignment"})
+            continue
+        for col, spec in specs.items():
+            answer = str(row.get(col) or "").strip().lower()
+            golden_raw = row.get("GOLDEN:" + col[len("OUTPUT:"):])
+            rec = {**base, "criterion": spec.criterion, "score": None, "choice": None, "read_error": None}
+            if answer not in spec.categories:
+                rec["read_error"] = f"unknown_category ({answer!r} not in {list(spec.categories)})"
+            elif spec.level == "pairwise":
+                rec["choice"] = answer
+            else:
+                rec["score"] = float(spec.categories.index(answer) + 1)
+            if _present(golden_raw):
+                golden = str(golden_raw).strip().lower()
+                control.append({**rec, "golden": golden, "correct": answer == golden})
+            else:
+                labels.append(rec)
+    cols = [*LONG_COLUMNS, "source_file", "source_row", "read_error", "id_normalised"]
+    labels_df = pd.DataFrame(labels, columns=cols)
+    labels_df["score"] = pd.to_numeric(labels_df["score"])
+    return labels_df, pd.DataFrame(control), pd.DataFrame(rejected)
