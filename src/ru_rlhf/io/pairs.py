@@ -1,8 +1,10 @@
 """Preference pairs brought from outside, in TRL's ``prompt / chosen / rejected`` format.
 
-A JSONL file, one pair per line, plain (``"prompt": "…", "chosen": "…", "rejected": "…"``) or
-conversational (each field a list of ``{"role", "content"}`` messages; the prompt's turns and the
-chosen/rejected assistant turns are joined into text). ``pair_id`` is optional (the line number
+A JSONL file (or ``.jsonl.gz``), one pair per line: TRL's standard format (``"prompt": "…", "chosen": "…",
+"rejected": "…"``); TRL's conversational format (each field a list of ``{"role", "content"}`` messages, or
+``chosen``/``rejected`` whole conversations with an implicit prompt): the prompt's turns are rendered with
+their roles in the project's chat format (:func:`render_prompt`), the answers are the assistant's turns; or
+Anthropic HH text (``"chosen": "\n\nHuman: …\n\nAssistant: …"``, :func:`hh_pair`). ``pair_id`` is optional (the line number
 otherwise). :func:`read_preference_pairs` returns one record per line it saw (bad lines carry
 ``read_error``); :func:`validate_pairs` splits the records into kept and quarantined rows with the
 rule each broke, so that read = kept + quarantined. A file that cannot be read at all raises
@@ -14,6 +16,7 @@ lines are those of :mod:`ru_rlhf.io.readers`); so does a file none of whose line
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,13 +38,97 @@ class PairsReadError(ValueError):
     """A pairs file that cannot be read at all (names the file and the rule)."""
 
 
-def _as_text(value, field: str) -> str:
-    """A plain string, or the contents of a conversational field's messages joined by new lines."""
+ROLES = ("system", "user", "assistant")
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")
+
+
+def render_prompt(messages: list[dict]) -> str:
+    """A conversation before the answer, in the project's prompt format with its roles kept.
+
+    :func:`ru_rlhf.models.policy.format_prompt` wraps a prompt as ``<|user|>{prompt}\n<|assistant|>``; the text
+    returned here makes that the whole transcript: ``u1\n<|assistant|>a1\n<|user|>u2`` becomes
+    ``<|user|>u1\n<|assistant|>a1\n<|user|>u2\n<|assistant|>``. A single user turn is its own text; a
+    system message opens the first user turn, followed by a blank line.
+
+    Raises:
+        TypeError: a message without ``role``/``content``, a role other than system/user/assistant, or a
+            conversation that does not end with a user turn.
+    """
+    from ru_rlhf.models.policy import ASSISTANT, USER
+
+    if not messages or not all(isinstance(m, dict) and "content" in m and "role" in m for m in messages):
+        raise TypeError("a conversation is a non-empty list of {role, content} messages")
+    roles = [str(m["role"]) for m in messages]
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise TypeError(f"unknown role(s) {unknown} (roles are {list(ROLES)})")
+    system = [str(m["content"]) for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    if not turns or turns[-1]["role"] != "user":
+        raise TypeError("the prompt's conversation must end with a user turn")
+    parts = []
+    for k, m in enumerate(turns):
+        text = str(m["content"])
+        if k == 0 and system:
+            text = "\n".join(system) + "\n\n" + text
+        marker = "" if k == 0 else ("\n" + (USER if m["role"] == "user" else ASSISTANT))
+        if k == 0 and m["role"] == "assistant":
+            raise TypeError("the prompt's conversation must start with a user turn")
+        parts.append(marker + text)
+    return "".join(parts)
+
+
+def _answer(value, field: str) -> str:
+    """A plain string, or a conversational answer: its assistant message(s)' content."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        if any(m.get("role", "assistant") != "assistant" for m in value):
+            raise TypeError(f"{field} holds a turn that is not the assistant's")
         return "\n".join(str(m["content"]) for m in value)
-    raise TypeError(f"{field} is neither text nor a list of {{role, content}} messages")
+    raise TypeError(f"{field} is neither text nor a list of assistant messages")
+
+
+def _as_text(value, field: str) -> str:
+    """A field as text: a prompt's conversation rendered with its roles (:func:`render_prompt`), an answer's
+    assistant messages joined, or a plain string."""
+    if field == "prompt" and isinstance(value, list):
+        return render_prompt(value)
+    return _answer(value, field)
+
+
+def hh_pair(chosen: str, rejected: str) -> dict:
+    """An Anthropic HH record (``\n\nHuman: … \n\nAssistant: …`` text, the two sides sharing everything but
+    their last assistant turn) as ``prompt`` (the shared turns, :func:`render_prompt`), ``chosen``, ``rejected``.
+
+    Raises:
+        TypeError: text not in that layout, or sides that do not share their turns before the last answer.
+    """
+    def turns(text: str) -> list[dict]:
+        pieces = _HH_TURN.split("\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
+        if pieces[0].strip():
+            raise TypeError("HH text must start with '\\n\\nHuman:'")
+        return [{"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+                for who, body in zip(pieces[1::2], pieces[2::2])]
+
+    a, b = turns(chosen), turns(rejected)
+    if not a or not b or a[-1]["role"] != "assistant" or b[-1]["role"] != "assistant":
+        raise TypeError("each HH side must end with an Assistant turn")
+    if a[:-1] != b[:-1]:
+        raise TypeError("the chosen and rejected conversations differ before their last answer")
+    return {"prompt": render_prompt(a[:-1]), "chosen": a[-1]["content"], "rejected": b[-1]["content"]}
+
+
+def _implicit_prompt(chosen: list, rejected: list) -> dict:
+    """TRL's conversational format with an implicit prompt (no ``prompt`` field): both sides are whole
+    conversations; the prompt is their shared turns and each answer what follows."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n == 0:
+        raise TypeError("chosen and rejected share no turn: there is no prompt")
+    return {"prompt": render_prompt(chosen[:n]), "chosen": _answer(chosen[n:], "chosen"),
+            "rejected": _answer(rejected[n:], "rejected")}
 
 
 def read_preference_pairs(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES) -> pd.DataFrame:
@@ -79,12 +166,18 @@ def read_preference_pairs(path: str | Path, max_line_bytes: int = MAX_LINE_BYTES
             rows.append({**rec, "read_error": "not_an_object"})
             continue
         any_object = True
-        missing = [f for f in PAIR_FIELDS if f not in obj or obj[f] is None]
-        if missing:
-            rows.append({**rec, "read_error": f"missing_field:{','.join(missing)}"})
-            continue
         try:
-            rec.update({f: _as_text(obj[f], f) for f in PAIR_FIELDS})
+            if obj.get("prompt") is None and isinstance(obj.get("chosen"), str) and isinstance(obj.get("rejected"), str) \
+                    and "Human:" in obj["chosen"]:
+                rec.update(hh_pair(obj["chosen"], obj["rejected"]))  # Anthropic HH text
+            elif obj.get("prompt") is None and isinstance(obj.get("chosen"), list) and isinstance(obj.get("rejected"), list):
+                rec.update(_implicit_prompt(obj["chosen"], obj["rejected"]))
+            else:
+                missing = [f for f in PAIR_FIELDS if f not in obj or obj[f] is None]
+                if missing:
+                    rows.append({**rec, "read_error": f"missing_field:{','.join(missing)}"})
+                    continue
+                rec.update({f: _as_text(obj[f], f) for f in PAIR_FIELDS})
         except TypeError as err:
             rows.append({**rec, "read_error": f"wrong_type: {err}"})
             continue
