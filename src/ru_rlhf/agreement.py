@@ -47,8 +47,7 @@ def alpha_interval(long: pd.DataFrame, level: str = "ordinal", value_col: str = 
     reliability coefficient when units are the sampled population (raters are fixed).
     """
     point = alpha(long, level, value_col)
-    wide = long.pivot_table(index="annotator_id", columns="item_id", values=value_col, aggfunc="first")
-    matrix = wide.to_numpy(dtype=float)
+    matrix = reliability_matrix(long, value_col)
     matrix = matrix[:, (~np.isnan(matrix)).sum(axis=0) >= 2]
     if matrix.shape[1] < 2 or not np.isfinite(point):
         return {"alpha": point, "ci_low": float("nan"), "ci_high": float("nan"), "units": int(matrix.shape[1]),

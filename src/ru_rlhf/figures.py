@@ -11,16 +11,6 @@ from __future__ import annotations
 NO_DATA = "no data: "
 
 
-def plt():
-    """pyplot on the non-interactive Agg backend (every plot node draws through this)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
-
-
 def no_data(ax, why: str) -> None:
     """Mark ``ax`` as a panel with nothing to show, saying why (instead of an empty frame)."""
     ax.set_xticks([])
@@ -93,4 +83,4 @@ def figure_problems(fig, name: str = "figure") -> list[str]:
     return problems
 
 
-__all__ = ["NO_DATA", "figure_problems", "no_data", "plt", "wrap_label"]
+__all__ = ["NO_DATA", "figure_problems", "no_data", "wrap_label"]
