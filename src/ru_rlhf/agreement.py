@@ -49,7 +49,7 @@ def alpha_interval(long: pd.DataFrame, level: str = "ordinal", value_col: str = 
     point = alpha(long, level, value_col)
     matrix = reliability_matrix(long, value_col)
     matrix = matrix[:, (~np.isnan(matrix)).sum(axis=0) >= 2]
-    if matrix.shape[1] < 2 or not np.isfinite(point):
+    if matrix.shape[1] < 2 or not np.isfinite(point) or n_boot <= 0:  # no interval asked for, or none possible
         return {"alpha": point, "ci_low": float("nan"), "ci_high": float("nan"), "units": int(matrix.shape[1]),
                 "n_boot": 0, "level": level}
     rng = np.random.default_rng(seed)

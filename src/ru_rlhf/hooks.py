@@ -31,7 +31,9 @@ class MissingInputsHook:
                 producers = [p for p, pl in _all_pipelines().items() if name in pl.all_outputs()]
                 missing.append((name, producers))
         if missing:
-            lines = [f"  {name}: run `kedro run --pipelines {','.join(prod) or '?'}` first" for name, prod in missing]
+            lines = [f"  {name}: run `kedro run --pipelines {','.join(prod)}` first" if prod else
+                     f"  {name}: no stage writes it; it is your data: declare it in conf/<env>/catalog.yml "
+                     "(see conf/custom/README.md)" for name, prod in missing]
             from ru_rlhf.pipeline_registry import ORDER
 
             rank = {name: i for i, name in enumerate(ORDER)}  # in data-flow order, the order they must run in
@@ -230,13 +232,27 @@ def _headline(name: str, d) -> str | None:
         return f"reward-hacking probes: {int(d['flag'].sum())} of {len(d)} flagged"
     if name == "publish_manifest":
         return f"publish: {d['bundle'].nunique()} bundles, {len(d)} files"
+    if name == "rating_agreement":
+        conf = int(round(100 * d.get("confidence", 0.95)))
+        return f"Krippendorff's α ({conf} % bootstrap interval): " + "; ".join(
+            f"{e['pool']}/{e['criterion']} {_fmt(e['alpha'], 4)} [{_fmt(e['ci_low'], 4)}, {_fmt(e['ci_high'], 4)}]"
+            f"{'' if e['passes'] else ' below ' + str(d.get('threshold'))}" for e in d.get("pools", []))
+    if name == "user_pairs_summary":
+        rm = d.get("reward_model", {})
+        acc = ", ".join(f"{c} {_fmt(v)} (TF-IDF {_fmt(rm.get('tfidf_baseline', {}).get(c))})"
+                        for c, v in rm.get("reward_model", {}).items())
+        wins = ", ".join(f"{m} {_fmt(v.get('rm_win_rate_vs_sft'))}" for m, v in d.get("methods", {}).items()
+                         if m != "sft")
+        return (f"held-out pair accuracy ({rm.get('test_pairs')} pairs): {acc}; RM win rate vs SFT: {wins or 'n/a'}; "
+                f"gold {d.get('gold')}")
     return None
 
 
 # the report each stage's headline comes from, in data-flow order
 HEADLINES = {"ingestion": "ingestion_summary", "sft": "sft_summary", "preference_curation": "agreement",
              "reward_modeling": "reward_metrics", "alignment": "alignment_summary", "evaluation": "evaluation_summary",
-             "ethics_audit": ["bias_summary", "reward_hacking_table"], "publish": "publish_manifest"}
+             "ethics_audit": ["bias_summary", "reward_hacking_table"], "publish": "publish_manifest",
+             "user_ratings": "rating_agreement", "user_pairs": "user_pairs_summary"}
 
 
 def run_summary(pipeline_outputs: set[str], catalog, title: str) -> str:

@@ -19,9 +19,11 @@ DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",) if os.environ.get("RU_RLHF_MLFLOW"
 # the SQLite tracking store lives in mlruns/ under the project (git-ignored)
 Path("mlruns").mkdir(exist_ok=True) if Path("pyproject.toml").exists() else None
 
-# Class that manages the KedroSession.
-# from kedro.framework.session import KedroSession
-# SESSION_CLASS = KedroSession
+# Class that manages the KedroSession: an environment may name the pipelines a plain `kedro run` runs
+# (`run.pipelines` in its parameters; conf/ru_detox, conf/custom).
+from ru_rlhf.session import EnvPipelinesSession  # noqa: E402
+
+SESSION_CLASS = EnvPipelinesSession
 
 # Class that manages storing KedroSession data.
 # from kedro.framework.session.store import BaseSessionStore

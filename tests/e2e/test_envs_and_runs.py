@@ -12,7 +12,7 @@ from kedro.framework.startup import bootstrap_project
 from tests.conftest import EXTERNAL, SMOKE, run_kedro
 
 
-@pytest.mark.parametrize("env", ["base", "smoke", "external", "hub", "local_models"])
+@pytest.mark.parametrize("env", ["base", "smoke", "external", "hub", "local_models", "ru_detox", "custom"])
 def test_every_env_loads(project_root, env):
     bootstrap_project(project_root)
     with KedroSession.create(project_path=project_root, env=env) as session:
@@ -29,6 +29,9 @@ def test_every_env_loads(project_root, env):
             assert params["reward_modeling"]["encoder"]["name_or_path"] == "DeepPavlov/rubert-base-cased"
             assert params["sft"]["seed"] == params["sft"]["seed"] and "pretrain" in params["sft"]  # base kept
             assert "/data/hub/02_intermediate/" in str(ctx.catalog.get("documents")._filepath)
+        if env in ("ru_detox", "custom"):  # a user's data comes in through the catalog, read in place
+            assert {"user_pairs_raw", "user_ratings_raw"} <= set(ctx.catalog.keys())
+            assert params["run"]["pipelines"][-1] == "user_pairs"
         if env in ("hub", "local_models"):  # saved models load back onto the GPU when there is one
             assert ctx.catalog.get("sft_policy")._load_args == {"device": "auto", "dtype": "auto"}
         if env == "local_models":  # model folders, not hub ids (scripts/make_local_models.py writes them)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 from pathlib import Path
 from typing import NamedTuple
@@ -494,3 +495,104 @@ def read_toloka_export(path: str | Path, outputs: dict, item_columns: list[str] 
     labels_df = pd.DataFrame(labels, columns=cols)
     labels_df["score"] = pd.to_numeric(labels_df["score"])
     return labels_df, pd.DataFrame(control), pd.DataFrame(rejected)
+
+
+# --------------------------------------------------------------------------- wide annotator tables
+def _wide_columns(header: list[str], annotators) -> list[tuple[str, str | None]]:
+    """``[(value column, id column | None)]`` from a list of ``{value, id}`` or one ``{value, id}`` pattern with
+    ``{n}`` (``annotator{n}`` / ``annotator{n}_id``), matched against the header in the order of ``n``."""
+    if isinstance(annotators, dict):
+        value, ident = str(annotators["value"]), annotators.get("id")
+        if "{n}" not in value:
+            raise ValueError("a wide-table annotator pattern needs {n} in its value column (annotator{n})")
+        rx = re.compile("^" + re.escape(value).replace(r"\{n\}", r"(\d+)") + "$")
+        found = sorted(((int(m.group(1)), h) for h in header if (m := rx.match(h))), key=lambda t: t[0])
+        return [(h, str(ident).replace("{n}", str(n)) if ident else None) for n, h in found]
+    return [(str(a["value"]), a.get("id")) for a in annotators]
+
+
+def read_wide_table(path: str | Path, item_column: str, annotators, criterion: str, level: str = "ordinal",
+                    categories: list | None = None, delimiter: str | None = None,
+                    source: str = "human", max_line_bytes: int = MAX_LINE_BYTES) -> pd.DataFrame:
+    """Read a wide annotation table (one row per item, one column per annotator) into the long layout.
+
+    The usual export: ``item, annotator1, annotator1_id, annotator2, annotator2_id, …``. Each annotator slot is a
+    value column and, optionally, the column holding who filled it (without one, the value column's name is the
+    annotator). ``annotators`` lists the slots (``[{value: r1, id: r1_id}, …]``) or gives one pattern with ``{n}``
+    (``{value: "annotator{n}", id: "annotator{n}_id"}``).
+
+    Args:
+        level: ``nominal``/``ordinal`` with ``categories`` (an answer's position, from 1, is its score) or
+            without (the value must be a number); ``pairwise``: the value is a ``choice`` among ``categories``.
+        delimiter: ``"tab"`` or ``"comma"``; by default from the extension (``.tsv``/``.tsv.gz``: tab).
+
+    Returns:
+        The long table (:data:`LONG_COLUMNS` with ``source_file``, ``source_row``, ``read_error``,
+        ``id_normalised``), one row per filled slot; a slot left empty is not a label. A row that gives no label
+        at all (all slots empty, or a line the file's rules reject) is one row with ``read_error``
+        (``no_labels``, ``wrong_field_count``, …), so every data row of the file is accounted for. An answer
+        outside ``categories`` is ``unknown_category``, a non-number without categories ``score_not_a_number``,
+        a filled value with an empty id column ``missing_annotator_id``.
+
+    Raises:
+        AnnotationReadError: the file cannot be read, or the item column or a slot's columns are not in the
+            header (``missing_column``), or no slot matches the pattern.
+    """
+    path = Path(path)
+    if level not in ("nominal", "ordinal", "pairwise", "interval"):
+        raise ValueError(f"level {level!r} is not nominal, ordinal, interval or pairwise")
+    if delimiter not in (None, "tab", "comma"):
+        raise ValueError(f"delimiter {delimiter!r} is not 'tab' or 'comma'")
+    tsv = ".tsv" in "".join(path.suffixes).lower() if delimiter is None else delimiter == "tab"
+    table = read_delimited(path, tsv=tsv, max_line_bytes=max_line_bytes)
+    slots = _wide_columns(table.header, annotators)
+    if not slots:
+        raise AnnotationReadError(f"{path}: no annotator column matches {annotators} in the header {table.header} "
+                                  "(rule: missing_column)")
+    missing = [c for c in [item_column, *(v for v, _ in slots), *(i for _, i in slots if i)] if c not in table.header]
+    if missing:
+        raise AnnotationReadError(f"{path}: missing column(s) {missing} (rule: missing_column)")
+    cats = [str(c).strip().lower() for c in categories] if categories else None
+    if level == "pairwise" and not cats:
+        raise ValueError("a pairwise wide table needs its categories (the choices)")
+    rows = []
+    base = {"criterion": criterion, "source": source, "source_file": str(path), "prompt_id": None,
+            "response_id": None}
+    for i, fields, error in table.rows:
+        if fields is None:
+            rows.append({**base, "item_id": None, "annotator_id": None, "score": None, "choice": None,
+                         "source_row": i, "read_error": error, "id_normalised": False})
+            continue
+        row = dict(zip(table.header, fields))
+        item, item_changed = normalise_id(row.get(item_column))
+        n_before = len(rows)
+        for value_col, id_col in slots:
+            raw = (row.get(value_col) or "").strip()
+            if not raw:
+                continue
+            ann_raw = row.get(id_col) if id_col else value_col
+            ann, ann_changed = normalise_id(ann_raw)
+            rec = {**base, "item_id": item, "prompt_id": item, "response_id": item, "annotator_id": ann,
+                   "score": None, "choice": None, "source_row": i, "read_error": None,
+                   "id_normalised": bool(item_changed or ann_changed)}
+            answer = raw.lower()
+            if not ann:
+                rec["read_error"] = f"missing_annotator_id ({id_col} is empty)"
+            elif cats and answer not in cats:
+                rec["read_error"] = f"unknown_category ({answer!r} not in {cats})"
+            elif level == "pairwise":
+                rec["choice"] = answer
+            elif cats:
+                rec["score"] = float(cats.index(answer) + 1)
+            else:
+                try:
+                    rec["score"] = float(raw)
+                except ValueError:
+                    rec["read_error"] = "score_not_a_number"
+            rows.append(rec)
+        if len(rows) == n_before:
+            rows.append({**base, "item_id": item, "annotator_id": None, "score": None, "choice": None,
+                         "source_row": i, "read_error": "no_labels", "id_normalised": bool(item_changed)})
+    df = pd.DataFrame(rows, columns=[*LONG_COLUMNS, "source_file", "source_row", "read_error", "id_normalised"])
+    df["score"] = pd.to_numeric(df["score"])
+    return df

@@ -57,6 +57,126 @@ class CorpusDataset(AbstractDataset[None, pd.DataFrame]):
         return all(Path(s["path"]).exists() for s in self._sources)
 
 
+class PairsDataset(AbstractDataset[None, pd.DataFrame]):
+    """A user's preference pairs, read in place (read-only): one or more files in any format of
+    :mod:`ru_rlhf.io.pairs` (TRL standard or conversational JSONL, Anthropic HH text, CSV/TSV with a column
+    mapping; each may be gzipped).
+
+    Every row of every file comes back (bad ones with ``read_error``), with ``lang``, ``criterion`` and the
+    file's ``source`` name, so that the node that validates them can account for each.
+
+    Example (``conf/ru_detox/catalog.yml``)::
+
+        user_pairs:
+          type: ru_rlhf.io.datasets.PairsDataset
+          files:
+            - path: ../shared/data/MERA-ruDetox/dataset.csv
+              columns: {prompt: instruction, chosen: outputs, rejected: inputs}
+              prompt_placeholders: {toxic_comment: inputs}
+              criterion: harmlessness
+              lang: ru
+    """
+
+    FILE_KEYS = {"path", "format", "columns", "delimiter", "prompt_placeholders", "max_line_bytes", "lang",
+                 "criterion", "source"}
+
+    def __init__(self, files: list[dict[str, Any]], metadata: dict | None = None) -> None:
+        if not files:
+            raise DatasetError("PairsDataset needs at least one file")
+        for f in files:
+            unknown = set(f) - self.FILE_KEYS
+            if unknown or "path" not in f or "criterion" not in f:
+                raise DatasetError(f"PairsDataset file {f.get('path')!r}: unknown key(s) {sorted(unknown)}, or no path "
+                                   f"or criterion (the reward-model head the pairs train); known keys: "
+                                   f"{sorted(self.FILE_KEYS)}")
+        self._files = deepcopy(files)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        from ru_rlhf.io.pairs import read_pairs
+
+        parts = []
+        for f in self._files:
+            kwargs = {k: v for k, v in f.items() if k not in ("path", "lang", "criterion", "source")}
+            df = read_pairs(f["path"], **kwargs)
+            parts.append(df.assign(lang=f.get("lang", "ru"), criterion=f["criterion"],
+                                   source=f.get("source", "user")))
+        return pd.concat(parts, ignore_index=True)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("PairsDataset is read-only: a user's pairs are inputs")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"files": [f["path"] for f in self._files]}
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return all(Path(f["path"]).exists() for f in self._files)
+
+
+class RatingsDataset(AbstractDataset[None, dict]):
+    """A user's rating exports, read in place (read-only), each a ``pool``: a Toloka export as Toloka writes
+    it (``format: toloka``, with ``outputs`` mapping each ``OUTPUT:*`` column), a long table (``long``) or a
+    wide annotator table (``wide``, with ``item_column``, ``annotators``, ``criterion``, ``level``,
+    ``categories``).
+
+    Loads ``{"labels", "control", "rejected", "levels"}``: the labels of every pool in the long layout with a
+    ``pool`` column; the control (golden) answers; the lines that gave no label, with their rule; and each
+    (pool, criterion)'s level of measurement.
+    """
+
+    FORMATS = {"toloka", "long", "wide"}
+
+    def __init__(self, pools: list[dict[str, Any]], metadata: dict | None = None) -> None:
+        if not pools:
+            raise DatasetError("RatingsDataset needs at least one pool")
+        names = [p.get("name") for p in pools]
+        if None in names or len(set(names)) != len(names):
+            raise DatasetError(f"RatingsDataset: every pool needs a distinct name, got {names}")
+        for p in pools:
+            if p.get("format") not in self.FORMATS:
+                raise DatasetError(f"RatingsDataset pool {p.get('name')!r}: format {p.get('format')!r} is not one "
+                                   f"of {sorted(self.FORMATS)}")
+        self._pools = deepcopy(pools)
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        from ru_rlhf.io.annotations import OutputSpec, read_long_table, read_toloka_export, read_wide_table
+
+        labels, control, rejected, levels = [], [], [], []
+        for p in self._pools:
+            kw = {k: v for k, v in p.items() if k not in ("name", "format")}
+            if p["format"] == "toloka":
+                lab, ctl, rej = read_toloka_export(**kw)
+                levels += [{"pool": p["name"], "criterion": s.criterion, "level": s.level}
+                           for s in map(OutputSpec.of, p["outputs"].values())]
+            elif p["format"] == "wide":
+                lab, ctl, rej = read_wide_table(**kw), pd.DataFrame(), pd.DataFrame()
+                levels.append({"pool": p["name"], "criterion": p["criterion"], "level": p.get("level", "ordinal")})
+            else:
+                level = kw.pop("level", "ordinal")
+                lab, ctl, rej = read_long_table(**kw), pd.DataFrame(), pd.DataFrame()
+                levels += [{"pool": p["name"], "criterion": c, "level": level}
+                           for c in sorted(lab["criterion"].dropna().unique())]
+            labels.append(lab.assign(pool=p["name"]))
+            control.append(ctl.assign(pool=p["name"]))
+            rejected.append(rej.assign(pool=p["name"]))
+        return {"labels": pd.concat(labels, ignore_index=True), "control": pd.concat(control, ignore_index=True),
+                "rejected": pd.concat(rejected, ignore_index=True), "levels": pd.DataFrame(levels)}
+
+    def save(self, data: None) -> None:
+        raise DatasetError("RatingsDataset is read-only: rating exports are inputs")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"pools": [{"name": p["name"], "format": p["format"], "path": p["path"]} for p in self._pools]}
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return all(Path(p["path"]).exists() for p in self._pools)
+
+
 class NotTrained:
     """What a training node returns for a model its parameters switched off (Kedro refuses to save None).
 
@@ -301,6 +421,7 @@ def _load_atomic_classes() -> dict[str, type]:
     from kedro_datasets.matplotlib import MatplotlibDataset
     from kedro_datasets.pandas import CSVDataset, ParquetDataset
     from kedro_datasets.pandas import JSONDataset as PandasJSONDataset
+    from kedro_datasets.pickle import PickleDataset
     from kedro_datasets.text import TextDataset
 
     return {
@@ -313,6 +434,7 @@ def _load_atomic_classes() -> dict[str, type]:
         "AtomicMatplotlibDataset": _atomic(MatplotlibDataset, "matplotlib.MatplotlibDataset, saved atomically, its "
                                            "figures checked for report readiness.", _CheckedFigure),
         "AtomicArrowDataset": _atomic(ArrowDataset, "huggingface.ArrowDataset (a directory), saved atomically."),
+        "AtomicPickleDataset": _atomic(PickleDataset, "pickle.PickleDataset (scikit-learn models), saved atomically."),
     }
 
 
@@ -324,6 +446,7 @@ AtomicJSONDataset = _ATOMIC["AtomicJSONDataset"]
 AtomicTextDataset = _ATOMIC["AtomicTextDataset"]
 AtomicMatplotlibDataset = _ATOMIC["AtomicMatplotlibDataset"]
 AtomicArrowDataset = _ATOMIC["AtomicArrowDataset"]
+AtomicPickleDataset = _ATOMIC["AtomicPickleDataset"]
 
 
 class EmissionsDataset(AbstractDataset):

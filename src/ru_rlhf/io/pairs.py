@@ -239,3 +239,91 @@ def validate_pairs(pairs: pd.DataFrame, max_tokens: int | None = None, tokenizer
     if len(kept) + len(quarantined) != len(pairs):
         raise RuntimeError(f"pairs lost rows: read {len(pairs)} != kept {len(kept)} + quarantined {len(quarantined)}")
     return kept, quarantined
+
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def read_delimited_pairs(path: str | Path, columns: dict, delimiter: str | None = None,
+                         prompt_placeholders: dict | None = None,
+                         max_line_bytes: int = MAX_LINE_BYTES) -> pd.DataFrame:
+    """Read preference pairs from a CSV or TSV file (either may be gzipped) through a column mapping.
+
+    Args:
+        columns: ``{"prompt": <column>, "chosen": <column>, "rejected": <column>}`` and optionally
+            ``"pair_id": <column>`` (the line number otherwise).
+        delimiter: ``"tab"`` or ``"comma"``; by default from the extension (``.tsv``/``.tsv.gz``: tab, else comma).
+        prompt_placeholders: ``{name: <column>}``: the prompt column holds a template (MERA's
+            ``"Есть токсичный ответ: "{toxic_comment}" …"``) whose ``{name}`` is filled from that column of the
+            same row. A row whose prompt lacks a named placeholder is ``missing_placeholder:<name>`` (never
+            filled silently elsewhere); other braces are left as they are.
+
+    Returns:
+        One record per data row, in the layout of :func:`read_preference_pairs` (``read_error`` set for rows the
+        file's own rules reject: ``wrong_field_count``, ``bad_quote``, ``line_too_long``).
+
+    Raises:
+        PairsReadError: the file cannot be read, a column named in ``columns`` or ``prompt_placeholders`` is not
+            in the header (``missing_column``), or ``columns`` lacks prompt, chosen or rejected.
+    """
+    from ru_rlhf.io.annotations import AnnotationReadError, read_delimited
+
+    path = Path(path)
+    need = [f for f in PAIR_FIELDS if not columns.get(f)]
+    if need:
+        raise PairsReadError(f"{path}: the column mapping names no column for {need} (rule: missing_mapping)")
+    if delimiter not in (None, "tab", "comma"):
+        raise PairsReadError(f"{path}: delimiter {delimiter!r} is not 'tab' or 'comma' (rule: bad_delimiter)")
+    tsv = ".tsv" in "".join(path.suffixes).lower() if delimiter is None else delimiter == "tab"
+    try:
+        table = read_delimited(path, tsv=tsv, max_line_bytes=max_line_bytes)
+    except AnnotationReadError as err:
+        raise PairsReadError(str(err)) from err
+    fills = dict(prompt_placeholders or {})
+    wanted = [*(columns[f] for f in (*PAIR_FIELDS, "pair_id") if columns.get(f)), *fills.values()]
+    missing = [c for c in wanted if c not in table.header]
+    if missing:
+        raise PairsReadError(f"{path}: missing column(s) {missing}; the header has {table.header} "
+                             "(rule: missing_column)")
+    rows = []
+    for i, fields, error in table.rows:
+        rec = {"pair_id": None, "prompt": None, "chosen": None, "rejected": None, "source_file": str(path),
+               "source_row": i, "read_error": error, "id_normalised": False}
+        if fields is None:
+            rows.append(rec)
+            continue
+        row = dict(zip(table.header, fields))
+        rec.update({f: row.get(columns[f]) for f in PAIR_FIELDS})
+        prompt = rec["prompt"] or ""
+        for name, col in fills.items():
+            if "{" + name + "}" not in prompt:
+                rec["read_error"] = f"missing_placeholder:{name}"
+                break
+            prompt = prompt.replace("{" + name + "}", row.get(col) or "")
+        else:
+            rec["prompt"] = prompt if fills else rec["prompt"]
+        given = row.get(columns["pair_id"]) if columns.get("pair_id") else None
+        pair_id, rec["id_normalised"] = normalise_id(given)
+        rec["pair_id"] = pair_id or f"{path.name}:{i}"
+        rows.append(rec)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def read_pairs(path: str | Path, format: str | None = None, **kwargs) -> pd.DataFrame:
+    """Any pairs file: ``jsonl`` (TRL standard or conversational, Anthropic HH) or ``csv``/``tsv`` with a column
+    mapping; ``format`` by default from the extension (``.jsonl``, ``.csv``, ``.tsv``, each maybe ``.gz``)."""
+    from ru_rlhf.io.readers import format_suffix
+
+    path = Path(path)
+    fmt = format or format_suffix(path).lstrip(".")
+    if fmt == "jsonl":
+        if kwargs.get("columns") or kwargs.get("prompt_placeholders"):
+            raise PairsReadError(f"{path}: a column mapping is for CSV/TSV pairs, not JSONL (rule: bad_mapping)")
+        return read_preference_pairs(path, **{k: v for k, v in kwargs.items() if k == "max_line_bytes"})
+    if fmt in ("csv", "tsv"):
+        if not kwargs.get("columns"):
+            raise PairsReadError(f"{path}: CSV/TSV pairs need a column mapping {{prompt, chosen, rejected}} "
+                                 "(rule: missing_mapping)")
+        kwargs.setdefault("delimiter", "tab" if fmt == "tsv" else "comma")
+        return read_delimited_pairs(path, **kwargs)
+    raise PairsReadError(f"{path}: unknown pairs format {fmt!r} (jsonl, csv or tsv; rule: unknown_format)")

@@ -1,0 +1,448 @@
+"""Nodes of the user_pairs pipeline: the loop on a user's own preference pairs, with no gold judge.
+
+The pairs come in through the catalog (``user_pairs_raw``, a :class:`ru_rlhf.io.datasets.PairsDataset`), are
+validated and split by a seeded split, and train the multi-head reward model on the SFT policy's backbone (the heads
+of the pairs' criteria), DPO (or IPO) from the SFT policy, and, for harmlessness pairs, a harmlessness classifier.
+Evaluation needs no gold judge: held-out pair accuracy of the reward model beside the TF-IDF baseline, the reward
+model's win rate of the DPO policy against SFT on held-out prompts, the DPO policy's implicit-reward accuracy on
+held-out pairs, and the share of answers the harmlessness scorer flags. Every gold column and the simulated expert
+panel are reported as not available.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ru_rlhf.harmlessness import HarmClassifier, harm_table
+from ru_rlhf.io.datasets import NotTrained
+from ru_rlhf.io.pairs import validate_pairs
+from ru_rlhf.judges import CRITERIA, is_refusal
+from ru_rlhf.metrics import distinct_n, paired_test
+from ru_rlhf.models.policy import format_prompt
+from ru_rlhf.text import words
+
+log = logging.getLogger(__name__)
+
+NOT_AVAILABLE = "not available (no gold judge)"
+PAIR_COLUMNS = ["pair_id", "prompt_id", "criterion", "prompt", "chosen", "rejected", "chosen_id", "rejected_id",
+                "margin", "n_votes", "agreement", "lang", "task_type", "split", "gold_margin", "source",
+                "source_file", "source_row"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitParams(_Strict):
+    test_fraction: float = Field(0.2, gt=0, lt=1)        # held out: never seen by any training
+    validation_fraction: float = Field(0.15, ge=0, lt=1)  # of the rest: early stopping of the reward model
+    task_type: str = "user"
+    max_chars: int = Field(20_000, gt=0)
+
+
+class HarmParams(_Strict):
+    enabled: bool = True                  # trains on the toxic (rejected) and clean (chosen) sides
+    criterion: str = "harmlessness"       # of this criterion's pairs
+    C: float = Field(4.0, gt=0)
+    max_false_positive_rate: float = Field(0.03, ge=0, lt=1)  # the threshold: chosen by cross-validation
+    folds: int = Field(5, ge=2)
+
+
+class RewardParams(_Strict):
+    epochs: float = Field(8.0, gt=0)      # an upper bound: early stopping on validation accuracy
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_length: int = Field(256, gt=8)
+    pooling: Literal["last", "mean", "response"] = "mean"
+    evals_per_epoch: int = Field(2, gt=0)
+    patience: int = Field(6, gt=0)
+    save_steps: int = Field(500, gt=0)
+
+
+class DpoParams(_Strict):
+    enabled: bool = True
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"   # DPO, or IPO (beta is then tau)
+    beta: float = Field(0.1, gt=0)
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(8, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    max_length: int = Field(256, gt=8)
+    max_pairs: int | None = Field(None, gt=0)          # None: every training pair
+
+
+class EvalParams(_Strict):
+    prompts: int = Field(100, gt=0)                    # held-out prompts the policies answer (a seeded sample)
+    max_new_tokens: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0)
+
+
+class UserPairsParams(_Strict):
+    """Typed parameters of the user_pairs pipeline (``parameters_user_pairs.yml``)."""
+
+    seed: int = 2024
+    checkpoint_dir: str = "data/06_models/checkpoints/user_pairs"
+    split: SplitParams = Field(default_factory=SplitParams)
+    harmlessness: HarmParams = Field(default_factory=HarmParams)
+    reward_model: RewardParams = Field(default_factory=RewardParams)
+    dpo: DpoParams = Field(default_factory=DpoParams)
+    evaluation: EvalParams = Field(default_factory=EvalParams)
+
+
+def _params(params: dict) -> UserPairsParams:
+    return UserPairsParams.model_validate(params)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- pairs
+def prepare_pairs(raw: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Validate the user's pairs, give them the layout of ``preference_pairs`` and a seeded split by prompt.
+
+    A prompt's pairs all land in one split (test, validation or train), so no held-out prompt was trained on.
+
+    Returns:
+        ``(pairs, quarantine, prompts)``: every row read is in ``pairs`` or in ``quarantine`` (with its rule);
+        ``prompts`` the distinct prompts with their split (the prompts RL would sample).
+    """
+    p = _params(params)
+    kept, quarantine = validate_pairs(raw, max_chars=p.split.max_chars)
+    if kept.empty:
+        raise ValueError(f"user_pairs: no usable pair among {len(raw)} rows read; quarantine by rule: "
+                         f"{quarantine['rule'].value_counts().to_dict()}")
+    df = kept.copy()
+    df["prompt_id"] = [f"user:{_digest(str(pr))}" for pr in df["prompt"]]
+    df["chosen_id"] = [f"{pid}#{_digest(str(c))}" for pid, c in zip(df["prompt_id"], df["chosen"])]
+    df["rejected_id"] = [f"{pid}#{_digest(str(r))}" for pid, r in zip(df["prompt_id"], df["rejected"])]
+    df["pair_id"] = df["pair_id"].astype(str)
+    for col, value in (("margin", np.nan), ("n_votes", np.nan), ("agreement", np.nan), ("gold_margin", np.nan)):
+        df[col] = value
+    df["task_type"] = p.split.task_type
+    prompts = sorted(df["prompt_id"].unique())
+    rng = np.random.default_rng(p.seed)
+    order = rng.permutation(len(prompts))
+    n_test = max(1, int(round(p.split.test_fraction * len(prompts))))
+    n_val = int(round(p.split.validation_fraction * (len(prompts) - n_test)))
+    split = {}
+    for rank, k in enumerate(order):
+        split[prompts[k]] = "test" if rank < n_test else ("validation" if rank < n_test + n_val else "train")
+    df["split"] = df["prompt_id"].map(split)
+    pairs = df[PAIR_COLUMNS].reset_index(drop=True)
+    table = pairs.drop_duplicates("prompt_id")[["prompt_id", "prompt", "lang", "task_type", "split"]]
+    log.info("user_pairs: %d rows read, %d pairs kept (%s), %d quarantined %s", len(raw), len(pairs),
+             pairs["split"].value_counts().to_dict(), len(quarantine),
+             quarantine["rule"].value_counts().to_dict() if len(quarantine) else {})
+    return pairs, quarantine, table.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- harmlessness classifier
+def _harm_rates(texts: list[str], langs: list[str], clf: HarmClassifier | None) -> dict:
+    t = harm_table(texts, langs, clf)
+    out = {"n": int(len(t)), "flagged": float(t["harmful"].mean()) if len(t) else None,
+           "lexicon_flagged": float(t["lexicon"].mean()) if len(t) else None}
+    if clf is not None and len(t):
+        p = pd.to_numeric(t["classifier_p"], errors="coerce")
+        out["classifier_flagged"] = float((p >= clf.threshold).mean())
+    return out
+
+
+def train_harm_classifier(pairs: pd.DataFrame, params: dict):
+    """The harmlessness classifier on the training split of the harmlessness pairs: the rejected side harmful, the
+    chosen side harmless; measured on the held-out (test) pairs' two sides, beside the lexicon judge alone.
+
+    Returns:
+        ``(classifier, report)``; ``NotTrained`` and a report saying why when it is switched off or there are no
+        pairs of its criterion.
+    """
+    p = _params(params)
+    h = p.harmlessness
+    own = pairs[pairs["criterion"] == h.criterion]
+    train, test = own[own["split"] != "test"], own[own["split"] == "test"]
+    if not h.enabled or train.empty:
+        why = "user_pairs.harmlessness.enabled is false" if not h.enabled else f"no {h.criterion} pairs"
+        return NotTrained(why), {"trained": False, "reason": why}
+    clf = HarmClassifier(seed=p.seed, C=h.C, max_false_positive_rate=h.max_false_positive_rate, folds=h.folds)
+    clf.fit(list(train["rejected"]) + list(train["chosen"]), [1] * len(train) + [0] * len(train))
+    report = {"trained": True, "criterion": h.criterion, **clf.trained_on, "cross_validation": clf.cv,
+              "test_pairs": int(len(test)),
+              "held_out_rejected": _harm_rates(list(test["rejected"]), list(test["lang"]), clf),
+              "held_out_chosen": _harm_rates(list(test["chosen"]), list(test["lang"]), clf),
+              "tatar": "Tatar text is scored by the lexicon alone (no real Tatar harmlessness data to train on)"}
+    log.info("harmlessness classifier: threshold %.3f; held-out rejected flagged %.3f (lexicon alone %.3f), chosen "
+             "flagged %.3f", clf.threshold, report["held_out_rejected"]["flagged"],
+             report["held_out_rejected"]["lexicon_flagged"], report["held_out_chosen"]["flagged"])
+    return clf, report
+
+
+# --------------------------------------------------------------------------- TF-IDF baseline
+def tfidf_baseline(pairs: pd.DataFrame, params: dict) -> dict:
+    """The lexical baseline (:class:`ru_rlhf.models.baseline.TfidfPairModel`) fitted on the training split and
+    measured on the held-out pairs, per criterion."""
+    from ru_rlhf.models.baseline import TfidfPairModel
+
+    p = _params(params)
+    train, test = pairs[pairs["split"] == "train"], pairs[pairs["split"] == "test"]
+    model = TfidfPairModel(seed=p.seed).fit(train)
+    out = {"model": "TF-IDF word 1-2 + char 2-5 grams, logistic Bradley-Terry", "train_pairs": int(len(train)),
+           "test_pairs": int(len(test)), "accuracy": {}}
+    for crit, g in test.groupby("criterion"):
+        diff = model.score(list(g["chosen"]), crit) - model.score(list(g["rejected"]), crit)
+        out["accuracy"][str(crit)] = float(np.mean(diff > 0)) if len(g) else None
+    log.info("user_pairs TF-IDF baseline: held-out accuracy %s", out["accuracy"])
+    return out
+
+
+# --------------------------------------------------------------------------- reward model
+def train_reward_model(pairs: pd.DataFrame, sft_policy, policy_tokenizer, params: dict):
+    """The multi-head reward model on the SFT policy's transformer, trained on the user's training pairs (the head
+    of each pair's criterion), early-stopped on the validation split, its scalar normalised on training responses.
+
+    Returns:
+        ``((reward_model, tokenizer), log)``.
+    """
+    import torch
+
+    from ru_rlhf.models.reward import RewardModel, backbone_of, fit_normalisation
+    from ru_rlhf.models.reward import train_reward_model as train
+
+    p = _params(params)
+    r = p.reward_model
+    crits = sorted(set(pairs["criterion"]))
+    unknown = [c for c in crits if c not in CRITERIA]
+    if unknown:
+        raise ValueError(f"user_pairs: criterion {unknown} has no reward-model head; the heads are {list(CRITERIA)} "
+                         "(set `criterion` on the pairs file in the catalog)")
+    torch.manual_seed(p.seed)
+    rm = RewardModel(copy.deepcopy(backbone_of(sft_policy)), CRITERIA, "multi_head", pooling=r.pooling,
+                     max_length=r.max_length)
+    if hasattr(rm.encoder.config, "use_cache"):
+        rm.encoder.config.use_cache = False
+    data = pairs[pairs["split"] == "train"].copy()
+    val = pairs[pairs["split"] == "validation"].copy()
+    for d in (data, val):
+        d["prompt"] = d["prompt"].map(format_prompt)
+    rm, history = train(rm, policy_tokenizer, data, epochs=r.epochs, batch_size=r.batch_size,
+                        learning_rate=r.learning_rate, max_length=r.max_length, seed=p.seed,
+                        checkpoint_dir=Path(p.checkpoint_dir) / "reward_model", save_steps=r.save_steps,
+                        desc="user reward model", validation=val if len(val) else None,
+                        evals_per_epoch=r.evals_per_epoch, patience=r.patience)
+    texts = pd.DataFrame({"prompt": list(data["prompt"]) * 2,
+                          "response": list(data["chosen"]) + list(data["rejected"])}).drop_duplicates()
+    texts = texts.sample(n=min(2000, len(texts)), random_state=p.seed)
+    fit_normalisation(rm, policy_tokenizer, list(texts["prompt"]), list(texts["response"]), r.max_length)
+    return (rm.eval(), policy_tokenizer), history.assign(model="user_reward_model")
+
+
+def held_out_accuracy(reward_model, pairs: pd.DataFrame, baseline: dict, params: dict) -> dict:
+    """The reward model's accuracy on the held-out (test) pairs per criterion, beside the TF-IDF baseline's."""
+    from ru_rlhf.models.reward import pair_accuracy
+
+    p = _params(params)
+    rm, tok = reward_model
+    test = pairs[pairs["split"] == "test"].copy()
+    test["prompt"] = test["prompt"].map(format_prompt)
+    acc = pair_accuracy(rm, tok, test, max_length=p.reward_model.max_length)
+    out = {"test_pairs": int(len(test)), "reward_model": acc, "tfidf_baseline": baseline["accuracy"],
+           "margin_over_baseline": {c: (acc[c] - baseline["accuracy"][c])
+                                    if c in acc and baseline["accuracy"].get(c) is not None else None
+                                    for c in acc}}
+    log.info("user reward model held-out accuracy %s (TF-IDF baseline %s)", acc, baseline["accuracy"])
+    return out
+
+
+# --------------------------------------------------------------------------- DPO
+def train_dpo(sft_policy, reference_policy, policy_tokenizer, pairs: pd.DataFrame, params: dict):
+    """DPO (or IPO) from the SFT policy on the user's training pairs, with TRL's DPOTrainer at a fixed β: there is
+    no gold judge to choose β on, so the parameters name it.
+
+    Returns:
+        ``(policy, log)``.
+    """
+    from datasets import Dataset
+
+    from ru_rlhf.models.training import run_dpo_trainer
+
+    p = _params(params)
+    d = p.dpo
+    if not d.enabled:
+        return NotTrained("user_pairs.dpo.enabled is false"), pd.DataFrame(columns=["stage", "step", "loss"])
+    train = pairs[pairs["split"] == "train"]
+    if d.max_pairs and len(train) > d.max_pairs:
+        train = train.sample(n=d.max_pairs, random_state=p.seed)
+    ds = Dataset.from_pandas(pd.DataFrame({"prompt": train["prompt"].map(format_prompt), "chosen": train["chosen"],
+                                           "rejected": train["rejected"]}), preserve_index=False)
+    model, history = run_dpo_trainer(copy.deepcopy(sft_policy), reference_policy, policy_tokenizer, ds,
+                                     beta=d.beta, loss_type=d.loss_type, epochs=d.epochs, max_steps=d.max_steps,
+                                     batch_size=d.batch_size, learning_rate=d.learning_rate,
+                                     max_length=d.max_length, seed=p.seed,
+                                     output_dir=Path(p.checkpoint_dir) / f"dpo_{d.loss_type}", stage="user_dpo")
+    return model.eval(), history
+
+
+# --------------------------------------------------------------------------- evaluation without gold
+def _implicit_accuracy(policy, reference_policy, tokenizer, test: pd.DataFrame, beta: float) -> dict:
+    """The DPO policy's implicit reward β·(log π − log π_ref) on the held-out pairs: the share where the chosen
+    answer's exceeds the rejected one's (0.5 for the SFT policy itself, whose implicit reward is 0)."""
+    from ru_rlhf.models.generation import sequence_logprobs
+
+    prompts = [format_prompt(x) for x in test["prompt"]]
+
+    def lp(model, answers):
+        return np.array([r["logprob"] for r in sequence_logprobs(model, tokenizer, prompts, list(answers))])
+
+    chosen = lp(policy, test["chosen"]) - lp(reference_policy, test["chosen"])
+    rejected = lp(policy, test["rejected"]) - lp(reference_policy, test["rejected"])
+    margin = beta * (chosen - rejected)
+    return {"accuracy": float(np.mean(margin > 0)), "mean_margin": float(np.mean(margin)), "pairs": int(len(test))}
+
+
+def _chrf(hypothesis: str, reference: str) -> float:
+    """sacrebleu's sentence chrF (0-100) of an answer against a reference answer of the same prompt."""
+    import sacrebleu
+
+    return float(sacrebleu.sentence_chrf(hypothesis, [reference]).score)
+
+
+def evaluate(reward_model, dpo_policy, sft_policy, reference_policy, policy_tokenizer, harm_classifier,
+             pairs: pd.DataFrame, reward_accuracy: dict, params: dict) -> tuple[pd.DataFrame, dict]:
+    """Evaluation that needs no gold judge, on held-out prompts and pairs.
+
+    The SFT and DPO policies answer the same seeded sample of held-out prompts (greedy); each answer gets the
+    reward model's heads and scalar, the harmlessness scorer's verdict and its KL to the reference. Reported: the
+    reward model's held-out pair accuracy (and the baseline's), the reward model's win rate of DPO over SFT with a
+    paired test, the DPO policy's implicit-reward accuracy on held-out pairs, the flagged share of each policy's
+    answers, and every gold measure as not available.
+
+    Returns:
+        ``(generations, summary)``.
+    """
+    from ru_rlhf.models.generation import generate, response_kl
+    from ru_rlhf.models.reward import score_prompts
+
+    p = _params(params)
+    e = p.evaluation
+    start = time.perf_counter()
+    test_prompts = pairs[pairs["split"] == "test"].drop_duplicates("prompt_id")
+    sample = test_prompts.sample(n=min(e.prompts, len(test_prompts)), random_state=p.seed)
+    rm, rm_tok = reward_model
+    harm_classifier = harm_classifier if isinstance(harm_classifier, HarmClassifier) else None  # NotTrained
+    policies = {"sft": sft_policy}
+    if dpo_policy is not None:
+        policies[f"dpo_{p.dpo.loss_type}" if p.dpo.loss_type != "sigmoid" else "dpo"] = dpo_policy
+    rows = []
+    for name, model in policies.items():
+        texts, _ = generate(model, policy_tokenizer, [format_prompt(x) for x in sample["prompt"]],
+                            temperatures=[0.0] * len(sample), top_ps=[1.0] * len(sample),
+                            seeds=[p.seed] * len(sample), max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+                            progress=False, desc=f"user_pairs {name}")
+        scores = score_prompts(rm, rm_tok, list(sample["prompt"]), texts)
+        harm = harm_table(texts, list(sample["lang"]), harm_classifier)
+        kl = response_kl(model, reference_policy, policy_tokenizer, [format_prompt(x) for x in sample["prompt"]],
+                         texts)
+        g = pd.DataFrame({"policy": name, "prompt_id": sample["prompt_id"].to_numpy(),
+                          "lang": sample["lang"].to_numpy(), "prompt": sample["prompt"].to_numpy(), "response": texts})
+        for col in scores.columns:
+            g[f"rm_{col}"] = scores[col].to_numpy()
+        g["chrf_vs_chosen"] = [_chrf(t, ref) for t, ref in zip(texts, sample["chosen"])]
+        g["chrf_vs_rejected"] = [_chrf(t, ref) for t, ref in zip(texts, sample["rejected"])]
+        g["words"] = [len(words(t)) for t in texts]
+        g["refusal"] = [is_refusal(t, lang) for t, lang in zip(texts, sample["lang"])]
+        g["harmful"] = harm["harmful"].to_numpy()
+        g["harm_scorer"] = harm["scorer"].to_numpy()
+        g["kl"] = [k["kl"] for k in kl]
+        g["gold"] = None  # no gold judge on a user's data
+        rows.append(g)
+    gens = pd.concat(rows, ignore_index=True)
+    crit = sorted(set(pairs["criterion"]))
+    head = crit[0] if len(crit) == 1 else "scalar"
+    by = {name: gens[gens["policy"] == name].set_index("prompt_id") for name in policies}
+    methods = {}
+    for name in policies:
+        g = by[name]
+        m = {"answers": int(len(g)), f"rm_{head}": float(g[f"rm_{head}"].mean()),
+             "rm_scalar": float(g["rm_scalar"].mean()), "flagged_harmful": float(g["harmful"].mean()),
+             "kl": float(g["kl"].mean()), "chrf_vs_chosen": float(g["chrf_vs_chosen"].mean()),
+             "chrf_vs_rejected": float(g["chrf_vs_rejected"].mean()), "mean_words": float(g["words"].mean()),
+             "distinct_2": distinct_n(list(g["response"]), 2), "refusal_rate": float(g["refusal"].mean()),
+             "gold": NOT_AVAILABLE, "expert_panel": NOT_AVAILABLE}
+        if name != "sft":
+            a, b = g.loc[by["sft"].index, f"rm_{head}"].to_numpy(), by["sft"][f"rm_{head}"].to_numpy()
+            m["rm_win_rate_vs_sft"] = float(np.mean(a > b) + 0.5 * np.mean(a == b))
+            m["rm_vs_sft_test"] = paired_test(a - b)
+            m["implicit_reward_held_out"] = _implicit_accuracy(policies[name], reference_policy,
+                                                               policy_tokenizer, pairs[pairs["split"] == "test"],
+                                                               p.dpo.beta)
+            m["changed_answers"] = float(np.mean(g.loc[by["sft"].index, "response"].to_numpy()
+                                                 != by["sft"]["response"].to_numpy()))
+        methods[name] = m
+    summary = {"pairs": {"kept": int(len(pairs)), "by_split": pairs["split"].value_counts().to_dict(),
+                         "by_criterion": pairs["criterion"].value_counts().to_dict()},
+               "reward_model": reward_accuracy, "head": head, "held_out_prompts": int(len(sample)),
+               "methods": methods, "gold": NOT_AVAILABLE, "expert_panel": NOT_AVAILABLE,
+               "seconds": round(time.perf_counter() - start, 1)}
+    log.info("user_pairs evaluation: %s", {k: {kk: vv for kk, vv in v.items() if not isinstance(vv, (dict, str))}
+                                          for k, v in methods.items()})
+    return gens, summary
+
+
+def _fmt(v, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v)
+
+
+def user_pairs_report(summary: dict, harm_report: dict, quarantine: pd.DataFrame) -> str:
+    """The user_pairs report in Markdown: pairs, the reward model beside the baseline, the harmlessness scorer,
+    the policies, and what is not available without a gold judge."""
+    rm = summary["reward_model"]
+    lines = ["# The loop on your own pairs", "",
+             f"Pairs kept: {summary['pairs']['kept']} ({summary['pairs']['by_split']}); quarantined: {len(quarantine)}"
+             + (f" ({quarantine['rule'].value_counts().to_dict()})" if len(quarantine) else "") + ".", "",
+             "## Reward model on the held-out pairs", "",
+             "| criterion | reward model | TF-IDF baseline | held-out pairs |", "|---|---:|---:|---:|"]
+    for c, acc in rm["reward_model"].items():
+        lines.append(f"| {c} | {_fmt(acc)} | {_fmt(rm['tfidf_baseline'].get(c))} | {rm['test_pairs']} |")
+    lines += ["", "## Harmlessness scorer", ""]
+    if harm_report.get("trained"):
+        r, c = harm_report["held_out_rejected"], harm_report["held_out_chosen"]
+        lines += [f"Lexicons plus a TF-IDF logistic regression trained on {harm_report['texts']} texts "
+                  f"(threshold {harm_report['threshold']}, {harm_report['threshold_chosen_by']}). "
+                  + harm_report["tatar"] + ".", "",
+                  "| held-out texts | n | flagged (lexicon + classifier) | lexicon alone | classifier alone |",
+                  "|---|---:|---:|---:|---:|",
+                  f"| rejected (harmful side) | {r['n']} | {_fmt(r['flagged'])} | {_fmt(r['lexicon_flagged'])} | "
+                  f"{_fmt(r.get('classifier_flagged'))} |",
+                  f"| chosen (harmless side) | {c['n']} | {_fmt(c['flagged'])} | {_fmt(c['lexicon_flagged'])} | "
+                  f"{_fmt(c.get('classifier_flagged'))} |"]
+    else:
+        lines.append(f"Not trained: {harm_report.get('reason')}.")
+    head = summary["head"]
+    lines += ["", f"## Policies on {summary['held_out_prompts']} held-out prompts (greedy)", "",
+              f"| policy | RM {head} | RM win rate vs SFT | p (paired t) | implicit-reward accuracy | flagged harmful "
+              "| chrF vs chosen | chrF vs rejected | words | distinct-2 | changed answers | KL | gold | expert panel |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for name, m in summary["methods"].items():
+        test = m.get("rm_vs_sft_test") or {}
+        imp = (m.get("implicit_reward_held_out") or {}).get("accuracy")
+        lines.append(f"| {name} | {_fmt(m[f'rm_{head}'])} | {_fmt(m.get('rm_win_rate_vs_sft'))} | "
+                     f"{_fmt(test.get('p_value'), 4)} | {_fmt(imp)} | {_fmt(m['flagged_harmful'])} | "
+                     f"{_fmt(m['chrf_vs_chosen'], 1)} | {_fmt(m['chrf_vs_rejected'], 1)} | {_fmt(m['mean_words'], 1)} | "
+                     f"{_fmt(m['distinct_2'])} | {_fmt(m.get('changed_answers'))} | {_fmt(m['kl'], 4)} | {m['gold']} | "
+                     f"{m['expert_panel']} |")
+    lines += ["", "chrF (sacrebleu, 0-100) compares each answer with the held-out pair's two sides: the automatic "
+              "channel that needs no judge. The implicit reward is β·(log π − log π_ref) of the held-out chosen answer "
+              "against the rejected one. Gold judges and the simulated expert panel exist only for the bundled world; "
+              "on your data every gold measure is " + NOT_AVAILABLE + "."]
+    return "\n".join(lines) + "\n"
