@@ -73,8 +73,9 @@ def test_pairs_stage_on_the_real_rudetox_pairs(project_root, shared_data, tmp_pa
     for name in ("sft_policy", "reference_policy", "tokenizer"):
         shutil.copytree(models / name, root / "06_models" / name)
     res = run_kedro(["run", "--env", "ru_detox", "--pipelines", "user_pairs", "--params",
-                     "user_pairs.reward_model.epochs=1,user_pairs.dpo.max_steps=3,user_pairs.evaluation.prompts=8,"
-                     "user_pairs.evaluation.max_new_tokens=8"], data_root=root)
+                     "user_pairs.reward_model.epochs=1,user_pairs.dpo.max_steps=3,user_pairs.ipo.max_steps=3,user_pairs.evaluation.prompts=8,"
+                     "user_pairs.evaluation.max_new_tokens=8,user_pairs.rl.steps=2,user_pairs.rl.eval_every=1,"
+                     "user_pairs.rl.probe_prompts=4,user_pairs.rl.max_new_tokens=8"], data_root=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = root / "08_reporting" / "user_data"
     pairs = pd.read_parquet(root / "03_primary" / "user_data" / "preference_pairs.parquet")

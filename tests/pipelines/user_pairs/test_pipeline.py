@@ -42,12 +42,17 @@ def user_run(tmp_path_factory):
               "harmlessness": {"folds": 3},
               "reward_model": {"epochs": 3, "batch_size": 16, "learning_rate": 1e-3, "pooling": "mean"},
               "dpo": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.1},
+              "ipo": {"loss_type": "ipo", "max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.5},
+              "rl": {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
+                     "eval_every": 2, "probe_prompts": 4, "learning_rate": 1e-3},
               "evaluation": {"prompts": 12, "max_new_tokens": 8}}
     keep = ["user_preference_pairs", "user_pairs_quarantine", "user_prompts", "harm_classifier",
             "harm_classifier_report", "user_reward_baseline", "user_reward_accuracy", "user_generations",
-            "user_pairs_summary", "user_pairs_report", "user_dpo_policy"]
+            "user_pairs_summary", "user_pairs_report", "user_dpo_policy", "user_ipo_policy", "user_rl_policy",
+            "user_rl_info", "user_rl_log"]
     catalog = keep_catalog({"user_pairs_raw": raw, "sft_policy": sft, "reference_policy": ref,
-                            "policy_tokenizer": tok, "params:user_pairs": params}, keep=keep)
+                            "policy_tokenizer": tok, "params:user_pairs": params,
+                            "params:user_pairs.dpo": params["dpo"], "params:user_pairs.ipo": params["ipo"]}, keep=keep)
     SequentialRunner().run(create_pipeline(), catalog)
     return raw, sft, {k: catalog.load(k) for k in keep}
 
@@ -78,9 +83,16 @@ def test_reward_model_and_classifier_learn_the_pairs_and_report_beside_the_basel
 
 def test_dpo_changes_the_policy_and_evaluation_needs_no_gold(user_run):
     _, sft, out = user_run
-    dpo = out["user_dpo_policy"]
-    changed = sum(float((a.detach() - b.detach()).abs().sum()) for a, b in zip(dpo.parameters(), sft.parameters()))
-    assert changed > 0
+    def changed(name):
+        return sum(float((a.detach() - b.detach()).abs().sum()) for a, b in zip(out[name].parameters(),
+                                                                               sft.parameters()))
+
+    assert changed("user_dpo_policy") > 0 and changed("user_ipo_policy") > 0
+    # PPO updated the policy (KL to the reference grew); the state it returns is the one chosen on the probe,
+    # which may be the starting point: then it is the SFT policy exactly, else a changed one
+    log = out["user_rl_log"]
+    assert (log.loc[log["step"] >= 1, "kl"].fillna(0) > 0).any()
+    assert (changed("user_rl_policy") > 0) == (out["user_rl_info"]["best_step"] > 0)
     summary = out["user_pairs_summary"]
     m = summary["methods"]["dpo"]
     # the DPO policy prefers the held-out polite answers to the rude ones more than the reference does
@@ -88,6 +100,11 @@ def test_dpo_changes_the_policy_and_evaluation_needs_no_gold(user_run):
     assert 0.0 <= m["rm_win_rate_vs_sft"] <= 1.0 and m["kl"] > 0
     assert summary["gold"] == m["gold"] == "not available (no gold judge)"
     gens = out["user_generations"]
-    assert set(gens["policy"]) == {"sft", "dpo"} and gens["gold"].isna().all()
+    assert set(gens["policy"]) == {"sft", "dpo", "ipo", "ppo"} and gens["gold"].isna().all()
+    # PPO ran on the pairs' prompts against the reward model, its kept state chosen on validation prompts
+    info = out["user_rl_info"]
+    assert info["trained"] and info["train_prompts"] == (out["user_preference_pairs"].drop_duplicates("prompt_id")[
+        "split"] == "train").sum()
+    assert info["steps_run"] >= 1 and "implicit_reward_held_out" not in summary["methods"]["ppo"]
     assert "not available (no gold judge)" in out["user_pairs_report"]
     assert "| harmlessness |" in out["user_pairs_report"]

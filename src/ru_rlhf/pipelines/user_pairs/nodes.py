@@ -70,8 +70,10 @@ class RewardParams(_Strict):
 
 
 class DpoParams(_Strict):
+    """One preference method: DPO (``loss_type: sigmoid``) or IPO (``ipo``; ``beta`` is then τ)."""
+
     enabled: bool = True
-    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"   # DPO, or IPO (beta is then tau)
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
     beta: float = Field(0.1, gt=0)
     epochs: float = Field(2.0, gt=0)
     max_steps: int = -1
@@ -79,6 +81,30 @@ class DpoParams(_Strict):
     learning_rate: float = Field(5e-5, gt=0)
     max_length: int = Field(256, gt=8)
     max_pairs: int | None = Field(None, gt=0)          # None: every training pair
+
+
+class RLParams(_Strict):
+    """PPO (our own, :mod:`ru_rlhf.rl.ppo`) or REINFORCE on the prompts of the training pairs, against the reward
+    model's trained heads; the state kept is the one whose greedy answers on validation prompts score best by the
+    reward model while the smoothed KL is within ``best_max_kl`` (no gold judge to choose by)."""
+
+    enabled: bool = True
+    algorithm: Literal["ppo", "reinforce"] = "ppo"
+    steps: int = Field(60, gt=0)
+    batch_size: int = Field(16, gt=0)
+    minibatch_size: int = Field(16, gt=0)
+    ppo_epochs: int = Field(2, gt=0)
+    learning_rate: float = Field(5e-6, gt=0)
+    whiten_rewards: bool = True
+    max_new_tokens: int = Field(48, gt=0)
+    init_kl_coef: float = Field(0.3, ge=0)
+    target_kl: float | None = Field(0.02, gt=0)
+    kl_horizon: int = Field(100, gt=0)
+    kl_budget: float = Field(0.05, gt=0)
+    best_max_kl: float | None = Field(0.02, gt=0)
+    eval_every: int = Field(10, gt=0)
+    patience: int = Field(6, gt=0)
+    probe_prompts: int = Field(32, gt=0)   # validation prompts the kept state is chosen on
 
 
 class EvalParams(_Strict):
@@ -96,6 +122,8 @@ class UserPairsParams(_Strict):
     harmlessness: HarmParams = Field(default_factory=HarmParams)
     reward_model: RewardParams = Field(default_factory=RewardParams)
     dpo: DpoParams = Field(default_factory=DpoParams)
+    ipo: DpoParams = Field(default_factory=lambda: DpoParams(loss_type="ipo"))
+    rl: RLParams = Field(default_factory=RLParams)
     evaluation: EvalParams = Field(default_factory=EvalParams)
 
 
@@ -225,8 +253,9 @@ def train_reward_model(pairs: pd.DataFrame, sft_policy, policy_tokenizer, params
         raise ValueError(f"user_pairs: criterion {unknown} has no reward-model head; the heads are {list(CRITERIA)} "
                          "(set `criterion` on the pairs file in the catalog)")
     torch.manual_seed(p.seed)
+    # the scalar weighs only the heads these pairs train (the others keep their random initial weights)
     rm = RewardModel(copy.deepcopy(backbone_of(sft_policy)), CRITERIA, "multi_head", pooling=r.pooling,
-                     max_length=r.max_length)
+                     max_length=r.max_length, weights={c: 1.0 / len(crits) for c in crits})
     if hasattr(rm.encoder.config, "use_cache"):
         rm.encoder.config.use_cache = False
     data = pairs[pairs["split"] == "train"].copy()
@@ -262,10 +291,11 @@ def held_out_accuracy(reward_model, pairs: pd.DataFrame, baseline: dict, params:
     return out
 
 
-# --------------------------------------------------------------------------- DPO
-def train_dpo(sft_policy, reference_policy, policy_tokenizer, pairs: pd.DataFrame, params: dict):
-    """DPO (or IPO) from the SFT policy on the user's training pairs, with TRL's DPOTrainer at a fixed β: there is
-    no gold judge to choose β on, so the parameters name it.
+# --------------------------------------------------------------------------- DPO / IPO
+def train_preference(sft_policy, reference_policy, policy_tokenizer, pairs: pd.DataFrame, params: dict,
+                     method: dict):
+    """DPO or IPO (``method``: ``user_pairs.dpo`` or ``user_pairs.ipo``) from the SFT policy on the user's training
+    pairs, with TRL's DPOTrainer at a fixed β (τ): there is no gold judge to choose it on, so the parameters name it.
 
     Returns:
         ``(policy, log)``.
@@ -275,9 +305,10 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, pairs: pd.DataFram
     from ru_rlhf.models.training import run_dpo_trainer
 
     p = _params(params)
-    d = p.dpo
+    d = DpoParams.model_validate(method)
+    name = "ipo" if d.loss_type == "ipo" else "dpo"
     if not d.enabled:
-        return NotTrained("user_pairs.dpo.enabled is false"), pd.DataFrame(columns=["stage", "step", "loss"])
+        return NotTrained(f"user_pairs.{name}.enabled is false"), pd.DataFrame(columns=["stage", "step", "loss"])
     train = pairs[pairs["split"] == "train"]
     if d.max_pairs and len(train) > d.max_pairs:
         train = train.sample(n=d.max_pairs, random_state=p.seed)
@@ -287,14 +318,76 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, pairs: pd.DataFram
                                      beta=d.beta, loss_type=d.loss_type, epochs=d.epochs, max_steps=d.max_steps,
                                      batch_size=d.batch_size, learning_rate=d.learning_rate,
                                      max_length=d.max_length, seed=p.seed,
-                                     output_dir=Path(p.checkpoint_dir) / f"dpo_{d.loss_type}", stage="user_dpo")
+                                     output_dir=Path(p.checkpoint_dir) / name, stage=f"user_{name}")
     return model.eval(), history
+
+
+# --------------------------------------------------------------------------- PPO / REINFORCE
+def _greedy(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, seed: int,
+            desc: str) -> list[str]:
+    from ru_rlhf.models.generation import generate
+
+    texts, _ = generate(model, tokenizer, [format_prompt(x) for x in prompts], temperatures=[0.0] * len(prompts),
+                        top_ps=[1.0] * len(prompts), seeds=[seed] * len(prompts), max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, progress=False, desc=desc)
+    return texts
+
+
+def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, pairs: pd.DataFrame, params: dict):
+    """PPO or REINFORCE from the SFT policy on the prompts of the training pairs, rewarded by the reward model
+    trained on them (its scalar weighs only the trained heads).
+
+    Returns:
+        ``(policy, log, info)``.
+    """
+    from pydantic import TypeAdapter
+
+    from ru_rlhf.models.reward import score_prompts
+    from ru_rlhf.rl.ppo import RLConfig
+    from ru_rlhf.rl.ppo import train as rl_train
+
+    p = _params(params)
+    r = p.rl
+    if not r.enabled:
+        return (NotTrained("user_pairs.rl.enabled is false"), pd.DataFrame(columns=["step"]),
+                {"trained": False, "reason": "user_pairs.rl.enabled is false"})
+    rm, rm_tok = reward_model
+    prompts = pairs.drop_duplicates("prompt_id")
+    train = prompts[prompts["split"] == "train"][["prompt_id", "prompt"]].reset_index(drop=True)
+    probe = prompts[prompts["split"] == "validation"].sample(
+        n=min(r.probe_prompts, int((prompts["split"] == "validation").sum())), random_state=p.seed)
+    e = p.evaluation
+
+    def reward_fn(ps: list[str], responses: list[str]):
+        import torch
+
+        return torch.tensor(score_prompts(rm, rm_tok, ps, responses)["scalar"].to_numpy())
+
+    def evaluate(model) -> dict:
+        texts = _greedy(model, policy_tokenizer, list(probe["prompt"]), e.max_new_tokens, e.batch_size, p.seed,
+                        "user_pairs rl probe")
+        score = float(score_prompts(rm, rm_tok, list(probe["prompt"]), texts)["scalar"].mean())
+        return {"score": score, "probe_rm": score}
+
+    cfg = TypeAdapter(RLConfig).validate_python({**r.model_dump(exclude={"enabled", "probe_prompts"}),
+                                                 "seed": p.seed})
+    start = time.perf_counter()
+    policy, step_log, info = rl_train(copy.deepcopy(sft_policy), reference_policy, policy_tokenizer, train,
+                                      reward_fn, cfg, evaluate=evaluate if len(probe) else None,
+                                      checkpoint_dir=Path(p.checkpoint_dir) / r.algorithm,
+                                      desc=f"user_pairs.{r.algorithm}")
+    step_log.insert(0, "method", r.algorithm)
+    info.update({"trained": True, "algorithm": r.algorithm, "train_prompts": int(len(train)),
+                 "probe_prompts": int(len(probe)), "seconds": round(time.perf_counter() - start, 1),
+                 "chosen_by": "reward-model score of greedy answers on validation prompts, within best_max_kl"})
+    log.info("user_pairs %s: %s", r.algorithm, {k: v for k, v in info.items() if not isinstance(v, (list, dict))})
+    return policy.eval(), step_log, info
 
 
 # --------------------------------------------------------------------------- evaluation without gold
 def _implicit_accuracy(policy, reference_policy, tokenizer, test: pd.DataFrame, beta: float) -> dict:
-    """The DPO policy's implicit reward β·(log π − log π_ref) on the held-out pairs: the share where the chosen
-    answer's exceeds the rejected one's (0.5 for the SFT policy itself, whose implicit reward is 0)."""
+    """A DPO or IPO policy's implicit reward β·(log π − log π_ref) on the held-out pairs: the share where the chosen
+    answer's exceeds the rejected one's (the SFT policy's own implicit reward is 0 on every pair)."""
     from ru_rlhf.models.generation import sequence_logprobs
 
     prompts = [format_prompt(x) for x in test["prompt"]]
@@ -315,8 +408,8 @@ def _chrf(hypothesis: str, reference: str) -> float:
     return float(sacrebleu.sentence_chrf(hypothesis, [reference]).score)
 
 
-def evaluate(reward_model, dpo_policy, sft_policy, reference_policy, policy_tokenizer, harm_classifier,
-             pairs: pd.DataFrame, reward_accuracy: dict, params: dict) -> tuple[pd.DataFrame, dict]:
+def evaluate(reward_model, dpo_policy, ipo_policy, rl_policy, sft_policy, reference_policy, policy_tokenizer,
+             harm_classifier, pairs: pd.DataFrame, reward_accuracy: dict, params: dict) -> tuple[pd.DataFrame, dict]:
     """Evaluation that needs no gold judge, on held-out prompts and pairs.
 
     The SFT and DPO policies answer the same seeded sample of held-out prompts (greedy); each answer gets the
@@ -328,7 +421,7 @@ def evaluate(reward_model, dpo_policy, sft_policy, reference_policy, policy_toke
     Returns:
         ``(generations, summary)``.
     """
-    from ru_rlhf.models.generation import generate, response_kl
+    from ru_rlhf.models.generation import response_kl
     from ru_rlhf.models.reward import score_prompts
 
     p = _params(params)
@@ -339,14 +432,15 @@ def evaluate(reward_model, dpo_policy, sft_policy, reference_policy, policy_toke
     rm, rm_tok = reward_model
     harm_classifier = harm_classifier if isinstance(harm_classifier, HarmClassifier) else None  # NotTrained
     policies = {"sft": sft_policy}
-    if dpo_policy is not None:
-        policies[f"dpo_{p.dpo.loss_type}" if p.dpo.loss_type != "sigmoid" else "dpo"] = dpo_policy
+    for name, model in (("dpo", dpo_policy), ("ipo", ipo_policy)):
+        if model is not None and not isinstance(model, NotTrained):  # None: switched off, read back from disk
+            policies[name] = model
+    if rl_policy is not None and not isinstance(rl_policy, NotTrained):
+        policies[p.rl.algorithm] = rl_policy
     rows = []
     for name, model in policies.items():
-        texts, _ = generate(model, policy_tokenizer, [format_prompt(x) for x in sample["prompt"]],
-                            temperatures=[0.0] * len(sample), top_ps=[1.0] * len(sample),
-                            seeds=[p.seed] * len(sample), max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-                            progress=False, desc=f"user_pairs {name}")
+        texts = _greedy(model, policy_tokenizer, list(sample["prompt"]), e.max_new_tokens, e.batch_size, p.seed,
+                        f"user_pairs {name}")
         scores = score_prompts(rm, rm_tok, list(sample["prompt"]), texts)
         harm = harm_table(texts, list(sample["lang"]), harm_classifier)
         kl = response_kl(model, reference_policy, policy_tokenizer, [format_prompt(x) for x in sample["prompt"]],
@@ -381,9 +475,10 @@ def evaluate(reward_model, dpo_policy, sft_policy, reference_policy, policy_toke
             a, b = g.loc[by["sft"].index, f"rm_{head}"].to_numpy(), by["sft"][f"rm_{head}"].to_numpy()
             m["rm_win_rate_vs_sft"] = float(np.mean(a > b) + 0.5 * np.mean(a == b))
             m["rm_vs_sft_test"] = paired_test(a - b)
-            m["implicit_reward_held_out"] = _implicit_accuracy(policies[name], reference_policy,
-                                                               policy_tokenizer, pairs[pairs["split"] == "test"],
-                                                               p.dpo.beta)
+            if name in ("dpo", "ipo"):  # the policy is its own reward model only for DPO and IPO
+                m["implicit_reward_held_out"] = _implicit_accuracy(policies[name], reference_policy,
+                                                                   policy_tokenizer, pairs[pairs["split"] == "test"],
+                                                                   getattr(p, name).beta)
             m["changed_answers"] = float(np.mean(g.loc[by["sft"].index, "response"].to_numpy()
                                                  != by["sft"]["response"].to_numpy()))
         methods[name] = m
