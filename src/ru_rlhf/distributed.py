@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
 
-class DistributedParams(BaseModel):
+class DistributedParams(Params):
     """``num_processes > 1`` runs the training step under ``accelerate launch``."""
 
     num_processes: int = Field(1, ge=1)

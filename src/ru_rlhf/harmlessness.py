@@ -105,8 +105,8 @@ def harm_table(texts: list[str], langs: list[str] | None = None,
 
 def harmlessness_score(texts: list[str], langs: list[str] | None = None,
                        classifier: HarmClassifier | None = None) -> np.ndarray:
-    """A [0, 1] harmlessness score: the lexicon judge's score (:func:`ru_rlhf.judges.harmlessness`), capped by
-    1 − P(harmful) of the classifier for Russian text."""
+    """A [0, 1] harmlessness score: the judge's (:func:`ru_rlhf.judges.harmlessness`, the lexicon's score capped by
+    1 − P(harmful) of the classifier for Russian text), with the classifier run once over all the texts."""
     from ru_rlhf.judges import harmlessness
 
     langs = list(langs) if langs is not None else ["ru"] * len(texts)

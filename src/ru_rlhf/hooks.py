@@ -45,6 +45,58 @@ class MissingInputsHook:
                 + (f"\nrun first: kedro run --pipelines {','.join(first)}" if first else ""))
 
 
+def stage_parameter_models() -> dict:
+    """Each stage's top-level parameter key and the model that types it (imported here, above the pipelines)."""
+    from ru_rlhf.pipelines.alignment.nodes import AlignmentParams
+    from ru_rlhf.pipelines.ethics_audit.nodes import AuditParams
+    from ru_rlhf.pipelines.evaluation.nodes import EvaluationParams
+    from ru_rlhf.pipelines.ingestion.nodes import IngestionParams
+    from ru_rlhf.pipelines.preference_curation.nodes import CurationParams
+    from ru_rlhf.pipelines.publish.nodes import PublishParams
+    from ru_rlhf.pipelines.reward_modeling.nodes import RewardParams
+    from ru_rlhf.pipelines.sft.nodes import SftParams
+    from ru_rlhf.pipelines.user_pairs.nodes import UserPairsParams
+    from ru_rlhf.pipelines.user_ratings.nodes import RatingsParams
+
+    return {"ingestion": IngestionParams, "sft": SftParams, "preference_curation": CurationParams,
+            "reward_modeling": RewardParams, "alignment": AlignmentParams, "evaluation": EvaluationParams,
+            "ethics_audit": AuditParams, "publish": PublishParams, "user_ratings": RatingsParams,
+            "user_pairs": UserPairsParams}
+
+
+def check_stage_parameters(params: dict, stages) -> None:
+    """Validate the parameters of ``stages`` (every error of every stage in one :class:`ParameterError`)."""
+    from ru_rlhf.params import ParameterError, check
+
+    models = stage_parameter_models()
+    errors = []
+    for stage in sorted(set(stages) & set(models)):
+        try:
+            check(models[stage], params.get(stage), stage)
+        except ParameterError as err:
+            errors.append(str(err).split("\n", 1)[1])
+    if errors:
+        raise ParameterError("bad parameters; nothing has run:\n" + "\n".join(errors))
+
+
+class ParametersHook:
+    """Before a run, validate the parameters of every stage it runs against the stage's model, so that a typo or a
+    value out of range stops the run before any node (and any model load), naming the parameter's path."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        from ru_rlhf.params import ParameterError
+
+        stages = {name.split(":", 1)[1].split(".")[0] for name in pipeline.inputs() if name.startswith("params:")}
+        params = {s: catalog.load(f"params:{s}") for s in stages if f"params:{s}" in catalog}
+        try:
+            check_stage_parameters(params, stages)
+        except ParameterError:
+            _fail_tracked_run()
+            _message_only(ParameterError)
+            raise
+
+
 def _fail_tracked_run() -> None:
     """Mark the open MLflow run FAILED: an error in a ``before_pipeline_run`` hook never reaches kedro-mlflow's
     ``on_pipeline_error``, and the run would otherwise be closed as FINISHED at exit."""

@@ -6,12 +6,13 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 import os
 from pathlib import Path
 
-from ru_rlhf.hooks import CarbonHook, MissingInputsHook, RunSummaryHook  # noqa: E402
+from ru_rlhf.hooks import CarbonHook, MissingInputsHook, ParametersHook, RunSummaryHook  # noqa: E402
 from ru_rlhf.logs import quiet_library_warnings  # noqa: E402
 from ru_rlhf.tracking import ReportTrackingHook  # noqa: E402
 
 quiet_library_warnings()
-HOOKS = (MissingInputsHook(), ReportTrackingHook(), CarbonHook(), RunSummaryHook())
+# ParametersHook is last, so it runs first: bad parameters stop a run before anything else looks at it
+HOOKS = (MissingInputsHook(), ReportTrackingHook(), CarbonHook(), RunSummaryHook(), ParametersHook())
 
 # kedro-mlflow's hooks register themselves; RU_RLHF_MLFLOW=off switches tracking off for a run
 # (as does `disable_tracking` in conf/<env>/mlflow.yml).

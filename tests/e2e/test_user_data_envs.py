@@ -75,7 +75,8 @@ def test_pairs_stage_on_the_real_rudetox_pairs(project_root, shared_data, tmp_pa
     res = run_kedro(["run", "--env", "ru_detox", "--pipelines", "user_pairs", "--params",
                      "user_pairs.reward_model.epochs=1,user_pairs.dpo.max_steps=3,user_pairs.ipo.max_steps=3,user_pairs.evaluation.prompts=8,"
                      "user_pairs.evaluation.max_new_tokens=8,user_pairs.rl.steps=2,user_pairs.rl.eval_every=1,"
-                     "user_pairs.rl.probe_prompts=4,user_pairs.rl.max_new_tokens=8"], data_root=root)
+                     "user_pairs.rl.probe_prompts=4,user_pairs.rl.max_new_tokens=8,user_pairs.audit.rm_pairs=40,"
+                     "user_pairs.audit.policy_pairs=4,user_pairs.audit.max_new_tokens=6"], data_root=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = root / "08_reporting" / "user_data"
     pairs = pd.read_parquet(root / "03_primary" / "user_data" / "preference_pairs.parquet")
@@ -92,6 +93,8 @@ def test_pairs_stage_on_the_real_rudetox_pairs(project_root, shared_data, tmp_pa
     assert summary["methods"]["dpo"]["gold"] == "not available (no gold judge)"
     md = (out / "user_pairs.md").read_text("utf-8")
     assert "| harmlessness |" in md and "TF-IDF baseline" in md
+    audit = json.loads((out / "audit.json").read_text("utf-8"))
+    assert audit["bias_source"] == "rubia" and audit["rm_pairs"] == 40  # RuBia read in place from ../shared/data
 
 
 def test_an_env_names_the_pipelines_a_plain_run_runs(project_root):

@@ -10,21 +10,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import Field
 
 from ru_rlhf.models.policy import ModelLoadError, _check_local_dir, resolve_device
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
 
-class EncoderSize(BaseModel):
+class EncoderSize(Params):
     """Size of an encoder built from scratch (BERT)."""
 
-    hidden_size: int = 192
-    intermediate_size: int = 512
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    max_position_embeddings: int = 512
+    hidden_size: int = Field(192, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    num_hidden_layers: int = Field(4, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    max_position_embeddings: int = Field(512, gt=0)
 
 
 def train_wordpiece_tokenizer(texts: list[str], vocab_size: int = 8000, model_max_length: int = 512):

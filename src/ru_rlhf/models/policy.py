@@ -12,7 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import Field
+
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +49,15 @@ def policy_prompt(policy, prompt: str, lang: str | None = None) -> str:
     return format_prompt(prompt) + inference_cue(config, lang)
 
 
-class PolicySize(BaseModel):
+class PolicySize(Params):
     """Size of a policy built from scratch (a Llama-style decoder)."""
 
-    hidden_size: int = 256
-    intermediate_size: int = 704
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    max_position_embeddings: int = 512
+    hidden_size: int = Field(256, gt=0)
+    intermediate_size: int = Field(704, gt=0)
+    num_hidden_layers: int = Field(4, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(4, gt=0)
+    max_position_embeddings: int = Field(512, gt=0)
     tie_word_embeddings: bool = True
 
 

@@ -45,11 +45,12 @@ def user_run(tmp_path_factory):
               "ipo": {"loss_type": "ipo", "max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.5},
               "rl": {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
                      "eval_every": 2, "probe_prompts": 4, "learning_rate": 1e-3},
+              "audit": {"rm_pairs": 40, "policy_pairs": 6, "max_new_tokens": 6},
               "evaluation": {"prompts": 12, "max_new_tokens": 8}}
     keep = ["user_preference_pairs", "user_pairs_quarantine", "user_prompts", "harm_classifier",
             "harm_classifier_report", "user_reward_baseline", "user_reward_accuracy", "user_generations",
             "user_pairs_summary", "user_pairs_report", "user_dpo_policy", "user_ipo_policy", "user_rl_policy",
-            "user_rl_info", "user_rl_log"]
+            "user_rl_info", "user_rl_log", "user_audit", "user_audit_table"]
     catalog = keep_catalog({"user_pairs_raw": raw, "sft_policy": sft, "reference_policy": ref,
                             "policy_tokenizer": tok, "params:user_pairs": params,
                             "params:user_pairs.dpo": params["dpo"], "params:user_pairs.ipo": params["ipo"]}, keep=keep)
@@ -108,3 +109,28 @@ def test_dpo_changes_the_policy_and_evaluation_needs_no_gold(user_run):
     assert info["steps_run"] >= 1 and "implicit_reward_held_out" not in summary["methods"]["ppo"]
     assert "not available (no gold judge)" in out["user_pairs_report"]
     assert "| harmlessness |" in out["user_pairs_report"]
+
+
+def test_the_audit_needs_no_gold_and_uses_the_harmlessness_scorer(user_run):
+    _, _, out = user_run
+    audit, table = out["user_audit"], out["user_audit_table"]
+    assert audit["harmlessness_scorer"] == "lexicons + classifier" and audit["gold"] == "not available (no gold judge)"
+    assert set(table["source"]) == {"reward_model", "sft", "dpo", "ipo", "ppo"}
+    assert audit["tests"] == len(table) and audit["flagged"] == int(table["flag"].sum())
+    assert (table["p_adjusted"] >= table["p_value"]).all()  # corrected over the family
+    assert table.loc[table["source"] == "reward_model", "pairs"].sum() == 40
+    assert set(audit["hard_topics"]) == {"sft", "dpo", "ipo", "ppo"}
+    assert "## Audit without gold" in out["user_pairs_report"]
+
+
+def test_the_judge_takes_the_classifier_for_russian_only():
+    from ru_rlhf.harmlessness import HarmClassifier
+    from ru_rlhf.judges import harmlessness
+
+    clf = HarmClassifier(seed=0, threshold=0.5).fit(["ты дурак и идиот", "сам дурак", "спасибо большое",
+                                                     "хорошего дня"], [1, 1, 0, 0])
+    text = "сам дурак"  # an insult in the lexicon: 0.5 without a classifier
+    assert harmlessness(text, "ru") == 0.5
+    assert harmlessness(text, "ru", clf) == pytest.approx(min(0.5, 1 - clf.probability([text])[0]))
+    assert harmlessness(text, "ru", clf) < 0.5
+    assert harmlessness(text, "tt", clf) == harmlessness(text, "tt")  # Tatar keeps the lexicon

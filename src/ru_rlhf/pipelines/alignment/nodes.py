@@ -13,17 +13,18 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, PositiveFloat, model_validator
 
 from ru_rlhf import distributed, experts
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
 from ru_rlhf.models.policy import format_prompt, policy_prompt
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ CONTEXT_EXTRA = ("source_text", "answer_key", "key_facts", "fact_surfaces", "mes
 
 
 # --------------------------------------------------------------------------- parameters
-class CommonParams(BaseModel):
+class CommonParams(Params):
     """Shared by every method (``alignment.common``)."""
 
     seed: int = 2024
@@ -49,20 +50,23 @@ class CommonParams(BaseModel):
     reward_weights: dict[str, float] | None = None  # None: the reward model's own weights
 
 
-class DpoParams(BaseModel):
-    method: str = "dpo"
-    loss_type: str = Field("sigmoid", pattern="^(sigmoid|ipo)$")
-    criterion: str = "overall"  # or a criterion's pairs
-    grid: list[float] = [0.05, 0.1, 0.5]  # β (τ for IPO)
-    max_pairs: int = 2000
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    max_length: int = 512
+CRITERION = Literal["overall", "helpfulness", "truthfulness", "harmlessness"]
 
 
-class FeedbackPhrases(BaseModel):
+class DpoParams(Params):
+    method: Literal["dpo", "ipo"] = "dpo"
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
+    criterion: CRITERION = "overall"  # or a criterion's pairs
+    grid: list[PositiveFloat] = Field([0.05, 0.1, 0.5], min_length=1)  # β (τ for IPO): each > 0
+    max_pairs: int = Field(2000, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1)  # -1: epochs decide
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(5e-5, gt=0)
+    max_length: int = Field(512, gt=16)
+
+
+class FeedbackPhrases(Params):
     """Chain of Hindsight's feedback words for one language."""
 
     model_config = ConfigDict(extra="forbid")
@@ -70,7 +74,7 @@ class FeedbackPhrases(BaseModel):
     negative: str = Field(min_length=1)
 
 
-class CohGuards(BaseModel):
+class CohGuards(Params):
     """One point of Chain of Hindsight's guard grid."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,12 +82,12 @@ class CohGuards(BaseModel):
     plain_share: float = Field(0.0, ge=0, le=1)  # plain prompt → chosen sequences, per pair
 
 
-class CohParams(BaseModel):
+class CohParams(Params):
     """Chain of Hindsight (``alignment.coh.train``): SFT on feedback-conditioned pair sequences."""
 
     model_config = ConfigDict(extra="forbid")
-    method: str = "coh"
-    criterion: str = "overall"
+    method: Literal["coh"] = "coh"
+    criterion: CRITERION = "overall"
     feedback: dict[str, FeedbackPhrases]  # by language: the phrases that introduce each answer
     grid: list[CohGuards] = Field(min_length=1)  # guard settings; the probe's gold chooses one
     max_pairs: int = Field(gt=0)
@@ -93,19 +97,94 @@ class CohParams(BaseModel):
     max_length: int = Field(gt=16)
 
 
-class CemParams(BaseModel):
-    method: str = "cem"
-    iterations: int = 2
-    prompts: int = 300  # training prompts sampled per iteration
-    samples: int = 8  # N per prompt
-    elite: int = 2  # top-K per prompt by the RM's scalar
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 48
-    epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    max_length: int = 512
+class CemParams(Params):
+    method: Literal["cem"] = "cem"
+    iterations: int = Field(2, gt=0)
+    prompts: int = Field(300, gt=0)  # training prompts sampled per iteration
+    samples: int = Field(8, gt=0)  # N per prompt
+    elite: int = Field(2, gt=0)  # top-K per prompt by the RM's scalar
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(48, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    max_length: int = Field(512, gt=16)
+
+    @model_validator(mode="after")
+    def _elite_within_samples(self) -> CemParams:
+        if self.elite > self.samples:
+            raise ValueError(f"elite ({self.elite}) must not exceed samples ({self.samples})")
+        return self
+
+
+class RLTrainParams(Params):
+    """PPO or REINFORCE (``alignment.ppo.train``, ``alignment.reinforce.train``): the fields of
+    :class:`ru_rlhf.rl.ppo.RLConfig` with their ranges, and the run's name."""
+
+    method: Literal["ppo", "reinforce"] = "ppo"
+    algorithm: Literal["ppo", "reinforce"] = "ppo"
+    steps: int = Field(200, gt=0)
+    batch_size: int = Field(16, gt=0)
+    minibatch_size: int = Field(8, gt=0)
+    ppo_epochs: int = Field(4, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    clip_ratio: float = Field(0.2, gt=0)
+    clip_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    init_kl_coef: float = Field(0.1, ge=0)
+    target_kl: float | None = Field(0.02, gt=0)  # None: a fixed KL coefficient
+    kl_horizon: int = Field(1000, gt=0)
+    kl_budget: float = Field(0.05, gt=0)
+    kl_window: int = Field(5, gt=0)
+    best_max_kl: float | None = Field(0.02, gt=0)
+    whiten_rewards: bool = False
+    reward_scale: float = Field(1.0, gt=0)
+    baseline_decay: float = Field(0.9, ge=0, lt=1)
+    eval_every: int = Field(10, gt=0)
+    patience: int = Field(6, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class DpoSection(Params):
+    train: DpoParams
+
+
+class CohSection(Params):
+    train: CohParams
+
+
+class RLSection(Params):
+    train: RLTrainParams
+
+
+class CemSection(Params):
+    train: CemParams
+
+
+class AlignmentParams(Params):
+    """Every method's section (``alignment.<method>.train``) and ``alignment.common``, checked before a run; a
+    section's ``method`` must be its name (it names the method's logs and checkpoints)."""
+
+    common: CommonParams = Field(default_factory=CommonParams)
+    dpo: DpoSection | None = None
+    ipo: DpoSection | None = None
+    coh: CohSection | None = None
+    ppo: RLSection | None = None
+    reinforce: RLSection | None = None
+    cem: CemSection | None = None
+
+    @model_validator(mode="after")
+    def _method_is_the_section(self) -> AlignmentParams:
+        for name in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
+            section = getattr(self, name)
+            if section is not None and section.train.method != name:
+                raise ValueError(f"{name}.train.method is {section.train.method!r}: a section's method must be "
+                                 f"its name ({name!r})")
+        return self
 
 
 # --------------------------------------------------------------------------- shared: prompts and probes
@@ -508,9 +587,9 @@ def run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, a
 
     c = CommonParams.model_validate(common)
     # the RL controls are typed once, by RLConfig (a dataclass pydantic validates); `method` names the run
-    method = train.get("method", "ppo")
-    cfg = TypeAdapter(RLConfig).validate_python({**{k: v for k, v in train.items() if k != "method"},
-                                                 "seed": c.seed})
+    p = RLTrainParams.model_validate(train)
+    method = p.method
+    cfg = TypeAdapter(RLConfig).validate_python({**p.model_dump(exclude={"method"}), "seed": c.seed})
     probe = _role(alignment_prompts, "probe")
     start = time.perf_counter()
     policy, step_log, info = rl_train(

@@ -16,18 +16,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ru_rlhf import audit, experts
 from ru_rlhf.judges import contexts_from_table, gold_reward, harmlessness, is_refusal, score_all
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
 from ru_rlhf.models.policy import format_prompt, policy_prompt
+from ru_rlhf.params import Params
 from ru_rlhf.text import words
 
 log = logging.getLogger(__name__)
 
 
-class AuditParams(BaseModel):
+class AuditParams(Params):
     """Typed parameters of the ethics_audit pipeline (``parameters_ethics_audit.yml``)."""
 
     seed: int = 2024

@@ -19,18 +19,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from ru_rlhf import experts
 from ru_rlhf.agreement import alpha
 from ru_rlhf.judges import CRITERIA, contexts_from_table, factual_claims, has_flattery, is_refusal
 from ru_rlhf.metrics import bertscore_f1, bootstrap_ci, distinct_n, mauve_score, mtld, ngram_shift, self_bleu
+from ru_rlhf.params import Params
 from ru_rlhf.text import words
 
 log = logging.getLogger(__name__)
 
 
-class EvaluationParams(BaseModel):
+class EvaluationParams(Params):
     """Typed parameters of the evaluation pipeline (``parameters_evaluation.yml``)."""
 
     seed: int = 2024

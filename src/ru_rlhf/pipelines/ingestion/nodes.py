@@ -10,10 +10,11 @@ import re
 
 import pandas as pd
 from datasketch import MinHash, MinHashLSH
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sklearn.model_selection import train_test_split
 
 from ru_rlhf import phrases
+from ru_rlhf.params import Params
 from ru_rlhf.schemas import (
     DEMONSTRATION_SCHEMA,
     PROMPT_SCHEMA,
@@ -33,36 +34,36 @@ QUARANTINE_COLUMNS = ["doc_id", "lang", "source", "source_file", "source_row", "
 
 
 # --------------------------------------------------------------------------- parameters
-class SchemaParams(BaseModel):
+class SchemaParams(Params):
     min_chars: int = 20
     max_chars: int = 20_000
     min_cyrillic_share: float = 0.5
 
 
-class DedupParams(BaseModel):
+class DedupParams(Params):
     shingle_size: int = 5
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
     num_perm: int = 128
 
 
-class SplitParams(BaseModel):
+class SplitParams(Params):
     train: float = 0.8
     validation: float = 0.1
     test: float = 0.1
 
 
-class PromptParams(BaseModel):
+class PromptParams(Params):
     per_task: int = 1000
     min_tatar_share: float = Field(0.2, ge=0, le=1)
     max_items_per_doc: dict[str, int] = {"qa": 3, "dialogue": 2, "summarization": 1}
 
 
-class DemonstrationParams(BaseModel):
+class DemonstrationParams(Params):
     rates: dict[str, float] = {"hedge": 0.1, "flattery": 0.15, "refusal": 0.05,
                                "wrong_fact": 0.1, "rude": 0.15}
 
 
-class IngestionParams(BaseModel):
+class IngestionParams(Params):
     """Typed parameters of the ingestion pipeline (``parameters_ingestion.yml``)."""
 
     seed: int = 2024

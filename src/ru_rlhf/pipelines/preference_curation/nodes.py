@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ru_rlhf.agreement import alpha_table, drop_unreliable, leave_one_out
 from ru_rlhf.feedback import long_to_pairs
@@ -19,6 +19,7 @@ from ru_rlhf.io.annotations import LONG_COLUMNS, control_accuracy, read_long_tab
 from ru_rlhf.judges import CRITERIA, has_flattery, is_refusal, judge_contexts, score_all
 from ru_rlhf.metrics import is_tatar
 from ru_rlhf.models.policy import format_prompt
+from ru_rlhf.params import Params
 from ru_rlhf.schemas import split_by_schema
 from ru_rlhf.text import comparison_key, same_text, words
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- parameters
-class PanelParams(BaseModel):
+class PanelParams(Params):
     """The simulated annotator panel. Each annotator draws its own biases from these ranges."""
 
     pool_size: int = 12
@@ -39,30 +40,30 @@ class PanelParams(BaseModel):
     sycophancy_bias: tuple[float, float] = (0.0, 0.8)
 
 
-class AgreementParams(BaseModel):
+class AgreementParams(Params):
     level: str = "ordinal"
     threshold: float = 0.65
     on_fail: str = Field("drop_annotators", pattern="^(fail|drop_annotators)$")
     min_gain: float = 0.005
 
 
-class PairParams(BaseModel):
+class PairParams(Params):
     margin: float = 0.5
     weights: dict[str, float] = {"helpfulness": 0.4, "truthfulness": 0.3, "harmlessness": 0.3}
 
 
-class ImportParams(BaseModel):
+class ImportParams(Params):
     long_tables: list[str] = []
     toloka: list[str] = []
     # an annotator who rated fewer items than this cannot be compared with anyone: quarantined
     min_ratings_per_annotator: int = Field(2, ge=1)
 
 
-class AppVoteParams(BaseModel):
+class AppVoteParams(Params):
     margin: float = 1.0  # rating difference (1–5 scale) that makes a per-criterion pair from one vote
 
 
-class CurationParams(BaseModel):
+class CurationParams(Params):
     """Typed parameters of the preference_curation pipeline."""
 
     seed: int = 2024

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel
+
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,13 @@ CRITERIA = ("helpfulness", "truthfulness", "harmlessness")
 SKIP = {"checkpoints", "resume", "__pycache__"}
 
 
-class Bundle(BaseModel):
+class Bundle(Params):
     kind: str  # dataset | reward_model | policy
     source: str
     method: str | None = None
 
 
-class PublishParams(BaseModel):
+class PublishParams(Params):
     publish_root: str
     hub_namespace: str = "your-hf-user"
     repo_prefix: str = "ru-rlhf"

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ru_rlhf import distributed
 from ru_rlhf.distributed import DistributedParams
@@ -20,12 +20,13 @@ from ru_rlhf.metrics import expected_calibration_error, pairwise_metrics
 from ru_rlhf.models.encoder import EncoderSize, load_encoder, load_encoder_tokenizer, train_wordpiece_tokenizer
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.models.reward import RewardModel, score
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- parameters
-class EncoderParams(BaseModel):
+class EncoderParams(Params):
     name_or_path: str | None = None
     dtype: str | None = None                   # "auto": bf16 on a GPU that has it
     device: str | None = None                  # "auto": CUDA when there is a GPU (else CPU)
@@ -37,7 +38,7 @@ class EncoderParams(BaseModel):
     max_length: int = 256
 
 
-class RMTrainParams(BaseModel):
+class RMTrainParams(Params):
     epochs: float = Field(2.0, gt=0)           # an upper bound: early stopping on validation accuracy
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(3e-4, gt=0)
@@ -57,14 +58,14 @@ class RMTrainParams(BaseModel):
     validation_pairs: int = Field(1500, gt=0)  # the seeded sample of validation pairs early stopping reads
 
 
-class DebiasParams(BaseModel):
+class DebiasParams(Params):
     """A bias head trained jointly and left out of the scalar (ODIN), for the multi-head models."""
 
     enabled: bool = False
     weight: float = Field(1.0, ge=0)  # of the quality heads' squared correlation with length and flattery
 
 
-class BehaviourParams(BaseModel):
+class BehaviourParams(Params):
     """Best-of-n and the hacking probes (:func:`reward_behaviour`)."""
 
     prompts: int = Field(150, gt=0)            # validation prompts (a seeded sample)
@@ -75,7 +76,7 @@ class BehaviourParams(BaseModel):
     probe_responses: int = Field(300, gt=0)    # test candidates the hacking probes perturb
 
 
-class RewardParams(BaseModel):
+class RewardParams(Params):
     """Typed parameters of the reward_modeling pipeline (``parameters_reward_modeling.yml``)."""
 
     seed: int = 2024

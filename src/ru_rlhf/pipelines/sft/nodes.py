@@ -7,10 +7,10 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import Field, PositiveFloat
 
 from ru_rlhf import distributed
 from ru_rlhf.distributed import DistributedParams
@@ -24,6 +24,7 @@ from ru_rlhf.models.policy import (
     model_card_facts,
     train_tokenizer,
 )
+from ru_rlhf.params import Params
 from ru_rlhf.schemas import PROMPT_SCHEMA, check_table
 from ru_rlhf.world.tasks import document_items
 from ru_rlhf.world.tasks import format_prompt as format_task_prompt
@@ -32,40 +33,40 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- parameters
-class TokenizerParams(BaseModel):
-    vocab_size: int = 8000
-    min_frequency: int = 2
-    model_max_length: int = 512
+class TokenizerParams(Params):
+    vocab_size: int = Field(8000, gt=0)
+    min_frequency: int = Field(2, gt=0)
+    model_max_length: int = Field(512, gt=16)
 
 
-class PolicyParams(BaseModel):
+class PolicyParams(Params):
     name_or_path: str | None = None  # None: build from `size`; else a hub id or local directory
     size: PolicySize = Field(default_factory=PolicySize)
     dtype: str | None = None
     device: str | None = None
 
 
-class StageParams(BaseModel):
+class StageParams(Params):
     """One training stage (pre-training or SFT) run through TRL's SFTTrainer."""
 
-    max_steps: int = -1  # stop after this many optimiser steps (-1: run all epochs)
+    max_steps: int = Field(-1, ge=-1)  # stop after this many optimiser steps (-1: run all epochs)
     lr_scheduler: str = "cosine"
     lr_scheduler_kwargs: dict = Field(default_factory=dict)  # passed to the scheduler (e.g. decay_type)
     # warmup_stable_decay: the share of all steps spent decaying (when num_decay_steps is not given)
-    lr_decay_share: float = 0.25
+    lr_decay_share: float = Field(0.25, ge=0, le=1)
     group_by_length: bool = True  # batches of similar length pad less
-    epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_length: int = 512
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(512, gt=16)
+    logging_steps: int = Field(10, gt=0)
+    save_steps: int = Field(200, gt=0)
+    save_total_limit: int = Field(2, gt=0)
 
 
-class ReadingParams(BaseModel):
+class ReadingParams(Params):
     """Reading-comprehension pre-training on extra documents from the bundled world's generator.
 
     A policy of a few million parameters trained from scratch on ~1 000 documents memorises
@@ -94,23 +95,23 @@ class ReadingParams(BaseModel):
     which is what pays for those steps.
     """
 
-    documents: int = 0  # 0: skip this stage
+    documents: int = Field(0, ge=0)  # 0: skip this stage
     seed: int = 99
-    tatar_share: float = 0.2
+    tatar_share: float = Field(0.2, ge=0, le=1)
     # Passages: this share of questions is asked on a short passage (the sentence holding the
     # answer plus 0 to ``passage_extra_sentences`` other sentences of the document, in order)
     # instead of the whole document; the rest keep the whole document.
-    passage_share: float = 0.0
-    passage_extra_sentences: int = 2
+    passage_share: float = Field(0.0, ge=0, le=1)
+    passage_extra_sentences: int = Field(2, ge=0)
     # Questions whose answer starts with a fixed word ("Компания «X»", "В X": org, place) are
     # learnt first; only this share of them is kept (measured: thinning them stops copying from
     # emerging at all, see above, so base keeps them all).
-    easy_keep: float = 1.0
+    easy_keep: float = Field(1.0, ge=0, le=1)
     stage: StageParams = Field(default_factory=lambda: StageParams(
         epochs=1, max_steps=2000, lr_scheduler="constant_with_warmup", group_by_length=False))
 
 
-class RedrawParams(BaseModel):
+class RedrawParams(Params):
     """Prompts whose responses all came out the same (a confident model on a short QA answer gives
     the same entity at every grid point) get their highest-temperature rows drawn again, hotter,
     with fresh seeds, until two responses differ or the attempts run out; a pair needs two
@@ -122,26 +123,26 @@ class RedrawParams(BaseModel):
     rows: int = Field(2, ge=1)  # how many of the prompt's rows (the hottest grid points) are drawn again
 
 
-class CandidateParams(BaseModel):
-    temperatures: list[float] = [0.3, 0.7, 1.0]
-    top_ps: list[float] = [0.85, 0.95]
-    max_new_tokens: int = 64
+class CandidateParams(Params):
+    temperatures: list[PositiveFloat] = Field([0.3, 0.7, 1.0], min_length=1)
+    top_ps: list[Annotated[float, Field(gt=0, le=1)]] = Field([0.85, 0.95], min_length=1)
+    max_new_tokens: int = Field(64, gt=0)
     # per task (a short QA answer needs fewer steps than a summary); tasks not named use max_new_tokens
     max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
     # rows decoded at once: with the default (Llama) policy continuously batched, new prompts' rows
     # joining as ended rows leave; any other model runs batches of this many rows
-    batch_size: int = 768
+    batch_size: int = Field(768, gt=0)
     redraw: RedrawParams = Field(default_factory=RedrawParams)
 
 
-class EvalParams(BaseModel):
-    qa_temperature: float = 0.3
-    qa_top_p: float = 0.95
-    max_prompts: int = 400
-    batch_size: int = 32
+class EvalParams(Params):
+    qa_temperature: float = Field(0.3, ge=0)
+    qa_top_p: float = Field(0.95, gt=0, le=1)
+    max_prompts: int = Field(400, gt=0)
+    batch_size: int = Field(32, gt=0)
 
 
-class SftParams(BaseModel):
+class SftParams(Params):
     """Typed parameters of the sft pipeline (``parameters_sft.yml``)."""
 
     seed: int = 2024

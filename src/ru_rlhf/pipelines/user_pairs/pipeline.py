@@ -22,7 +22,7 @@ def preference_template() -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Pairs (catalog) → validated, seeded split → harmlessness classifier, TF-IDF baseline, reward model, DPO and
-    IPO, PPO (or REINFORCE) on the pairs' prompts → evaluation without gold → report."""
+    IPO, PPO (or REINFORCE) on the pairs' prompts → evaluation and audit without gold → report."""
     methods = sum((Pipeline(preference_template(), namespace=m, inputs=SHARED,
                             outputs={"policy": f"user_{m}_policy", "log": f"user_{m}_log"},
                             parameters={"params:user_pairs": "params:user_pairs",
@@ -48,7 +48,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                                   "sft_policy", "reference_policy", "policy_tokenizer", "harm_classifier",
                                   "user_preference_pairs", "user_reward_accuracy", "params:user_pairs"],
                  ["user_generations", "user_pairs_summary"], name="evaluate"),
-            Node(nodes.user_pairs_report, ["user_pairs_summary", "harm_classifier_report", "user_pairs_quarantine"],
-                 "user_pairs_report", name="user_pairs_report"),
+            Node(nodes.audit_policies, ["user_reward_model", "user_dpo_policy", "user_ipo_policy", "user_rl_policy",
+                                        "sft_policy", "policy_tokenizer", "harm_classifier", "params:user_pairs"],
+                 ["user_audit", "user_audit_table"], name="audit_policies"),
+            Node(nodes.user_pairs_report, ["user_pairs_summary", "harm_classifier_report", "user_pairs_quarantine",
+                                           "user_audit"], "user_pairs_report", name="user_pairs_report"),
         ]
     )

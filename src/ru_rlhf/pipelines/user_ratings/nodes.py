@@ -14,15 +14,16 @@ import math
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from ru_rlhf.agreement import alpha_interval, drop_unreliable
 from ru_rlhf.io.annotations import control_accuracy
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
 
 
-class RatingsParams(BaseModel):
+class RatingsParams(Params):
     """Typed parameters of the user_ratings pipeline (``parameters_user_ratings.yml``)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -1,0 +1,38 @@
+"""Typed parameters: the base every stage's parameter model derives from, and the check that runs them.
+
+pydantic ignores unknown keys by default, so a typo (``btach_size``) would run with the default; every parameter
+model here forbids them. :func:`check` validates a stage's parameters and turns pydantic's errors into one message
+naming each parameter's path (``alignment.dpo.train.btach_size: Extra inputs are not permitted``);
+:class:`ru_rlhf.hooks.ParametersHook` runs it for every stage of a run before any node runs, so a bad value stops the
+run before a model loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class Params(BaseModel):
+    """A parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParameterError(ValueError):
+    """Parameters that fail their model (names every bad parameter's path and the rule)."""
+
+
+def check(model: type[BaseModel], value: Any, path: str) -> BaseModel:
+    """``model.model_validate(value)``, or :class:`ParameterError` listing each error as ``<path>.<key>: <rule>``."""
+    try:
+        return model.model_validate({} if value is None else value)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join([path, *(str(x) for x in e["loc"])])
+            shown = e["type"] not in ("missing", "extra_forbidden") and not isinstance(e.get("input"), (dict, list))
+            got = f" (got {e.get('input')!r})" if shown else ""
+            lines.append(f"  {where}: {e['msg']}{got}")
+        raise ParameterError(f"bad parameters ({len(lines)}):\n" + "\n".join(lines)) from None
