@@ -25,6 +25,7 @@ from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_re
 from ru_rlhf.models.generation import generate, response_kl, stable_seed
 from ru_rlhf.models.policy import format_prompt, policy_prompt
 from ru_rlhf.params import Params
+from ru_rlhf.rl.params import RLParams
 
 log = logging.getLogger(__name__)
 
@@ -118,35 +119,11 @@ class CemParams(Params):
         return self
 
 
-class RLTrainParams(Params):
-    """PPO or REINFORCE (``alignment.ppo.train``, ``alignment.reinforce.train``): the fields of
-    :class:`ru_rlhf.rl.ppo.RLConfig` with their ranges, and the run's name."""
+class RLTrainParams(RLParams):
+    """PPO or REINFORCE (``alignment.ppo.train``, ``alignment.reinforce.train``): the RL controls and the run's
+    name."""
 
     method: Literal["ppo", "reinforce"] = "ppo"
-    algorithm: Literal["ppo", "reinforce"] = "ppo"
-    steps: int = Field(200, gt=0)
-    batch_size: int = Field(16, gt=0)
-    minibatch_size: int = Field(8, gt=0)
-    ppo_epochs: int = Field(4, gt=0)
-    learning_rate: float = Field(1e-5, gt=0)
-    max_new_tokens: int = Field(48, gt=0)
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
-    clip_ratio: float = Field(0.2, gt=0)
-    clip_value: float = Field(0.2, gt=0)
-    vf_coef: float = Field(0.1, ge=0)
-    init_kl_coef: float = Field(0.1, ge=0)
-    target_kl: float | None = Field(0.02, gt=0)  # None: a fixed KL coefficient
-    kl_horizon: int = Field(1000, gt=0)
-    kl_budget: float = Field(0.05, gt=0)
-    kl_window: int = Field(5, gt=0)
-    best_max_kl: float | None = Field(0.02, gt=0)
-    whiten_rewards: bool = False
-    reward_scale: float = Field(1.0, gt=0)
-    baseline_decay: float = Field(0.9, ge=0, lt=1)
-    eval_every: int = Field(10, gt=0)
-    patience: int = Field(6, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
 
 
 class DpoSection(Params):
@@ -580,16 +557,14 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
 def run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
                  common: dict, train: dict):
     """:func:`train_rl`'s work in this process (also what each distributed worker runs)."""
-    from pydantic import TypeAdapter
 
-    from ru_rlhf.rl.ppo import RLConfig
     from ru_rlhf.rl.ppo import train as rl_train
 
     c = CommonParams.model_validate(common)
-    # the RL controls are typed once, by RLConfig (a dataclass pydantic validates); `method` names the run
+    # the RL controls are typed once, by RLTrainParams (ranges, unknown keys refused); `method` names the run
     p = RLTrainParams.model_validate(train)
     method = p.method
-    cfg = TypeAdapter(RLConfig).validate_python({**p.model_dump(exclude={"method"}), "seed": c.seed})
+    cfg = p.config(c.seed)
     probe = _role(alignment_prompts, "probe")
     start = time.perf_counter()
     policy, step_log, info = rl_train(

@@ -30,6 +30,7 @@ from ru_rlhf.judges import CRITERIA, is_refusal
 from ru_rlhf.metrics import distinct_n, paired_test
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.params import Params
+from ru_rlhf.rl.params import RLParams
 from ru_rlhf.text import words
 
 log = logging.getLogger(__name__)
@@ -84,27 +85,12 @@ class DpoParams(_Strict):
     max_pairs: int | None = Field(None, gt=0)          # None: every training pair
 
 
-class RLParams(_Strict):
+class UserRLParams(RLParams):
     """PPO (our own, :mod:`ru_rlhf.rl.ppo`) or REINFORCE on the prompts of the training pairs, against the reward
     model's trained heads; the state kept is the one whose greedy answers on validation prompts score best by the
     reward model while the smoothed KL is within ``best_max_kl`` (no gold judge to choose by)."""
 
     enabled: bool = True
-    algorithm: Literal["ppo", "reinforce"] = "ppo"
-    steps: int = Field(60, gt=0)
-    batch_size: int = Field(16, gt=0)
-    minibatch_size: int = Field(16, gt=0)
-    ppo_epochs: int = Field(2, gt=0)
-    learning_rate: float = Field(5e-6, gt=0)
-    whiten_rewards: bool = True
-    max_new_tokens: int = Field(48, gt=0)
-    init_kl_coef: float = Field(0.3, ge=0)
-    target_kl: float | None = Field(0.02, gt=0)
-    kl_horizon: int = Field(100, gt=0)
-    kl_budget: float = Field(0.05, gt=0)
-    best_max_kl: float | None = Field(0.02, gt=0)
-    eval_every: int = Field(10, gt=0)
-    patience: int = Field(6, gt=0)
     probe_prompts: int = Field(32, gt=0)   # validation prompts the kept state is chosen on
 
 
@@ -138,7 +124,7 @@ class UserPairsParams(_Strict):
     reward_model: RewardParams = Field(default_factory=RewardParams)
     dpo: DpoParams = Field(default_factory=DpoParams)
     ipo: DpoParams = Field(default_factory=lambda: DpoParams(loss_type="ipo"))
-    rl: RLParams = Field(default_factory=RLParams)
+    rl: UserRLParams = Field(default_factory=UserRLParams)
     audit: UserAuditParams = Field(default_factory=UserAuditParams)
     evaluation: EvalParams = Field(default_factory=EvalParams)
 
@@ -356,10 +342,8 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, pairs
     Returns:
         ``(policy, log, info)``.
     """
-    from pydantic import TypeAdapter
 
     from ru_rlhf.models.reward import score_prompts
-    from ru_rlhf.rl.ppo import RLConfig
     from ru_rlhf.rl.ppo import train as rl_train
 
     p = _params(params)
@@ -385,8 +369,7 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, pairs
         score = float(score_prompts(rm, rm_tok, list(probe["prompt"]), texts)["scalar"].mean())
         return {"score": score, "probe_rm": score}
 
-    cfg = TypeAdapter(RLConfig).validate_python({**r.model_dump(exclude={"enabled", "probe_prompts"}),
-                                                 "seed": p.seed})
+    cfg = r.config(p.seed)
     start = time.perf_counter()
     policy, step_log, info = rl_train(copy.deepcopy(sft_policy), reference_policy, policy_tokenizer, train,
                                       reward_fn, cfg, evaluate=evaluate if len(probe) else None,
