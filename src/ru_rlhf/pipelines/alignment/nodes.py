@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from ru_rlhf import distributed, experts
 from ru_rlhf.distributed import DistributedParams
@@ -38,14 +38,14 @@ class CommonParams(Params):
 
     seed: int = 2024
     checkpoint_dir: str = "data/06_models/checkpoints/alignment"
-    train_prompts: int = 800  # from the train split (0: all)
-    probe_prompts: int = 48  # from the validation split, stratified by task and language
-    test_prompts: int = 0  # 0: every test prompt
-    test_samples: int = 2
-    test_temperature: float = 0.7
-    test_top_p: float = 0.95
-    max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
-    batch_size: int = 128
+    train_prompts: int = Field(800, ge=0)  # from the train split (0: all)
+    probe_prompts: int = Field(48, gt=0)  # from the validation split, stratified by task and language
+    test_prompts: int = Field(0, ge=0)  # 0: every test prompt
+    test_samples: int = Field(2, gt=0)
+    test_temperature: float = Field(0.7, ge=0)
+    test_top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens_by_task: dict[str, PositiveInt] = {"qa": 24, "dialogue": 48, "summarization": 64}
+    batch_size: int = Field(128, gt=0)
     # num_processes > 1: the training step runs under `accelerate launch` (ru_rlhf.distributed)
     distributed: DistributedParams = Field(default_factory=DistributedParams)
     reward_weights: dict[str, float] | None = None  # None: the reward model's own weights

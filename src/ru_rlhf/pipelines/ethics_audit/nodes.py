@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from ru_rlhf import audit, experts
 from ru_rlhf.judges import contexts_from_table, gold_reward, harmlessness, is_refusal, score_all
@@ -32,22 +32,22 @@ class AuditParams(Params):
     """Typed parameters of the ethics_audit pipeline (``parameters_ethics_audit.yml``)."""
 
     seed: int = 2024
-    bias_source: str = "bundled"  # or "rubia"
+    bias_source: Literal["bundled", "rubia"] = "bundled"
     rubia_path: str = "../shared/data/RuBia-Dataset/rubia.tsv"
-    bias_policy_pairs: int = 200  # pairs the policies answer (all pairs go through the RM)
-    sycophancy_items: int = 100
-    max_new_tokens: int = 48
-    batch_size: int = 64
+    bias_policy_pairs: int = Field(200, gt=0)  # pairs the policies answer (all pairs go through the RM)
+    sycophancy_items: int = Field(100, gt=0)
+    max_new_tokens: int = Field(48, gt=0)
+    batch_size: int = Field(64, gt=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     # how the p-values of a report's family of tests are corrected: Benjamini–Hochberg (false discovery rate,
     # for the screens of many bias groups) or Holm (family-wise error)
     correction: Literal["bh", "holm"] = "bh"
-    hacking_responses: int = 200
-    overopt_methods: list[str] = ["ppo"]
-    overopt_prompts: int = 160
-    bon_prompts: int = 64
-    bon_ns: list[int] = [1, 2, 4, 8, 16, 32]
-    bon_temperature: float = 1.0
+    hacking_responses: int = Field(200, gt=0)
+    overopt_methods: list[Literal["ppo", "reinforce"]] = ["ppo"]
+    overopt_prompts: int = Field(160, gt=0)
+    bon_prompts: int = Field(64, gt=0)
+    bon_ns: list[PositiveInt] = Field([1, 2, 4, 8, 16, 32], min_length=1)
+    bon_temperature: float = Field(1.0, gt=0)
 
 
 CORRECTIONS = {"bh": "Benjamini-Hochberg", "holm": "Holm"}

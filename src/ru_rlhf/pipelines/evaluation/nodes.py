@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from ru_rlhf import experts
 from ru_rlhf.agreement import alpha
@@ -35,13 +36,13 @@ class EvaluationParams(Params):
 
     seed: int = 2024
     bertscore_model: str = "data/06_models/encoder"  # a local directory or a hub id (conf/hub)
-    bertscore_num_layers: int | None = None  # None: the encoder's last layer
-    expert_pairs: int = 100  # test (prompt, sample) items per model for the expert channel
-    bootstrap: int = 2000
-    attribution_pairs: int = 3  # chosen/rejected pairs per head for Captum
-    attribution_steps: int = 32
-    cases: int = 5  # before/after cases per method
-    mauve_max_texts: int = 1000
+    bertscore_num_layers: int | None = Field(None, gt=0)  # None: the encoder's last layer
+    expert_pairs: int = Field(100, gt=0)  # test (prompt, sample) items per model for the expert channel
+    bootstrap: int = Field(2000, gt=0)
+    attribution_pairs: int = Field(3, ge=0)  # chosen/rejected pairs per head for Captum
+    attribution_steps: int = Field(32, gt=0)
+    cases: int = Field(5, ge=0)  # before/after cases per method
+    mauve_max_texts: int = Field(1000, gt=1)
 
 
 def _params(params: dict) -> EvaluationParams:

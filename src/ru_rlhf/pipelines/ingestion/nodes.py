@@ -7,10 +7,11 @@ import logging
 import math
 import random
 import re
+from typing import Annotated, Literal
 
 import pandas as pd
 from datasketch import MinHash, MinHashLSH
-from pydantic import Field
+from pydantic import Field, PositiveInt, model_validator
 from sklearn.model_selection import train_test_split
 
 from ru_rlhf import phrases
@@ -33,33 +34,42 @@ QUARANTINE_COLUMNS = ["doc_id", "lang", "source", "source_file", "source_row", "
                       "detail", "text"]
 
 
+TASK = Literal["qa", "dialogue", "summarization"]
+
+
 # --------------------------------------------------------------------------- parameters
 class SchemaParams(Params):
-    min_chars: int = 20
-    max_chars: int = 20_000
-    min_cyrillic_share: float = 0.5
+    min_chars: int = Field(20, ge=0)
+    max_chars: int = Field(20_000, gt=0)
+    min_cyrillic_share: float = Field(0.5, ge=0, le=1)
 
 
 class DedupParams(Params):
-    shingle_size: int = 5
+    shingle_size: int = Field(5, gt=0)
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
-    num_perm: int = 128
+    num_perm: int = Field(128, gt=0)
 
 
 class SplitParams(Params):
-    train: float = 0.8
-    validation: float = 0.1
-    test: float = 0.1
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _shares_sum_to_one(self) -> SplitParams:
+        if abs(self.train + self.validation + self.test - 1.0) > 1e-6:
+            raise ValueError(f"split shares must sum to 1, not {self.train + self.validation + self.test:g}")
+        return self
 
 
 class PromptParams(Params):
-    per_task: int = 1000
+    per_task: int = Field(1000, gt=0)
     min_tatar_share: float = Field(0.2, ge=0, le=1)
-    max_items_per_doc: dict[str, int] = {"qa": 3, "dialogue": 2, "summarization": 1}
+    max_items_per_doc: dict[TASK, PositiveInt] = {"qa": 3, "dialogue": 2, "summarization": 1}
 
 
 class DemonstrationParams(Params):
-    rates: dict[str, float] = {"hedge": 0.1, "flattery": 0.15, "refusal": 0.05,
+    rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = {"hedge": 0.1, "flattery": 0.15, "refusal": 0.05,
                                "wrong_fact": 0.1, "rude": 0.15}
 
 

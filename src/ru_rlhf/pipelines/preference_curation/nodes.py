@@ -7,6 +7,7 @@ preference pairs (per criterion and overall) → a Hugging Face DatasetDict and 
 from __future__ import annotations
 
 import logging
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 class PanelParams(Params):
     """The simulated annotator panel. Each annotator draws its own biases from these ranges."""
 
-    pool_size: int = 12
-    per_item: int = 5
+    pool_size: int = Field(12, gt=1)
+    per_item: int = Field(5, gt=1)
     careless: list[str] = ["ann_03", "ann_09"]
     careless_random_rate: float = Field(0.85, ge=0, le=1)
     noise_sd: tuple[float, float] = (0.25, 0.55)
@@ -41,15 +42,16 @@ class PanelParams(Params):
 
 
 class AgreementParams(Params):
-    level: str = "ordinal"
-    threshold: float = 0.65
+    level: Literal["nominal", "ordinal", "interval", "ratio"] = "ordinal"
+    threshold: float = Field(0.65, ge=-1, le=1)  # α lies in [-1, 1]; smoke sets -1 (never fails)
     on_fail: str = Field("drop_annotators", pattern="^(fail|drop_annotators)$")
-    min_gain: float = 0.005
+    min_gain: float = Field(0.005, ge=0)
 
 
 class PairParams(Params):
-    margin: float = 0.5
-    weights: dict[str, float] = {"helpfulness": 0.4, "truthfulness": 0.3, "harmlessness": 0.3}
+    margin: float = Field(0.5, ge=0)
+    weights: dict[Literal["helpfulness", "truthfulness", "harmlessness"], Annotated[float, Field(ge=0)]] = {
+        "helpfulness": 0.4, "truthfulness": 0.3, "harmlessness": 0.3}
 
 
 class ImportParams(Params):
@@ -60,7 +62,7 @@ class ImportParams(Params):
 
 
 class AppVoteParams(Params):
-    margin: float = 1.0  # rating difference (1–5 scale) that makes a per-criterion pair from one vote
+    margin: float = Field(1.0, ge=0)  # rating difference (1–5 scale) that makes a per-criterion pair from one vote
 
 
 class CurationParams(Params):
