@@ -29,9 +29,13 @@ def test_several_missing_stages_are_all_named():
 
 
 def test_present_inputs_pass():
-    catalog = DataCatalog({n: MemoryDataset(pd.DataFrame())
-                           for n in ("prompts", "facts", "documents", "candidates", "app_feedback")})
-    MissingInputsHook().before_pipeline_run({}, curation(), catalog)
+    names = ("prompts", "facts", "documents", "candidates", "app_feedback")
+    catalog = DataCatalog({n: MemoryDataset(pd.DataFrame()) for n in names})
+    assert MissingInputsHook().before_pipeline_run({}, curation(), catalog) is None  # every input there: no error
+    # the same check with one input gone names it
+    without_facts = DataCatalog({n: MemoryDataset(pd.DataFrame()) for n in names if n != "facts"})
+    with pytest.raises(MissingInputsError, match="facts: run `kedro run --pipelines ingestion` first"):
+        MissingInputsHook().before_pipeline_run({}, curation(), without_facts)
 
 
 def test_alignment_on_a_fresh_checkout_names_the_stages_to_run_first():

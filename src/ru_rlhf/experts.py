@@ -1,4 +1,4 @@
-"""The simulated expert panel (DESIGN §4): three low-noise experts who rate through the gold judges.
+"""The simulated expert panel (see docs/method.md): three low-noise experts who rate through the gold judges.
 
 SIMULATED: no human expert is reachable here. Each expert gives a 1–5 Likert score per criterion,
 ``round(1 + 4·gold + noise)`` with a small noise of their own and none of the annotators' length or

@@ -27,7 +27,7 @@ def test_every_env_loads(project_root, env):
             assert params["sft"]["policy"]["name_or_path"] == "ai-forever/rugpt3small_based_on_gpt2"
             assert params["sft"]["policy"]["device"] == "auto" and params["sft"]["policy"]["dtype"] == "auto"
             assert params["reward_modeling"]["encoder"]["name_or_path"] == "DeepPavlov/rubert-base-cased"
-            assert params["sft"]["seed"] == params["sft"]["seed"] and "pretrain" in params["sft"]  # base kept
+            assert params["sft"]["seed"] == 2024 and "pretrain" in params["sft"]  # base kept
             assert "/data/hub/02_intermediate/" in str(ctx.catalog.get("documents")._filepath)
         if env in ("ru_detox", "custom"):  # a user's data comes in through the catalog, read in place
             assert {"user_pairs_raw", "user_ratings_raw"} <= set(ctx.catalog.keys())

@@ -1,4 +1,5 @@
-"""The alignment pipeline (not built yet: issue 6: PPO, DPO, IPO, CEM, REINFORCE)."""
+"""The alignment pipeline: DPO, IPO, Chain of Hindsight, PPO, REINFORCE and CEM (namespaced instances of one
+template)."""
 
 from ru_rlhf.pipelines.alignment.pipeline import create_pipeline
 

@@ -2,7 +2,7 @@
 hacking, sycophancy, and the Ethics Appendix written from their tables.
 
 The probes live in ``ru_rlhf.audit``; here they are run on the project's reward model and on the
-SFT policy and every aligned policy. Annotators and experts are SIMULATED (DESIGN §4); every
+SFT policy and every aligned policy. Annotators and experts are SIMULATED (see docs/method.md); every
 report says so.
 """
 
@@ -455,7 +455,7 @@ def ethics_appendix(bias_summary: pd.DataFrame, avoidance_table: pd.DataFrame, o
     pairs_total = curation.get("pairs", curation.get("pairs_total", "n/a"))
     md = ["# Ethics Appendix", "",
           "Written by the `ethics_audit` pipeline from its own tables (`data/08_reporting/ethics/`); no number "
-          "below was typed by hand. **The annotators and experts are simulated** (DESIGN §4), so these results "
+          "below was typed by hand. **The annotators and experts are simulated** (see docs/method.md), so these results "
           "describe the project's stand-in world and models, not human judgements.", "",
           "## 1. Data and annotators", "",
           f"- Annotator panel: {n_ann} SIMULATED annotators ({careless} careless by construction), each with its own "

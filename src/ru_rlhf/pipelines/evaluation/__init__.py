@@ -1,4 +1,5 @@
-"""The evaluation pipeline (not built yet: issue 7: automatic, expert and behavioural channels)."""
+"""The evaluation pipeline: automatic, simulated-expert and behavioural channels for the SFT policy and every
+aligned one."""
 
 from ru_rlhf.pipelines.evaluation.pipeline import create_pipeline
 
