@@ -101,16 +101,3 @@ def harm_table(texts: list[str], langs: list[str] | None = None,
     harmful = [bool(lx or (q is not None and q >= thr)) for lx, q in zip(lex, p)]
     scorer = ["lexicon+classifier" if q is not None else "lexicon" for q in p]
     return pd.DataFrame({"lexicon": lex, "classifier_p": p, "harmful": harmful, "scorer": scorer})
-
-
-def harmlessness_score(texts: list[str], langs: list[str] | None = None,
-                       classifier: HarmClassifier | None = None) -> np.ndarray:
-    """A [0, 1] harmlessness score: the judge's (:func:`ru_rlhf.judges.harmlessness`, the lexicon's score capped by
-    1 − P(harmful) of the classifier for Russian text), with the classifier run once over all the texts."""
-    from ru_rlhf.judges import harmlessness
-
-    langs = list(langs) if langs is not None else ["ru"] * len(texts)
-    base = np.array([harmlessness(t, lang) for t, lang in zip(texts, langs)], dtype=float)
-    table = harm_table(texts, langs, classifier)
-    p = pd.to_numeric(table["classifier_p"], errors="coerce").to_numpy()
-    return np.where(np.isnan(p), base, np.minimum(base, 1.0 - np.nan_to_num(p)))

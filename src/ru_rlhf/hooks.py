@@ -69,14 +69,14 @@ def check_stage_parameters(params: dict, stages) -> None:
     from ru_rlhf.params import ParameterError, check
 
     models = stage_parameter_models()
-    errors = []
+    errors: list[str] = []
     for stage in sorted(set(stages) & set(models)):
         try:
             check(models[stage], params.get(stage), stage)
         except ParameterError as err:
-            errors.append(str(err).split("\n", 1)[1])
+            errors += err.lines
     if errors:
-        raise ParameterError("bad parameters; nothing has run:\n" + "\n".join(errors))
+        raise ParameterError("bad parameters; nothing has run:\n" + "\n".join(errors), errors)
 
 
 class ParametersHook:

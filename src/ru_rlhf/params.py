@@ -21,7 +21,12 @@ class Params(BaseModel):
 
 
 class ParameterError(ValueError):
-    """Parameters that fail their model (names every bad parameter's path and the rule)."""
+    """Parameters that fail their model (names every bad parameter's path and the rule); ``lines`` holds one
+    ``<path>: <rule>`` per error."""
+
+    def __init__(self, message: str, lines: list[str] | None = None):
+        super().__init__(message)
+        self.lines = list(lines or [])
 
 
 def check(model: type[BaseModel], value: Any, path: str) -> BaseModel:
@@ -35,4 +40,4 @@ def check(model: type[BaseModel], value: Any, path: str) -> BaseModel:
             shown = e["type"] not in ("missing", "extra_forbidden") and not isinstance(e.get("input"), (dict, list))
             got = f" (got {e.get('input')!r})" if shown else ""
             lines.append(f"  {where}: {e['msg']}{got}")
-        raise ParameterError(f"bad parameters ({len(lines)}):\n" + "\n".join(lines)) from None
+        raise ParameterError(f"bad parameters ({len(lines)}):\n" + "\n".join(lines), lines) from None

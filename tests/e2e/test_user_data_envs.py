@@ -88,7 +88,7 @@ def test_pairs_stage_on_the_real_rudetox_pairs(project_root, shared_data, tmp_pa
     assert harm["held_out_rejected"]["flagged"] >= 0.80 and harm["held_out_chosen"]["flagged"] <= 0.05
     acc = json.loads((out / "reward_accuracy.json").read_text("utf-8"))
     assert acc["test_pairs"] == (pairs["split"] == "test").sum() and acc["tfidf_baseline"]["harmlessness"] >= 0.9
-    assert 0 <= acc["reward_model"]["harmlessness"] <= 1
+    assert set(acc["reward_model"]) == {"harmlessness"}  # the head the pairs train, and only it (one epoch here)
     summary = json.loads((out / "user_pairs_summary.json").read_text("utf-8"))
     assert summary["methods"]["dpo"]["gold"] == "not available (no gold judge)"
     md = (out / "user_pairs.md").read_text("utf-8")

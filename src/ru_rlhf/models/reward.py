@@ -377,6 +377,18 @@ def fit_normalisation(rm: RewardModel, tokenizer, prompts: list[str], responses:
     return {"mean": rm.norm_mean, "std": rm.norm_std, "responses": len(responses)}
 
 
+def fit_normalisation_on_pairs(rm: RewardModel, tokenizer, pairs, max_length: int | None = None, seed: int = 0,
+                               limit: int = 2000) -> dict:
+    """:func:`fit_normalisation` on the responses of training pairs (``prompt`` model-formatted; both sides, distinct,
+    at most ``limit`` of them, a seeded sample)."""
+    import pandas as pd
+
+    texts = pd.DataFrame({"prompt": list(pairs["prompt"]) * 2,
+                          "response": list(pairs["chosen"]) + list(pairs["rejected"])}).drop_duplicates()
+    texts = texts.sample(n=min(limit, len(texts)), random_state=seed)
+    return fit_normalisation(rm, tokenizer, list(texts["prompt"]), list(texts["response"]), max_length)
+
+
 # --------------------------------------------------------------------------- training
 def _accelerator():
     """An ``accelerate.Accelerator`` under ``accelerate launch`` with several processes, else None.

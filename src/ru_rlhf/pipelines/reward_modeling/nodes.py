@@ -227,12 +227,9 @@ def _train(kind: str, pairs: pd.DataFrame, backbone, p: RewardParams, name: str,
 
 def normalise_heads(rm: RewardModel, tok, data: pd.DataFrame, p: RewardParams) -> dict:
     """Fit the scalar's per-head z-scoring on the training pairs' responses (up to 2 000, seeded)."""
-    from ru_rlhf.models.reward import fit_normalisation
+    from ru_rlhf.models.reward import fit_normalisation_on_pairs
 
-    texts = pd.DataFrame({"prompt": list(data["prompt"]) * 2, "response": list(data["chosen"]) + list(data["rejected"])})
-    texts = texts.drop_duplicates()
-    texts = texts.sample(n=min(2000, len(texts)), random_state=p.seed)
-    return fit_normalisation(rm, tok, list(texts["prompt"]), list(texts["response"]), p.train.max_length)
+    return fit_normalisation_on_pairs(rm, tok, data, p.train.max_length, seed=p.seed)
 
 
 TRAINING_PAIR_COLUMNS = ["pair_id", "prompt_id", "criterion", "source", "lang", "split", "margin"]

@@ -244,7 +244,7 @@ def train_reward_model(pairs: pd.DataFrame, sft_policy, policy_tokenizer, params
     """
     import torch
 
-    from ru_rlhf.models.reward import RewardModel, backbone_of, fit_normalisation
+    from ru_rlhf.models.reward import RewardModel, backbone_of, fit_normalisation_on_pairs
     from ru_rlhf.models.reward import train_reward_model as train
 
     p = _params(params)
@@ -269,10 +269,7 @@ def train_reward_model(pairs: pd.DataFrame, sft_policy, policy_tokenizer, params
                         checkpoint_dir=Path(p.checkpoint_dir) / "reward_model", save_steps=r.save_steps,
                         desc="user reward model", validation=val if len(val) else None,
                         evals_per_epoch=r.evals_per_epoch, patience=r.patience)
-    texts = pd.DataFrame({"prompt": list(data["prompt"]) * 2,
-                          "response": list(data["chosen"]) + list(data["rejected"])}).drop_duplicates()
-    texts = texts.sample(n=min(2000, len(texts)), random_state=p.seed)
-    fit_normalisation(rm, policy_tokenizer, list(texts["prompt"]), list(texts["response"]), r.max_length)
+    fit_normalisation_on_pairs(rm, policy_tokenizer, data, r.max_length, seed=p.seed)
     return (rm.eval(), policy_tokenizer), history.assign(model="user_reward_model")
 
 
