@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,16 +35,58 @@ def machine() -> str:
             f"transformers {transformers.__version__}, torch threads {torch.get_num_threads()}")
 
 
-def append_result(title: str, table: list[tuple[str, str]], notes: str = "") -> None:
-    """Append one benchmark's result (a two-column table) to docs/benchmarks.md."""
+HEADER = ("# Benchmarks\n\nWritten by `make bench`. **Current figures** holds the newest run of each benchmark; "
+          "**History** keeps every earlier run, oldest first, for comparison. Every figure was measured on the "
+          "machine its section names.\n")
+CURRENT, HISTORY = "## Current figures", "## History"
+_SECTION = re.compile(r"^#{2,3} (?P<title>.+?)(?: \((?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d UTC)\))?$")
+
+
+def _sections(text: str) -> list[tuple[str, str, str]]:
+    """``(title, stamp, body)`` of every benchmark section in ``text`` (stamp ``""`` for undated notes)."""
+    out: list[tuple[str, str, str]] = []
+    for line in text.splitlines():
+        if line.strip() in (CURRENT, HISTORY):
+            continue
+        m = _SECTION.match(line)
+        if m:
+            out.append((m["title"], m["stamp"] or "", ""))
+        elif out:
+            title, stamp, body = out[-1]
+            out[-1] = (title, stamp, body + line + "\n")
+    return out
+
+
+def render(sections: list[tuple[str, str, str]]) -> str:
+    """The results file: the newest section of each title first (newest first), then the older ones."""
+    latest: dict[str, tuple[str, str, str]] = {}
+    for sec in sections:
+        if sec[0] not in latest or sec[1] >= latest[sec[0]][1]:
+            latest[sec[0]] = sec
+    current = sorted(latest.values(), key=lambda s: s[1], reverse=True)
+    older = sorted((s for s in sections if s not in current), key=lambda s: s[1])
+
+    def block(sec: tuple[str, str, str]) -> str:
+        title, stamp, body = sec
+        return f"### {title}{f' ({stamp})' if stamp else ''}\n{body.rstrip()}\n"
+
+    parts = [HEADER, f"{CURRENT}\n", *(block(s) + "\n" for s in current), f"{HISTORY}\n",
+             *(block(s) + "\n" for s in older)]
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+def append_result(title: str, table: list[tuple[str, str]], notes: str = "", markdown: str = "") -> None:
+    """Add one benchmark's result (a two-column table, or ready ``markdown``) to docs/benchmarks.md, where it
+    becomes that benchmark's current figures and the run it replaces moves to the history."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmarks\n\nWritten by `make bench` (each benchmark appends its run).\n",
-                           encoding="utf-8")
+    sections = _sections(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else []
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"\n## {title} ({stamp})\n", f"Machine: {machine()}\n", "| figure | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in table]
+    lines = ["", f"Machine: {machine()}", ""]
+    if table:
+        lines += ["| figure | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in table]]
+    if markdown:
+        lines += ["", markdown.rstrip()]
     if notes:
         lines += ["", notes]
-    with RESULTS.open("a", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    sections.append((title, stamp, "\n".join(lines) + "\n"))
+    RESULTS.write_text(render(sections), encoding="utf-8")

@@ -61,7 +61,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    from ru_rlhf.app.store import FeedbackStore
+    from ru_rlhf.io.feedback_store import FeedbackStore
 
     v = FeedbackStore(store).votes().iloc[0]
     print("stored vote: models", v["models"], "choice", v["choice"], "chosen", v["chosen_model"], "ratings", v["ratings"])

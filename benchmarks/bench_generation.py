@@ -38,7 +38,7 @@ from _common import ROOT, append_result  # noqa: E402
 
 from ru_rlhf.models.generation import GenerationStats, generate  # noqa: E402
 from ru_rlhf.models.policy import PolicySize, format_prompt, load_policy, load_tokenizer  # noqa: E402
-from ru_rlhf.pipelines.sft.nodes import SftParams  # noqa: E402
+from ru_rlhf.pipelines.sft.params import SftParams  # noqa: E402
 
 
 def per_prompt_loop(model, tok, prompts, temps, tops, budgets) -> tuple[int, float]:
@@ -80,7 +80,7 @@ def main() -> None:
         model, which = load_policy(size=PolicySize(), tokenizer=tok, seed=0), "fresh default-size policy"
     model.eval()
     sample = pd.read_parquet(prompts_path).sample(n=args.prompts, random_state=0)
-    node = SftParams.model_validate(yaml.safe_load((ROOT / "conf/base/parameters_sft.yml").read_text())["sft"])
+    node = SftParams.of(yaml.safe_load((ROOT / "conf/base/parameters_sft.yml").read_text())["sft"])
     by_task = node.candidates.max_new_tokens_by_task if args.budgets == "node" else {}
     args.batch_size = args.batch_size or node.candidates.batch_size
     grid = [(t, p) for t in (0.3, 0.7, 1.0) for p in (0.85, 0.95)]

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from pydantic import TypeAdapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, append_result  # noqa: E402
 
 from ru_rlhf.models.policy import load_policy, load_tokenizer  # noqa: E402
 from ru_rlhf.models.reward import load_reward_model, score_prompts  # noqa: E402
-from ru_rlhf.rl import ppo  # noqa: E402
+from ru_rlhf.rl import loop  # noqa: E402
+from ru_rlhf.rl.params import RLParams  # noqa: E402
 
 
 def main() -> None:
@@ -39,8 +39,9 @@ def main() -> None:
     policy, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "sft_policy")
     rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
     params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_alignment.yml").read_text())["alignment"]
-    cfg = TypeAdapter(ppo.RLConfig).validate_python(
-        {**{k: v for k, v in params["ppo"]["train"].items() if k != "method"}, "steps": args.steps, "eval_every": 10**9})
+    cfg = RLParams.of(
+        {**{k: v for k, v in params["ppo"]["train"].items() if k != "method"}, "steps": args.steps, "eval_every": 10**9}
+    ).config(seed=0)
 
     def reward(ps, rs):
         import torch
@@ -48,7 +49,7 @@ def main() -> None:
         return torch.tensor(score_prompts(rm, rm_tok, ps, rs)["scalar"].to_numpy())
 
     start = time.perf_counter()
-    _, log, _ = ppo.train(policy, ref, tok, train, reward, cfg, progress=False)
+    _, log, _ = loop.train(policy, ref, tok, train, reward, cfg, progress=False)
     seconds = time.perf_counter() - start
     steps = len(log)
     updates = steps * cfg.ppo_epochs * -(-cfg.batch_size // cfg.minibatch_size)

@@ -63,13 +63,13 @@ def main() -> None:
     from ru_rlhf.metrics import pairwise_metrics
     from ru_rlhf.pipelines.reward_modeling.nodes import (
         _backbone,
-        _params,
         _score_pairs,
         _train,
         _training_pairs,
         tfidf_baseline,
         window_report,
     )
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
 
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT, env=args.env) as session:
@@ -94,12 +94,12 @@ def main() -> None:
         params["match_feature"] = args.match_feature == "on"
     if args.debias is not None:
         params["debias"] = {"enabled": True, "weight": args.debias}
-    p = _params(params)
+    p = RewardParams.of(params)
     t = p.train
     tag = (f"{p.backbone}_{p.pooling}_{t.max_pairs_per_criterion or 'all'}x{t.epochs:g}_lr{t.learning_rate:g}"
            f"_L{t.max_length}_m{t.min_margin:g}" + (f"_debias{p.debias.weight:g}" if p.debias.enabled else "") + ("_match" if p.match_feature else ""))
     params["checkpoint_dir"] = str(Path(p.checkpoint_dir) / "rm_diagnostics")
-    p = _params(params)
+    p = RewardParams.of(params)
     report = {"label_quality": label_quality(pairs),
               "setting": {"backbone": p.backbone, "pooling": p.pooling, **t.model_dump()}}
     train = _training_pairs(pairs, p)
@@ -127,7 +127,8 @@ def main() -> None:
         th = tr[tr["criterion"] == h]
         report["train_fit"][h] = pairwise_metrics(th[f"{h}_chosen"] - th[f"{h}_rejected"], th["gold_margin"])
     # the hacking probes on the SFT policy's test candidates (as the pipeline's reward_behaviour runs them)
-    from ru_rlhf.audit import hacking_probes, rm_scorer
+    from ru_rlhf.audit import hacking_probes
+    from ru_rlhf.scoring import rm_scorer
 
     cand = gold[gold["split"] == "test"].sample(n=min(300, int((gold["split"] == "test").sum())), random_state=p.seed)
     text_of = dict(zip(prompts["prompt_id"], prompts["prompt"]))

@@ -7,6 +7,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +22,6 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 _OWN_DATA = not os.environ.get("RU_RLHF_DATA_PARENT")
 TEST_DATA = Path(os.environ.get("RU_RLHF_DATA_PARENT") or tempfile.mkdtemp(prefix="ru_rlhf-tests-"))
 os.environ["RU_RLHF_DATA_PARENT"] = str(TEST_DATA)
-SMOKE = TEST_DATA / "data" / "smoke"
 EXTERNAL = TEST_DATA / "data" / "external"
 
 
@@ -69,6 +71,45 @@ def run_kedro(args: list[str], cwd: Path = PROJECT_ROOT, timeout: int = 600,
                           timeout=timeout)
 
 
+@dataclass(frozen=True)
+class SmokeRun:
+    """The session's one ``kedro run --env smoke``: its data root and the finished process."""
+
+    root: Path
+    result: subprocess.CompletedProcess
+
+    def copy_to(self, dest: Path) -> Path:
+        """A private copy of the run's data root, for a test that runs more stages on it (the original stays
+        as the run left it for every other test)."""
+        shutil.copytree(self.root, dest)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> SmokeRun:
+    """``kedro run --env smoke`` (the whole default pipeline at toy sizes), once per session, into a temporary
+    data root. Tests read its outputs; a test that writes must work on ``smoke_run.copy_to(tmp_path / ...)``."""
+    root = tmp_path_factory.mktemp("smoke_run")
+    res = run_kedro(["run", "--env", "smoke"], timeout=900, data_root=root)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return SmokeRun(root, res)
+
+
+@contextmanager
+def env_context(env: str, data_root: Path, project_root: Path = PROJECT_ROOT) -> Iterator:
+    """The Kedro context of ``env`` reading and writing ``data_root``. ``RU_RLHF_DATA_ROOT`` is set while the block
+    runs (the context resolves its catalog and parameters on each access); MLflow is off unless asked for."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RU_RLHF_DATA_ROOT", str(data_root))
+        mp.setenv("RU_RLHF_MLFLOW", os.environ.get("RU_RLHF_MLFLOW", "off"))
+        bootstrap_project(project_root)
+        with KedroSession.create(project_path=project_root, env=env) as session:
+            yield session.load_context()
+
+
 def keep_catalog(inputs: dict, keep: list[str]):
     """An in-memory DataCatalog with ``inputs`` and ``keep`` datasets the runner does not release.
 
@@ -91,6 +132,18 @@ def no_votes() -> pd.DataFrame:
     from ru_rlhf.io.datasets import FeedbackDataset
 
     return FeedbackDataset("/nonexistent/votes.sqlite").load()
+
+
+def bars(ax) -> int:
+    """How many bars are drawn on a matplotlib axes (``bar``, ``barh``, pandas' bar plots)."""
+    from matplotlib.patches import Rectangle
+
+    return sum(type(p) is Rectangle for p in ax.patches)
+
+
+def tick_labels(ax, axis: str = "x") -> list[str]:
+    """The texts of an axes' tick labels on ``axis``."""
+    return [t.get_text() for t in (ax.get_xticklabels() if axis == "x" else ax.get_yticklabels())]
 
 
 TINY_SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ru_rlhf import audit
+from tests.params_helpers import base_params
 
 HEADS = ["helpfulness", "truthfulness", "harmlessness"]
 
@@ -158,7 +159,7 @@ def test_appendix_renders_every_number_from_fixed_tables():
                  "dropped": [{"annotator_id": "ann_03"}]}
     annotators = pd.DataFrame({"annotator_id": ["a", "b", "c"], "careless": [True, False, False]})
     text, copy = ethics_appendix(bias, avoid, over, spear, hack, syco, agreement, {"pairs": 45774}, annotators,
-                                 {"alpha": 0.05})
+                                 base_params("ethics_audit", {"alpha": 0.05}))
     assert text == copy
     for number in ("0.432", "0.008", "0.016", "Benjamini-Hochberg", "0.250", "0.777", "1.234", "-0.101", "0.022",
                    "0.346", "0.424", "0.136", "0.091", "0.180", "0.002", "0.060", "0.631", "0.894",

@@ -29,7 +29,7 @@ def test_several_missing_stages_are_all_named():
 
 
 def test_present_inputs_pass():
-    names = ("prompts", "facts", "documents", "candidates", "app_feedback")
+    names = ("prompts", "facts", "documents", "candidates", "app_feedback", "human_labels")
     catalog = DataCatalog({n: MemoryDataset(pd.DataFrame()) for n in names})
     assert MissingInputsHook().before_pipeline_run({}, curation(), catalog) is None  # every input there: no error
     # the same check with one input gone names it

@@ -1,7 +1,7 @@
 """Ethics-audit probes, shared by the ethics_audit pipeline and its tests.
 
 Every probe takes a *scorer* (``(prompts, responses) -> DataFrame`` with one column per head; the
-project's reward models through :func:`rm_scorer`, a toy one in tests), so that a probe can be
+project's reward models through :func:`ru_rlhf.scoring.rm_scorer`, a toy one in tests), so that a probe can be
 checked on a model with a known bias and on one without it.
 
 * counterfactual bias (:func:`bias_pairs`, :func:`paired_gaps`): minimal pairs differing only in
@@ -24,7 +24,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-Scorer = Callable[[list[str], list[str]], pd.DataFrame]
+from ru_rlhf.scoring import Scorer
 
 
 @cache
@@ -32,19 +32,6 @@ def _load(name: str) -> dict:
     import yaml
 
     return yaml.safe_load(resources.files("ru_rlhf.audit_sets").joinpath(name).read_text("utf-8"))
-
-
-def rm_scorer(reward_model, weights: dict[str, float] | None = None) -> Scorer:
-    """A scorer from a ``(RewardModel, tokenizer)`` pair: the per-head scores and the scalar, the
-    prompts formatted as the reward model was trained."""
-    from ru_rlhf.models.reward import score_prompts
-
-    rm, tok = reward_model
-
-    def fn(prompts: list[str], responses: list[str]) -> pd.DataFrame:
-        return score_prompts(rm, tok, prompts, responses, weights=weights)
-
-    return fn
 
 
 # --------------------------------------------------------------------------- counterfactual bias

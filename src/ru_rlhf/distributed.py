@@ -8,11 +8,11 @@ process boundary as files (safetensors weights, parquet, JSON) in a temporary wo
 
 In the workers the same training code runs unchanged: TRL's trainers (pre-training, SFT, CEM's
 SFT steps, DPO, IPO) distribute themselves under ``accelerate launch``; our PPO/REINFORCE loop
-(:func:`ru_rlhf.rl.ppo.train`) and our reward-model loop
+(:func:`ru_rlhf.rl.loop.train`) and our reward-model loop
 (:func:`ru_rlhf.models.reward.train_reward_model`) wrap their model in ``accelerate.Accelerator``
-when ``WORLD_SIZE`` is above 1 (gradients are averaged; PPO's ranks sample their own rollouts and
-reduce KL and rewards so every rank takes the same stop decisions; the RM's ranks split each
-global batch; only rank 0 writes). Every rank writes
+when ``WORLD_SIZE`` is above 1 (:func:`ru_rlhf.parallel.accelerator`: gradients are averaged; PPO's
+ranks sample their own rollouts and reduce KL and rewards so every rank takes the same stop decisions;
+the RM's ranks split each global batch; only rank 0 writes). Every rank writes
 ``rank_<i>.json`` (its steps and last loss) so a caller can check that all ranks stepped.
 """
 
@@ -147,15 +147,16 @@ def sft(model, tokenizer, dataset, stage_params, p: DistributedParams, **kwargs)
     return out
 
 
-def rl(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts: pd.DataFrame, common: dict,
-       train: dict, p: DistributedParams):
-    """The alignment ``train_rl`` node's work (PPO or REINFORCE): in this process, or on ``p.num_processes``."""
+def rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
+       probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
+    """:func:`ru_rlhf.rl.runner.run_rl` (PPO or REINFORCE; ``kwargs`` are its plain-valued arguments): in this
+    process, or on ``p.num_processes``."""
     from ru_rlhf.models.policy import load_policy
 
     if p.num_processes <= 1:
-        from ru_rlhf.pipelines.alignment.nodes import run_rl_local
+        from ru_rlhf.rl.runner import run_rl
 
-        return run_rl_local(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts, common, train)
+        return run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts, **kwargs)
 
     def write(w: Path) -> None:
         sft_policy.save_pretrained(w / "policy")
@@ -163,8 +164,9 @@ def rl(sft_policy, reference_policy, tokenizer, reward_model, alignment_prompts:
         tokenizer.save_pretrained(w / "tokenizer")
         rm, rm_tok = reward_model
         rm.save_pretrained(w / "reward_model", rm_tok)
-        alignment_prompts.to_parquet(w / "prompts.parquet")
-        (w / "params.json").write_text(json.dumps({"common": common, "train": train}, default=str))
+        train_prompts.to_parquet(w / "train_prompts.parquet")
+        probe_prompts.to_parquet(w / "probe_prompts.parquet")
+        (w / "kwargs.json").write_text(json.dumps(kwargs, default=str))
 
     workdir, _ = run("rl", p, write)
     out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),

@@ -51,19 +51,19 @@ def main(task: str, workdir: str) -> None:
         if task == "dpo":
             model, hist = run_dpo_trainer(policy, load_policy(w / "reference"), tok, ds, **kwargs)
         else:
-            from ru_rlhf.pipelines.sft.nodes import StageParams
+            from ru_rlhf.models.training import StageParams
 
             stage = StageParams.model_validate(json.loads((w / "stage.json").read_text()))
             model, hist = run_sft_trainer(policy, tok, ds, stage, **kwargs)
     elif task == "rl":
         from ru_rlhf.models.reward import load_reward_model
-        from ru_rlhf.pipelines.alignment.nodes import run_rl_local
+        from ru_rlhf.rl.runner import run_rl
 
         tok = load_tokenizer(w / "tokenizer")
-        params = json.loads((w / "params.json").read_text())
-        model, hist, info = run_rl_local(load_policy(w / "policy"), load_policy(w / "reference"), tok,
-                                         load_reward_model(w / "reward_model"), pd.read_parquet(w / "prompts.parquet"),
-                                         params["common"], params["train"])
+        model, hist, info = run_rl(load_policy(w / "policy"), load_policy(w / "reference"), tok,
+                                   load_reward_model(w / "reward_model"), pd.read_parquet(w / "train_prompts.parquet"),
+                                   pd.read_parquet(w / "probe_prompts.parquet"),
+                                   **json.loads((w / "kwargs.json").read_text()))
     else:
         raise SystemExit(f"unknown task {task!r}")
     steps = int(hist["step"].max()) if len(hist) and "step" in hist else 0

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ru_rlhf.judges import CRITERIA, JudgeContext, score_all
+from ru_rlhf.judges import JudgeContext, score_all
+from ru_rlhf.vocabulary import CRITERIA
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The A/B app's votes as annotations and preference pairs: the one conversion every consumer uses.
 
-The app (:mod:`ru_rlhf.app.store`) stores votes; the catalog's ``AppFeedbackDataset`` reads them
+The app stores votes (:mod:`ru_rlhf.io.feedback_store`); the catalog's ``AppFeedbackDataset`` reads them
 with :func:`votes_to_long`; ``preference_curation`` turns them into pairs with
 :func:`long_to_pairs`; ``python -m ru_rlhf.app export`` writes both. Kept below the pipelines and
 the app so that neither imports the other.
@@ -11,8 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ru_rlhf.text import same_text
-
-CRITERIA = ("helpfulness", "truthfulness", "harmlessness")
+from ru_rlhf.vocabulary import CRITERIA
 
 VOTE_COLUMNS = ["id", "ts", "annotator", "prompt_id", "prompt", "models", "responses", "ratings", "choice",
                 "chosen_model", "comment"]

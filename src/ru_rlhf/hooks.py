@@ -24,11 +24,13 @@ class MissingInputsHook:
             if name.startswith("params:") or name == "parameters":
                 continue
             try:
-                exists = catalog.exists(name)
+                # a read-only view of a saved dataset (`metadata.view_of`: sft_policy_folder) comes from its writer
+                base = (getattr(catalog.get(name), "metadata", None) or {}).get("view_of", name)
+                exists = base in pipeline.all_outputs() or catalog.exists(name)  # a view of what this run writes
             except Exception:  # a dataset that cannot even say: let the run report it
                 continue
             if not exists:
-                producers = [p for p, pl in _all_pipelines().items() if name in pl.all_outputs()]
+                producers = [p for p, pl in _all_pipelines().items() if base in pl.all_outputs()]
                 missing.append((name, producers))
         if missing:
             lines = [f"  {name}: run `kedro run --pipelines {','.join(prod)}` first" if prod else
@@ -46,17 +48,18 @@ class MissingInputsHook:
 
 
 def stage_parameter_models() -> dict:
-    """Each stage's top-level parameter key and the model that types it (imported here, above the pipelines)."""
-    from ru_rlhf.pipelines.alignment.nodes import AlignmentParams
-    from ru_rlhf.pipelines.ethics_audit.nodes import AuditParams
-    from ru_rlhf.pipelines.evaluation.nodes import EvaluationParams
-    from ru_rlhf.pipelines.ingestion.nodes import IngestionParams
-    from ru_rlhf.pipelines.preference_curation.nodes import CurationParams
-    from ru_rlhf.pipelines.publish.nodes import PublishParams
-    from ru_rlhf.pipelines.reward_modeling.nodes import RewardParams
-    from ru_rlhf.pipelines.sft.nodes import SftParams
-    from ru_rlhf.pipelines.user_pairs.nodes import UserPairsParams
-    from ru_rlhf.pipelines.user_ratings.nodes import RatingsParams
+    """Each stage's top-level parameter key and the model that types it (``pipelines/<stage>/params.py``; imported
+    here, above the pipelines)."""
+    from ru_rlhf.pipelines.alignment.params import AlignmentParams
+    from ru_rlhf.pipelines.ethics_audit.params import AuditParams
+    from ru_rlhf.pipelines.evaluation.params import EvaluationParams
+    from ru_rlhf.pipelines.ingestion.params import IngestionParams
+    from ru_rlhf.pipelines.preference_curation.params import CurationParams
+    from ru_rlhf.pipelines.publish.params import PublishParams
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+    from ru_rlhf.pipelines.sft.params import SftParams
+    from ru_rlhf.pipelines.user_pairs.params import UserPairsParams
+    from ru_rlhf.pipelines.user_ratings.params import RatingsParams
 
     return {"ingestion": IngestionParams, "sft": SftParams, "preference_curation": CurationParams,
             "reward_modeling": RewardParams, "alignment": AlignmentParams, "evaluation": EvaluationParams,
@@ -260,8 +263,10 @@ def _headline(name: str, d) -> str | None:
         after = ", ".join(f"{c} {_fmt(v)}" for c, v in d.get("after", {}).items())
         return f"Krippendorff's α after the gate: {after}; gate {'passed' if d.get('passed') else 'FAILED'}"
     if name == "reward_metrics":
+        from ru_rlhf.vocabulary import HEADS
+
         mh, base = d.get("multi_head", {}), d.get("baseline", {})
-        heads = [h for h in ("helpfulness", "truthfulness", "harmlessness") if h in mh]
+        heads = [h for h in HEADS if h in mh]
         return "test pair accuracy " + ", ".join(
             f"{h} {_fmt(mh[h].get('test', {}).get('accuracy'))} (TF-IDF {_fmt((base.get(h) or {}).get('test', {}).get('accuracy'))})"
             for h in heads)
@@ -307,13 +312,13 @@ HEADLINES = {"ingestion": "ingestion_summary", "sft": "sft_summary", "preference
              "user_ratings": "rating_agreement", "user_pairs": "user_pairs_summary"}
 
 
-def run_summary(pipeline_outputs: set[str], catalog, title: str) -> str:
-    """The summary of a run: for each stage whose report this run wrote, its headline figures and where the
-    report is (markdown)."""
-    lines = [f"# Run summary: {title}", ""]
+def stage_headlines(pipeline_outputs: set[str] | None, catalog) -> list[dict]:
+    """For each stage report in ``catalog`` (only those in ``pipeline_outputs`` when given): the stage, the report's
+    dataset name, its file and its headline (``None`` when the report cannot be read)."""
+    rows = []
     for stage, names in HEADLINES.items():
         for name in [names] if isinstance(names, str) else names:
-            if name not in pipeline_outputs or name not in catalog:
+            if (pipeline_outputs is not None and name not in pipeline_outputs) or name not in catalog:
                 continue
             try:
                 data = catalog.load(name)
@@ -321,10 +326,41 @@ def run_summary(pipeline_outputs: set[str], catalog, title: str) -> str:
             except Exception as err:  # a summary line must never fail the run it summarises
                 text = f"(could not read: {err})"
             path = getattr(catalog.get(name), "_filepath", None)
-            lines.append(f"- **{stage}**: {text}" + (f"  \n  report: `{path}`" if path else ""))
+            rows.append({"stage": stage, "report": name, "path": str(path) if path else None, "headline": text})
+    return rows
+
+
+def run_summary(pipeline_outputs: set[str], catalog, title: str) -> str:
+    """The summary of a run: for each stage whose report this run wrote, its headline figures and where the
+    report is (markdown)."""
+    return summary_markdown(stage_headlines(pipeline_outputs, catalog), title)
+
+
+def summary_markdown(rows: list[dict], title: str) -> str:
+    """The run summary's markdown from :func:`stage_headlines` rows."""
+    lines = [f"# Run summary: {title}", ""]
+    for r in rows:
+        lines.append(f"- **{r['stage']}**: {r['headline']}" + (f"  \n  report: `{r['path']}`" if r["path"] else ""))
     if len(lines) == 2:
         lines.append("- no stage report was written by this run")
     return "\n".join(lines) + "\n"
+
+
+def source_revision(root=None) -> dict:
+    """The git commit the code ran from, and whether the working tree had uncommitted changes (``None``s outside
+    a git checkout, e.g. from an installed wheel)."""
+    import subprocess
+    from pathlib import Path
+
+    cwd = Path(root) if root else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
 
 
 class RunSummaryHook:
@@ -334,7 +370,10 @@ class RunSummaryHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        from datetime import datetime, timezone
+
         self._title = f"{','.join(run_params.get('pipeline_names') or ['__default__'])}@{run_params.get('env') or 'local'}"
+        self._started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             import mlflow
 
@@ -345,10 +384,20 @@ class RunSummaryHook:
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        from datetime import datetime, timezone
+
         if "run_summary" not in catalog:
             return
-        text = run_summary(set(pipeline.all_outputs()), catalog, getattr(self, "_title", "run"))
+        title = getattr(self, "_title", "run")
+        rows = stage_headlines(set(pipeline.all_outputs()), catalog)
+        text = summary_markdown(rows, title)
         catalog.save("run_summary", text)
+        if "run_record" in catalog:  # the same, with provenance, for scripts/results_table.py
+            catalog.save("run_record", {
+                "title": title, "env": run_params.get("env") or "local",
+                "pipelines": run_params.get("pipeline_names") or ["__default__"],
+                **source_revision(), "started": getattr(self, "_started", None),
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "stages": rows})
         # printed, not logged: the last thing on the screen, unwrapped, whatever the log level
         print(f"\n{text.rstrip()}\n\n(saved as {getattr(catalog.get('run_summary'), '_filepath', 'run_summary')})",
               flush=True)

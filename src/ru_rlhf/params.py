@@ -5,19 +5,32 @@ model here forbids them. :func:`check` validates a stage's parameters and turns 
 naming each parameter's path (``alignment.dpo.train.btach_size: Extra inputs are not permitted``);
 :class:`ru_rlhf.hooks.ParametersHook` runs it for every stage of a run before any node runs, so a bad value stops the
 run before a model loads.
+
+Each stage's models live in ``pipelines/<stage>/params.py``, and a node reads its parameters with
+``<Model>.of(params)``. The values live in ``conf/base``: a model has no default for a key the base YAML sets (so the
+two cannot drift; ``tests/test_params.py`` checks it), only for keys no base file sets.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class Params(BaseModel):
     """A parameter model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def of(cls, params: Any) -> Self:
+        """``params`` (the dict a node is given, or this model already) as this model: the one way a node reads
+        its parameters."""
+        return params if isinstance(params, cls) else cls.model_validate({} if params is None else params)
 
 
 class ParameterError(ValueError):

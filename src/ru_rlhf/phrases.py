@@ -22,3 +22,9 @@ RUDE = {
     "ru": ["Неужели сами не могли прочитать?", "Вопрос, честно говоря, глупый.", "Читать надо внимательнее."],
     "tt": ["Үзегез укый алмыйсызмыни?", "Сорау, дөресен әйткәндә, юләр.", "Игътибарлырак укырга кирәк."],
 }
+
+# lower-case pieces of the phrases above that the judges look for: flattery anywhere in a response, a refusal at
+# its start (besides the start of each of REFUSALS)
+FLATTERY_MARKERS = ("рад помочь", "конечно!", "отличный вопрос", "с удовольствием помогу", "ярдәм итүемә шатмын",
+                    "әлбәттә!", "бик яхшы сорау")
+REFUSAL_STARTS = ("я не могу", "мин бу", "гафу итегез, мин")

@@ -19,15 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 
-def plan(manifest: pd.DataFrame, publish_root: str | Path, namespace: str | None = None) -> pd.DataFrame:
-    """One row per repo: id, type, files, bytes, the local folder; checks every file is still there."""
-    root = Path(publish_root)
+def plan(manifest: pd.DataFrame, folders: dict[str, Path], namespace: str | None = None) -> pd.DataFrame:
+    """One row per repo: id, type, files, bytes, the local folder (``folders``: the bundles' folders, as the
+    catalog's ``publish_bundles`` loads them); checks every file is still there."""
     rows = []
     for bundle, g in manifest.groupby("bundle", sort=True):
-        folder = root / bundle
-        missing = [f for f in g["file"] if not (folder / f).is_file()]
+        folder = Path(folders[bundle]) if bundle in folders else None
+        missing = [f for f in g["file"] if folder is None or not (folder / f).is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder}: {len(missing)} file(s) of the manifest are missing ({missing[:3]}); "
+            raise FileNotFoundError(f"{folder or bundle}: {len(missing)} file(s) of the manifest are missing ({missing[:3]}); "
                                     "run `kedro run --pipelines publish` again")
         repo_id = g["repo_id"].iloc[0]
         if namespace:
@@ -60,7 +60,7 @@ def push(p: pd.DataFrame, token: str, private: bool = True) -> list[str]:
     return urls
 
 
-def _load(env: str) -> tuple[pd.DataFrame, str]:
+def _load(env: str) -> tuple[pd.DataFrame, dict[str, Path]]:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -68,8 +68,8 @@ def _load(env: str) -> tuple[pd.DataFrame, str]:
     with KedroSession.create(project_path=Path.cwd(), env=env) as session:
         ctx = session.load_context()
         manifest = ctx.catalog.load("publish_manifest")
-        root = ctx.params["publish"]["publish_root"]
-    return manifest, root
+        folders = ctx.catalog.load("publish_bundles")
+    return manifest, folders
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--public", action="store_true", help="create public repos (default: private)")
     args = ap.parse_args(argv)
     os.environ.setdefault("RU_RLHF_MLFLOW", "off")  # reading the catalog is not a tracked run
-    manifest, root = _load(args.env)
-    p = plan(manifest, root, args.namespace)
+    manifest, folders = _load(args.env)
+    p = plan(manifest, folders, args.namespace)
     print(describe(p, manifest))
     if args.dry_run:
         print("dry run: nothing uploaded")

@@ -20,8 +20,6 @@ from kedro.framework.hooks import hook_impl
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("helpfulness", "truthfulness", "harmlessness")
-
 
 def _num(v) -> float | None:
     try:

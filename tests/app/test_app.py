@@ -100,7 +100,7 @@ def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(running_app):
 def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
     from gradio_client import Client
 
-    from ru_rlhf.app.store import FeedbackStore
+    from ru_rlhf.io.feedback_store import FeedbackStore
 
     store_path = tmp_path / "votes.sqlite"
     port = free_port()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ru_rlhf.app.store import FeedbackStore, VoteError
 from ru_rlhf.feedback import long_to_pairs, votes_to_long
+from ru_rlhf.io.feedback_store import FeedbackStore, VoteError
+from tests.params_helpers import base_params
 
 GOOD = [{"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}, {"helpfulness": 2, "truthfulness": 4, "harmlessness": 5}]
 
@@ -78,7 +79,7 @@ def test_votes_join_preference_curation(tmp_path):
                            "rejected": "b", "split": "train", "lang": "ru", "task_type": "qa", "gold_margin": 0.5}])
     prompts = pd.DataFrame({"prompt_id": ["p-train", "p-test"], "split": ["train", "test"], "lang": ["ru", "ru"],
                             "task_type": ["qa", "qa"]})
-    pairs, ann, counts = add_app_votes(panel, long, prompts, {}, {})
+    pairs, ann, counts = add_app_votes(panel, long, prompts, {}, base_params("preference_curation"))
     assert set(pairs["source"]) == {"panel", "app"}
     app = pairs[pairs["source"] == "app"]
     assert len(app) == 3 * 2

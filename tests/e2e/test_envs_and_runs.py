@@ -1,4 +1,5 @@
-"""End to end: every env loads; `kedro run` in smoke and on the real corpora (external)."""
+"""End to end: every env loads; `kedro run` in smoke (the session's one whole run, the ``smoke_run`` fixture, and
+runs of single stages into their own data roots) and on the real corpora (external)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import EXTERNAL, SMOKE, run_kedro
+from tests.conftest import EXTERNAL, run_kedro
 
 
 @pytest.mark.parametrize("env", ["base", "smoke", "external", "hub", "local_models", "ru_detox", "custom"])
@@ -44,22 +45,21 @@ def test_telemetry_is_off(project_root):
 
 
 @pytest.mark.e2e
-def test_smoke_run_of_ingestion(project_root):
-    out = SMOKE / "08_reporting" / "ingestion_summary.json"
-    out.unlink(missing_ok=True)
-    res = run_kedro(["run", "--env", "smoke", "--pipelines", "ingestion"])
+def test_smoke_run_of_ingestion(project_root, tmp_path):
+    res = run_kedro(["run", "--env", "smoke", "--pipelines", "ingestion"], data_root=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    summary = json.loads(out.read_text(encoding="utf-8"))
+    summary = json.loads((tmp_path / "08_reporting" / "ingestion_summary.json").read_text(encoding="utf-8"))
     assert summary["prompts"]["by_task"] == {"dialogue": 30, "qa": 30, "summarization": 30}
     d = summary["documents"]
     assert d["read"] == d["kept"] + d["quarantined"] == 1250
-    prompts = pd.read_parquet(SMOKE / "03_primary" / "prompts.parquet")
+    prompts = pd.read_parquet(tmp_path / "03_primary" / "prompts.parquet")
     assert prompts.groupby("doc_id")["split"].nunique().max() == 1
 
 
 @pytest.mark.e2e
-def test_the_older_pipeline_flag_still_works(project_root):
-    res = run_kedro(["run", "--env", "smoke", "--pipeline", "ingestion", "--nodes", "ingestion.normalise_documents"])
+def test_the_older_pipeline_flag_still_works(project_root, tmp_path):
+    res = run_kedro(["run", "--env", "smoke", "--pipeline", "ingestion", "--nodes", "ingestion.normalise_documents"],
+                    data_root=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -82,22 +82,19 @@ def test_external_env_ingests_the_real_corpora(project_root, shared_data):
 
 
 @pytest.mark.e2e
-def test_smoke_run_of_the_whole_default_pipeline(project_root):
+def test_smoke_run_of_the_whole_default_pipeline(smoke_run):
     """`kedro run --env smoke`: every built stage runs end to end at toy sizes and writes its report."""
-    reports = SMOKE / "08_reporting"
+    root, res = smoke_run.root, smoke_run.result
+    reports = root / "08_reporting"
     outputs = [reports / "ingestion_summary.json", reports / "sft_summary.json", reports / "agreement.json",
                reports / "curation_summary.json", reports / "reward_model" / "metrics.json",
                reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png",
                reports / "alignment_summary.json", reports / "evaluation" / "comparison.md",
                reports / "evaluation" / "summary.json", reports / "ethics_appendix.md",
                reports / "ethics" / "overoptimisation.png", reports / "training_emissions.jsonl",
-               SMOKE / "09_publish" / "manifest.parquet",
-               *[SMOKE / "07_model_output" / f"{m}.parquet"
+               root / "09_publish" / "manifest.parquet",
+               *[root / "07_model_output" / f"{m}.parquet"
                  for m in ("sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem")]]
-    for out in outputs:
-        out.unlink(missing_ok=True)
-    res = run_kedro(["run", "--env", "smoke"], timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for out in outputs:
         assert out.exists(), out
     # the run ends with its summary: each stage's headline and where its report is
@@ -112,27 +109,30 @@ def test_smoke_run_of_the_whole_default_pipeline(project_root):
     sft = json.loads((reports / "sft_summary.json").read_text(encoding="utf-8"))
     assert sft["candidates"]["pairs"] == 90 * 6
     assert {"qa_answer_rate", "sft_validation_perplexity", "pretrained_validation_perplexity"} <= set(sft)
-    cand = pd.read_json(SMOKE / "03_primary" / "candidates.jsonl", lines=True)
+    cand = pd.read_json(root / "03_primary" / "candidates.jsonl", lines=True)
     assert len(cand) == 90 and cand["responses"].map(len).eq(6).all()
     metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     assert {"multi_head", "distributional", "calibration"} <= set(metrics)
     summary = json.loads((reports / "alignment_summary.json").read_text(encoding="utf-8"))
     for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
         assert {"gold_gain", "kl"} <= set(summary[method])
-        assert (SMOKE / "06_models" / "policies" / method / "config.json").exists()
+        assert (root / "06_models" / "policies" / method / "config.json").exists()
     comparison = pd.read_parquet(reports / "evaluation" / "comparison.parquet")
     assert set(comparison["model"]) == {"sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem"}
-    # the smoke run never writes the base docs' appendix
-    assert (SMOKE / "docs" / "ethics_appendix.md").exists()
+    # the smoke run writes its appendix under its own data root, never the base docs'
+    assert (root / "docs" / "ethics_appendix.md").exists()
 
 
 @pytest.mark.e2e
-def test_one_alignment_method_runs_alone(project_root):
-    """`--namespaces alignment.dpo` runs DPO only (after the smoke run above has made its inputs)."""
-    info = SMOKE / "08_reporting" / "alignment" / "dpo_info.json"
-    other = SMOKE / "08_reporting" / "alignment" / "ppo_info.json"
-    before = other.stat().st_mtime if other.exists() else None
-    res = run_kedro(["run", "--env", "smoke", "--pipelines", "alignment", "--namespaces", "alignment.dpo"])
+def test_one_alignment_method_runs_alone(smoke_run, tmp_path):
+    """`--namespaces alignment.dpo` runs DPO only, on a copy of the smoke run's data root (its inputs)."""
+    root = smoke_run.copy_to(tmp_path / "smoke")
+    info = root / "08_reporting" / "alignment" / "dpo_info.json"
+    other = root / "08_reporting" / "alignment" / "ppo_info.json"
+    before = {f: f.stat().st_mtime_ns for f in (info, other)}  # the copy keeps the smoke run's times
+    res = run_kedro(["run", "--env", "smoke", "--pipelines", "alignment", "--namespaces", "alignment.dpo"],
+                    data_root=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert info.exists()
-    assert (other.stat().st_mtime if other.exists() else None) == before
+    assert info.stat().st_mtime_ns > before[info]  # DPO wrote its report again
+    assert other.stat().st_mtime_ns == before[other]  # PPO did not run
+    assert "alignment.ppo" not in res.stdout + res.stderr

@@ -1,7 +1,7 @@
-"""After the smoke run (tests/e2e/test_envs_and_runs.py runs it first):
+"""On the session's smoke run (the ``smoke_run`` fixture):
 
 * the run is recorded in MLflow with the metrics the reports hold (read back with the client);
-* a second smoke run from scratch (checkpoints removed), inside a network namespace with no
+* a second smoke run from scratch (an empty data root), inside a network namespace with no
   network at all (``unshare -n``, as root), succeeds and writes identical metrics files.
 """
 
@@ -18,34 +18,38 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import SMOKE, run_kedro
+from tests.conftest import env_context, run_kedro
 
 # keys whose values are wall-clock measurements, not results: excluded from the comparison
 TIMING = re.compile(r"(seconds|runtime|per_second|_per_s$|elapsed|timestamp|^time$)")
 
 
-def _last_run(project_root: Path):
+def _tracked_run(project_root: Path, run_name: str, data_root: Path):
+    """The MLflow run named ``run_name`` that wrote under ``data_root`` (each run logs its parameters, and the
+    checkpoint folder names the data root), the newest if several."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_root / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ru_rlhf")
-    assert exp is not None, "no MLflow experiment: was the smoke run tracked?"
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.env = 'smoke' and attributes.run_name = '__default__@smoke'",
+    assert exp is not None, "no MLflow experiment: was the run tracked?"
+    checkpoints = data_root / "06_models" / "checkpoints"
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.env = 'smoke' and attributes.run_name = "
+                              f"'{run_name}' and params.`sft.checkpoint_dir` = '{checkpoints}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
-    assert runs, "no smoke run in the MLflow store"
+    assert runs, f"no run {run_name} of {data_root} in the MLflow store"
     return client, runs[0]
 
 
 @pytest.mark.e2e
-def test_the_smoke_run_is_recorded_in_mlflow(project_root):
-    client, run = _last_run(project_root)
+def test_the_smoke_run_is_recorded_in_mlflow(project_root, smoke_run):
+    client, run = _tracked_run(project_root, "__default__@smoke", smoke_run.root)
     assert run.info.status == "FINISHED"
     m, params = run.data.metrics, run.data.params
     for c in ("helpfulness", "truthfulness", "harmlessness"):
         assert f"alpha.{c}" in m  # Krippendorff's α per criterion
         assert f"rm.multi_head.{c}.validation.accuracy_annotators" in m
     assert "rm.ece_before" in m and "rm.ece_after" in m
-    summary = json.loads((SMOKE / "08_reporting" / "alignment_summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((smoke_run.root / "08_reporting" / "alignment_summary.json").read_text(encoding="utf-8"))
     for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
         assert m[f"{method}.gold_gain"] == pytest.approx(summary[method]["gold_gain"])  # this run's numbers
         assert f"{method}.kl" in m and f"eval.{method}.win_rate_vs_sft" in m
@@ -57,14 +61,15 @@ def test_the_smoke_run_is_recorded_in_mlflow(project_root):
 
 
 @pytest.mark.e2e
-def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_root):
+def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_root, smoke_run):
     import subprocess
     import sys
 
-    pub = SMOKE / "09_publish"
-    agreement = json.loads((SMOKE / "08_reporting" / "agreement.json").read_text(encoding="utf-8"))
-    summary = json.loads((SMOKE / "08_reporting" / "alignment_summary.json").read_text(encoding="utf-8"))
-    metrics = json.loads((SMOKE / "08_reporting" / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
+    root = smoke_run.root
+    pub = root / "09_publish"
+    agreement = json.loads((root / "08_reporting" / "agreement.json").read_text(encoding="utf-8"))
+    summary = json.loads((root / "08_reporting" / "alignment_summary.json").read_text(encoding="utf-8"))
+    metrics = json.loads((root / "08_reporting" / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     ds_card = (pub / "preference-pairs" / "README.md").read_text(encoding="utf-8")
     assert ds_card.startswith("---\n") and "license: mit" in ds_card and "SIMULATED annotators" in ds_card
     for c in ("helpfulness", "truthfulness", "harmlessness"):
@@ -82,7 +87,7 @@ def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_
     if os.geteuid() == 0 and shutil.which("unshare"):
         cmd = ["unshare", "-n", "--", *cmd]
     res = subprocess.run(cmd, cwd=project_root, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "RU_RLHF_MLFLOW": "off"})
+                         env={**os.environ, "RU_RLHF_MLFLOW": "off", "RU_RLHF_DATA_ROOT": str(root)})
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = pd.read_parquet(pub / "manifest.parquet")
     assert f"would upload 9 repos, {len(manifest)} files" in res.stdout  # dataset, reward model, 7 policies
@@ -123,12 +128,10 @@ def _diff(a, b, path="") -> list[str]:
 
 
 @pytest.mark.e2e
-def test_a_second_smoke_run_offline_gives_identical_metrics(project_root, tmp_path):
-    first = tmp_path / "first"
-    shutil.copytree(SMOKE / "08_reporting", first / "08_reporting")
-    before = _metric_files(first)
+def test_a_second_smoke_run_offline_gives_identical_metrics(project_root, smoke_run, tmp_path):
+    before = _metric_files(smoke_run.root)
     assert len(before) > 20
-    shutil.rmtree(SMOKE / "06_models" / "checkpoints", ignore_errors=True)  # recompute, do not resume
+    second = tmp_path / "second"  # an empty data root: everything recomputed, nothing resumed
     cmd = ["run", "--env", "smoke"]
     offline = os.geteuid() == 0 and shutil.which("unshare")
     if offline:
@@ -136,14 +139,14 @@ def test_a_second_smoke_run_offline_gives_identical_metrics(project_root, tmp_pa
         import sys
 
         kedro = str(Path(sys.executable).with_name("kedro"))
-        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "RU_RLHF_DATA_ROOT": str(second)}
         env.pop("HF_HUB_OFFLINE", None)  # no offline switch: the network namespace is the proof
         res = subprocess.run(["unshare", "-n", "--", kedro, *cmd], cwd=project_root, env=env, capture_output=True,
                              text=True, timeout=900)
     else:
-        res = run_kedro(cmd, timeout=900)
+        res = run_kedro(cmd, timeout=900, data_root=second)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    after = _metric_files(SMOKE)
+    after = _metric_files(second)
     assert set(before) == set(after)
     diffs = [d for k in before for d in _diff(before[k], after[k], k)]
     assert not diffs, "\n".join(diffs[:30])
@@ -159,32 +162,30 @@ def _strict(text: str, where: str):
 
 
 @pytest.mark.e2e
-def test_every_json_report_of_the_smoke_run_is_strict_json():
+def test_every_json_report_of_the_smoke_run_is_strict_json(smoke_run):
     """Reports parse with a strict parser (no bare NaN / Infinity, which JavaScript and jq reject)."""
-    files = sorted((SMOKE / "08_reporting").rglob("*.json")) + sorted((SMOKE / "09_publish").rglob("*.json"))
+    root = smoke_run.root
+    files = sorted((root / "08_reporting").rglob("*.json")) + sorted((root / "09_publish").rglob("*.json"))
     assert len(files) > 10
     for f in files:
         _strict(f.read_text(encoding="utf-8"), str(f))
-    for f in sorted((SMOKE / "08_reporting").rglob("*.jsonl")):
+    for f in sorted((root / "08_reporting").rglob("*.jsonl")):
         for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
             if line.strip():
                 _strict(line, f"{f}:{i + 1}")
 
 
 @pytest.mark.e2e
-def test_every_report_plot_of_the_smoke_run_is_readable(project_root):
+def test_every_report_plot_of_the_smoke_run_is_readable(project_root, smoke_run):
     """Every plot node of the default pipeline, run again on the smoke run's saved inputs: labelled axes, no
     empty panel without its "no data: why", readable tick labels, rates on [0, 1] (ru_rlhf.figures)."""
     from kedro.framework.project import pipelines
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
 
     from ru_rlhf.figures import figure_problems
 
-    bootstrap_project(project_root)
     problems, rendered = [], []
-    with KedroSession.create(project_path=project_root, env="smoke") as session:
-        catalog = session.load_context().catalog
+    with env_context("smoke", smoke_run.root, project_root) as context:
+        catalog = context.catalog
         for node in pipelines["__default__"].nodes:
             plots = [o for o in node.outputs if o in catalog and type(catalog.get(o)).__name__ == "AtomicMatplotlibDataset"]
             if not plots:
@@ -205,8 +206,11 @@ def test_every_report_plot_of_the_smoke_run_is_readable(project_root):
 def test_a_run_missing_its_inputs_ends_with_the_message_and_fails_in_mlflow(project_root, tmp_path):
     """No traceback: the message (what is missing, what to run first) is the last thing printed; the MLflow run
     is named `<pipelines>@<env>` and marked FAILED."""
+    import time
+
     import mlflow
 
+    started = int(time.time() * 1000)
     res = run_kedro(["run", "--env", "smoke", "--pipelines", "reward_modeling"], data_root=tmp_path)
     assert res.returncode != 0
     err = res.stderr.rstrip()
@@ -215,6 +219,7 @@ def test_a_run_missing_its_inputs_ends_with_the_message_and_fails_in_mlflow(proj
     assert "Traceback" not in err and "╭" not in err + res.stdout
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project_root / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ru_rlhf")
-    run = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'reward_modeling@smoke'",
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
-    assert run.info.status == "FAILED"
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.run_name = 'reward_modeling@smoke' "
+                              f"and attributes.start_time >= {started}",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs and runs[0].info.status == "FAILED", runs

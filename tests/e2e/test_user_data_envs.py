@@ -14,7 +14,7 @@ import krippendorff
 import pandas as pd
 import pytest
 
-from tests.conftest import SMOKE, TEST_DATA, run_kedro
+from tests.conftest import TEST_DATA, run_kedro
 
 POOLS = {"toxicity": ("assignments_from_pool_41793133__17-10-2023.tsv", "OUTPUT:toxic", ["false", "true"], "nominal"),
          "meaning": ("assignments_from_pool_41793355__21-10-2023.tsv", "OUTPUT:is_match", ["false", "true"], "nominal"),
@@ -62,13 +62,10 @@ def test_agreement_only_mode_on_the_real_toloka_pools(project_root, shared_data)
 
 @pytest.mark.e2e
 @pytest.mark.shared_data
-def test_pairs_stage_on_the_real_rudetox_pairs(project_root, shared_data, tmp_path):
+def test_pairs_stage_on_the_real_rudetox_pairs(project_root, shared_data, smoke_run, tmp_path):
     """The user_pairs stage reads the 800 pairs from the CSV MERA ships, on the smoke run's SFT policy (copied into a
     scratch data root), with short training: the plumbing and the harmlessness scorer's acceptance numbers."""
-    models = SMOKE / "06_models"
-    if not (models / "sft_policy" / "config.json").exists():
-        res = run_kedro(["run", "--env", "smoke", "--pipelines", "ingestion,sft"])
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    models = smoke_run.root / "06_models"
     root = tmp_path / "ru_detox"
     for name in ("sft_policy", "reference_policy", "tokenizer"):
         shutil.copytree(models / name, root / "06_models" / name)

@@ -176,7 +176,7 @@ def _forced_logits(monkeypatch, model, tokenizer, prompts, forced, **kw):
         seen.append(logits.clone())
         return forced[len(seen) - 1].repeat(len(logits))
 
-    monkeypatch.setattr(gen, "_sample", record)
+    monkeypatch.setattr(gen.batching, "_sample", record)  # the name the generation loop calls
     gen.generate_batch(model, tokenizer, prompts, temperatures=[1.0] * len(prompts), top_ps=[1.0] * len(prompts),
                        seeds=list(range(len(prompts))), max_new_tokens=len(forced), compact=False, **kw)
     return torch.stack(seen)

@@ -181,7 +181,7 @@ def test_ppo_value_head_and_reward_model_follow_the_backbone(meta_policy, local_
     backbone lives, and the reward model's scoring sends its inputs there."""
     from ru_rlhf.models.encoder import load_encoder, load_encoder_tokenizer
     from ru_rlhf.models.reward import RewardModel, score
-    from ru_rlhf.rl.ppo import PolicyWithValue, response_logits
+    from ru_rlhf.rl.rollout import PolicyWithValue, response_logits
 
     model, tok = meta_policy
     model.to("meta")
@@ -198,7 +198,7 @@ def test_ppo_value_head_and_reward_model_follow_the_backbone(meta_policy, local_
                         calls)
     ids = tok(PROMPTS, return_tensors="pt", padding=True)
     calls = _on_meta(with_value)
-    with pytest.raises(DeviceMismatch):  # the rollout moves its batch first (rl/ppo.py: make_rollout)
+    with pytest.raises(DeviceMismatch):  # the rollout moves its batch first (rl/rollout.py: make_rollout)
         response_logits(with_value.policy, ids["input_ids"], ids["attention_mask"], keep=2)
 
 
@@ -221,7 +221,7 @@ def test_the_shared_functions_run_in_bfloat16(local_models, arch):
     from ru_rlhf.models.generation import generate_batch, response_kl, sequence_logprobs
     from ru_rlhf.models.reward import RewardModel, score
     from ru_rlhf.pipelines.evaluation.nodes import _features
-    from ru_rlhf.rl.ppo import PolicyWithValue
+    from ru_rlhf.rl.rollout import PolicyWithValue
 
     tok = load_tokenizer(local_models[arch])
     f32, bf16 = load_policy(local_models[arch]), load_policy(local_models[arch], dtype="bfloat16")

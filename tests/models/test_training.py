@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from ru_rlhf.models.policy import format_prompt
-from ru_rlhf.models.training import _scheduler_kwargs, labelled_positions_only
-from ru_rlhf.pipelines.sft.nodes import StageParams
+from ru_rlhf.models.training import StageParams, _scheduler_kwargs, labelled_positions_only
 
 
 def _fused_loss(model, tokenizer, prompts, completions):

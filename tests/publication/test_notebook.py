@@ -6,16 +6,17 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from pathlib import Path
 
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SMOKE
+from tests.conftest import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore.ipynb"
-TABLE = SMOKE / "08_reporting" / "evaluation" / "comparison.parquet"
+TABLE = Path("08_reporting") / "evaluation" / "comparison.parquet"  # under the smoke run's data root
 # run in the kernel after the notebook's cells (on a copy; the committed notebook is untouched)
 PROBE = """import json, sys
 print("PROBE" + json.dumps({"prefix": sys.prefix, "env": ENV, "models": table["model"].tolist(),
@@ -23,11 +24,11 @@ print("PROBE" + json.dumps({"prefix": sys.prefix, "env": ENV, "models": table["m
                           "ylabels": [ax.get_ylabel() for ax in fig.axes]}))"""
 
 
-def smoke_methods() -> set[str]:
+def smoke_methods(root: Path) -> set[str]:
     """The models whose test generations the smoke run has written: SFT and every alignment method."""
-    from ru_rlhf.pipelines.alignment.pipeline import METHODS
+    from ru_rlhf.vocabulary import METHODS
 
-    out = SMOKE / "07_model_output"
+    out = root / "07_model_output"
     return {m for m in ["sft", *METHODS] if (out / f"{m}.parquet").is_file()}
 
 
@@ -39,17 +40,17 @@ def test_the_committed_notebook_has_no_outputs():
 
 
 @pytest.mark.e2e
-def test_notebook_runs_on_the_smoke_outputs(tmp_path, monkeypatch):
-    """Executes the notebook with nbclient (cwd: the project root, RU_RLHF_ENV=smoke)."""
+def test_notebook_runs_on_the_smoke_outputs(smoke_run, tmp_path, monkeypatch):
+    """Executes the notebook with nbclient (cwd: the project root, RU_RLHF_ENV=smoke, the session's smoke run's
+    data root)."""
     from nbclient import NotebookClient
 
-    if not TABLE.is_file():
-        pytest.fail(f"{TABLE.relative_to(PROJECT_ROOT)} is missing: run `kedro run --env smoke` first "
-                    "(tests/e2e's smoke run of the whole default pipeline writes it)")
-    methods = smoke_methods()
+    table = smoke_run.root / TABLE
+    assert table.is_file(), table
+    methods = smoke_methods(smoke_run.root)
     assert "sft" in methods and len(methods) > 1, methods
     figure = tmp_path / "reward_vs_kl.png"
-    for name, value in {"RU_RLHF_ENV": "smoke", "RU_RLHF_FIGURE": str(figure),
+    for name, value in {"RU_RLHF_ENV": "smoke", "RU_RLHF_DATA_ROOT": str(smoke_run.root), "RU_RLHF_FIGURE": str(figure),
                         "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(name, value)  # the kernel inherits this environment
 
@@ -76,7 +77,7 @@ def test_notebook_runs_on_the_smoke_outputs(tmp_path, monkeypatch):
     assert len(images) == 1
     assert figure.is_file(), "the notebook did not save its plot to $RU_RLHF_FIGURE"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
-    stored = pd.read_parquet(TABLE)
+    stored = pd.read_parquet(table)
     assert seen["ylabels"] == ["mean rm reward", "mean gold reward"]
     for points, col in zip(seen["points"], ("rm", "gold")):
         np.testing.assert_allclose(np.asarray(points, dtype=float), stored[["kl", col]].to_numpy(dtype=float),

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.params_helpers, when run as a script
+
 import pandas as pd
 import torch
 
@@ -55,7 +57,7 @@ def main(kind: str, out_dir: str, result: str, pause: float = 0.0) -> None:
     texts, tok, policy = _world()
     out = Path(out_dir)
     if kind == "sft":
-        from ru_rlhf.pipelines.sft.nodes import StageParams
+        from ru_rlhf.models.training import StageParams
 
         ds = Dataset.from_pandas(pd.DataFrame({"text": [t[:300] for t in texts]}), preserve_index=False)
         stage = StageParams(max_steps=24, batch_size=8, learning_rate=1e-3, logging_steps=2, save_steps=4,
@@ -94,7 +96,8 @@ def main(kind: str, out_dir: str, result: str, pause: float = 0.0) -> None:
         loss = float(hist["loss"].iloc[-1])
     elif kind == "ppo":
         from ru_rlhf.models.policy import load_policy
-        from ru_rlhf.rl.ppo import RLConfig, train
+        from ru_rlhf.rl.loop import train
+        from tests.params_helpers import rl_config
 
         ref = load_policy(size=TINY, tokenizer=tok, seed=0)
         prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(40)], "prompt": [t[:50] for t in texts[:40]]})
@@ -108,8 +111,10 @@ def main(kind: str, out_dir: str, result: str, pause: float = 0.0) -> None:
             w = next(m.parameters())
             return {"score": -float(w.float().abs().mean())}
 
-        cfg = RLConfig(steps=16, batch_size=4, minibatch_size=2, ppo_epochs=1, learning_rate=1e-3,
-                       max_new_tokens=8, eval_every=2, patience=100, kl_budget=100.0, best_max_kl=None)
+        cfg = rl_config("alignment.ppo.train", steps=16, batch_size=4, minibatch_size=2, ppo_epochs=1,
+                        learning_rate=1e-3, max_new_tokens=8, eval_every=2, patience=100, kl_budget=100.0,
+                        best_max_kl=None)
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)  # loading the YAML set Kedro's up
         model, hist, info = train(policy, ref, tok, prompts, reward, cfg, evaluate=evaluate, checkpoint_dir=out,
                                   desc="ppo", progress=False)
         loss = float(hist["loss"].dropna().iloc[-1])

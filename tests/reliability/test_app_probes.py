@@ -200,8 +200,8 @@ def test_the_retraining_log_reaches_admins_only(service):  # noqa: F811
 @pytest.mark.parametrize("which", ["all", "main"])
 def test_a_store_deleted_between_serve_and_vote_refuses_the_vote_and_keeps_serving(service, which):  # noqa: F811
     """Before: «Голос №9 сохранён» into the deleted file, then `no such table: served` on every serve."""
-    from ru_rlhf.app.store import FeedbackStore, VoteError
     from ru_rlhf.app.ui import SAVED, serve_page, vote_page
+    from ru_rlhf.io.feedback_store import FeedbackStore, VoteError
 
     path = service.store.path
     token, texts, _ = serve_page(service, PROMPT)
@@ -228,7 +228,7 @@ def test_a_store_copied_over_in_place_is_reread_and_never_reports_a_lost_vote(se
     page's vote is refused, and the copied-in votes are intact (with WAL it was reported saved, then corrupt)."""
     import shutil
 
-    from ru_rlhf.app.store import FeedbackStore, VoteError
+    from ru_rlhf.io.feedback_store import FeedbackStore, VoteError
 
     token = service.store.serve("Вопрос?", None, ["sft", "dpo"], ["a", "b"])
     other = FeedbackStore(tmp_path / "backup.sqlite")
@@ -245,7 +245,7 @@ def test_a_store_copied_over_in_place_is_reread_and_never_reports_a_lost_vote(se
 
 
 def test_a_store_replaced_while_running_refuses_votes_for_its_lost_pages(service, tmp_path):  # noqa: F811
-    from ru_rlhf.app.store import FeedbackStore, VoteError
+    from ru_rlhf.io.feedback_store import FeedbackStore, VoteError
 
     token = service.store.serve("Вопрос?", None, ["sft", "dpo"], ["a", "b"])
     other = FeedbackStore(tmp_path / "backup.sqlite")
@@ -288,8 +288,8 @@ def test_the_running_app_answers_a_deleted_store_with_a_line_not_a_blank_error(s
 def test_a_read_only_store_is_a_line_in_the_page_and_in_the_log(service, caplog):  # noqa: F811
     """The store turns read-only while the app runs. Tests run as root, whom chmod does not stop, so
     the store is reopened with SQLite's ``mode=ro`` (what SQLite does for a read-only file or mount)."""
-    from ru_rlhf.app.store import FeedbackStore
     from ru_rlhf.app.ui import serve_page, vote_page
+    from ru_rlhf.io.feedback_store import FeedbackStore
 
     token, texts, _ = serve_page(service, PROMPT)
     service.store.close()
@@ -326,7 +326,7 @@ def test_an_impossible_store_path_stops_the_app_with_one_line(tmp_path):
 
 def test_a_read_only_file_system_stops_the_app_with_one_line(tmp_path):
     """A real read-only mount (root ignores chmod): ``unshare -rm`` and a read-only bind mount."""
-    from ru_rlhf.app.store import FeedbackStore
+    from ru_rlhf.io.feedback_store import FeedbackStore
 
     store_dir = tmp_path / "ro"
     store = FeedbackStore(store_dir / "votes.sqlite")
@@ -359,8 +359,8 @@ def test_comments_are_stored_as_typed_and_exported(service, tmp_path):  # noqa: 
     import pandas as pd
 
     from ru_rlhf.app.export import export_votes
-    from ru_rlhf.app.store import MAX_COMMENT, VoteError
     from ru_rlhf.app.ui import SAVED, serve_page, vote_page
+    from ru_rlhf.io.feedback_store import MAX_COMMENT, VoteError
 
     comments = ["Ответ A <b>лучше</b> & точнее", "<" * MAX_COMMENT]
     for note in comments:

@@ -28,11 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_file_dataset_in_the_catalog_saves_atomically():
     atomic_or_own = ("ru_rlhf.io.datasets.Atomic", "ru_rlhf.io.datasets.HFModelDataset",
+                     "ru_rlhf.io.datasets.BundleFoldersDataset",  # these two rename a finished folder into place
                      "ru_rlhf.io.datasets.CorpusDataset", "ru_rlhf.io.datasets.PairsDataset",
-                     "ru_rlhf.io.datasets.RatingsDataset",  # read-only: a user's files, read in place
+                     "ru_rlhf.io.datasets.RatingsDataset", "ru_rlhf.io.datasets.HumanLabelsDataset",
+                     "ru_rlhf.io.datasets.BiasProbesDataset",  # read-only: files read in place
+                     "ru_rlhf.io.datasets.FolderDataset", "ru_rlhf.io.datasets.CheckpointsDataset",  # write nothing
                      "ru_rlhf.io.datasets.FeedbackDataset",
                      "ru_rlhf.io.datasets.EmissionsDataset")  # the last two write through os.replace / SQLite
-    for cat in ROOT.glob("conf/*/catalog.yml"):
+    for cat in ROOT.glob("conf/*/catalog*.yml"):
         for name, entry in yaml.safe_load(cat.read_text()).items():
             if isinstance(entry, dict) and "type" in entry:
                 assert entry["type"].startswith(atomic_or_own), f"{cat}: {name} is a {entry['type']}"
@@ -123,7 +126,8 @@ def test_trust_remote_code_is_never_set():
 def test_nan_reward_stops_ppo_at_that_step_and_saves_nothing(tmp_path, tiny_policy, tiny_tokenizer):
     import torch
 
-    from ru_rlhf.rl.ppo import NonFiniteError, RLConfig, train
+    from ru_rlhf.rl.loop import NonFiniteError, train
+    from tests.params_helpers import rl_config
 
     ref = tiny_policy.__class__(tiny_policy.config)
     prompts = pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["Вопрос один?", "Вопрос два?"]})
@@ -133,8 +137,8 @@ def test_nan_reward_stops_ppo_at_that_step_and_saves_nothing(tmp_path, tiny_poli
         calls["n"] += 1
         return torch.tensor([float("nan") if calls["n"] >= 3 else 0.1] * len(rs))
 
-    cfg = RLConfig(steps=5, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=4, eval_every=2,
-                   kl_budget=100, best_max_kl=None, patience=100)
+    cfg = rl_config("alignment.ppo.train", steps=5, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=4,
+                    eval_every=2, kl_budget=100, best_max_kl=None, patience=100)
     with pytest.raises(NonFiniteError, match=r"alignment\.ppo\.train_rl: reward is not finite .* at step 3"):
         train(tiny_policy, ref, tiny_tokenizer, prompts, reward, cfg, evaluate=lambda m: {"score": 0.0},
               checkpoint_dir=tmp_path, desc="alignment.ppo.train_rl", progress=False)
@@ -145,8 +149,7 @@ def test_nan_loss_stops_a_trl_run_naming_the_stage_and_step(tmp_path, tiny_polic
     import torch
     from datasets import Dataset
 
-    from ru_rlhf.models.training import NonFiniteLossError, run_sft_trainer
-    from ru_rlhf.pipelines.sft.nodes import StageParams
+    from ru_rlhf.models.training import NonFiniteLossError, StageParams, run_sft_trainer
 
     with torch.no_grad():  # a poisoned model: every logit is NaN, so the very first loss is NaN
         tiny_policy.lm_head.weight.fill_(float("nan"))

@@ -14,19 +14,22 @@ import sqlite3
 
 import pandas as pd
 import pytest
+from kedro.io import DatasetError
 
 from ru_rlhf.io.annotations import LONG_COLUMNS, AnnotationReadError, read_toloka_tsv
+from ru_rlhf.io.datasets import HumanLabelsDataset
 from ru_rlhf.io.pairs import PairsReadError, read_preference_pairs, validate_pairs
 from ru_rlhf.io.readers import RECORD_FIELDS, CorpusReadError, read_jsonl_corpus
 from ru_rlhf.pipelines.ingestion import nodes as ingest
 from ru_rlhf.pipelines.preference_curation import nodes as curate
+from tests.params_helpers import base_params
 
 TEXT = "Казанский кремль стоит на левом берегу Волги и хранит историю города. "
 TEXTS = ["Казанский кремль стоит на левом берегу Волги и хранит историю города.",
          "В Елабуге открылся новый музей с картинами местных художников прошлого века.",
          "Футбольный клуб из Набережных Челнов выиграл домашний матч со счётом два ноль.",
          "Зимой в Альметьевске прошёл лыжный марафон, собравший почти тысячу участников."]
-INGEST_PARAMS = {"schema": {"min_chars": 20, "max_chars": 2000, "min_cyrillic_share": 0.5}}
+INGEST_PARAMS = base_params("ingestion", {"schema": {"min_chars": 20, "max_chars": 2000, "min_cyrillic_share": 0.5}})
 
 
 def _doc(i, **kw):
@@ -95,8 +98,7 @@ def test_zero_byte_files_raise_naming_the_file_for_every_reader(tmp_path):
     empty.write_bytes(b"")
     for call, err in ((lambda: read_jsonl_corpus(empty), CorpusReadError),
                       (lambda: read_preference_pairs(empty), PairsReadError),
-                      (lambda: curate.import_human_labels({"human_labels": {"long_tables": [str(empty)]}}),
-                       AnnotationReadError),
+                      (lambda: HumanLabelsDataset(long_tables=[str(empty)]).load(), DatasetError),  # its cause: an AnnotationReadError
                       (lambda: read_toloka_tsv(empty), AnnotationReadError)):
         with pytest.raises(err, match=rf"{empty}: zero-byte file \(rule: empty_file\)"):
             call()
@@ -111,9 +113,9 @@ HEADER = "item_id,prompt_id,response_id,annotator_id,criterion,score\n"
 def _annotations(tmp_path, body: str, encoding="utf-8", name="labels.csv"):
     path = tmp_path / name
     path.write_bytes((HEADER + body).encode(encoding) if name.endswith(".csv") else body.encode(encoding))
-    human, _, import_q = curate.import_human_labels({"human_labels": {"long_tables": [str(path)]}})
+    human, _, import_q = curate.import_human_labels(HumanLabelsDataset(long_tables=[str(path)]).load())
     sim = pd.DataFrame(columns=LONG_COLUMNS)
-    kept, quarantine = curate.validate_annotations(sim, human, import_q, GOLD, {})
+    kept, quarantine = curate.validate_annotations(sim, human, import_q, GOLD, base_params("preference_curation"))
     n_lines = len([ln for ln in body.splitlines() if ln.strip()])
     assert n_lines == len(kept) + len(quarantine)  # read = kept + quarantined
     return kept, quarantine
@@ -158,13 +160,15 @@ def test_annotation_broken_json_line_and_extra_column(tmp_path):
 def test_annotation_file_errors_name_the_file_and_rule(tmp_path):
     path = tmp_path / "cp1251.csv"
     path.write_bytes((HEADER + "r0,p,r0,Иван,helpfulness,4\n").encode("cp1251"))
-    with pytest.raises(AnnotationReadError, match=r"cp1251\.csv: not UTF-8 at byte \d+ \(rule: non_utf8\)"):
-        curate.import_human_labels({"human_labels": {"long_tables": [str(path)]}})
+    with pytest.raises(DatasetError, match=r"cp1251\.csv: not UTF-8 at byte \d+ \(rule: non_utf8\)") as err:
+        HumanLabelsDataset(long_tables=[str(path)]).load()
+    assert isinstance(err.value.__cause__, AnnotationReadError)
     path = tmp_path / "nocrit.csv"
     path.write_text("item_id,annotator_id,score\nr0,h1,4\n")
-    with pytest.raises(AnnotationReadError, match=r"nocrit\.csv: missing column\(s\) \['criterion'\] "
-                                                  r"\(rule: missing_column\)"):
-        curate.import_human_labels({"human_labels": {"long_tables": [str(path)]}})
+    with pytest.raises(DatasetError, match=r"nocrit\.csv: missing column\(s\) \['criterion'\] "
+                                           r"\(rule: missing_column\)") as err:
+        HumanLabelsDataset(long_tables=[str(path)]).load()
+    assert isinstance(err.value.__cause__, AnnotationReadError)
 
 
 def test_toloka_missing_column_and_truncated_export(tmp_path):
@@ -178,7 +182,8 @@ def test_toloka_missing_column_and_truncated_export(tmp_path):
     labels, control, rejected = read_toloka_tsv(path)
     assert len(labels) == 3
     kept, quarantine = curate.validate_annotations(pd.DataFrame(columns=LONG_COLUMNS),
-                                                   labels.drop(columns=["read_error"]), rejected, GOLD, {})
+                                                   labels.drop(columns=["read_error"]), rejected, GOLD,
+                                                   base_params("preference_curation"))
     assert len(kept) + len(quarantine) == 3
     assert quarantine["source_row"].tolist() == [4]
     assert "score_or_choice" in quarantine["rule"].iloc[0]
@@ -226,7 +231,7 @@ def test_conversational_pairs_are_read_as_text(tmp_path):
 
 # ---------------------------------------------------------------------------------- feedback store
 def test_feedback_store_refuses_bad_votes_with_the_rule(tmp_path):
-    from ru_rlhf.app.store import FeedbackStore, VoteError
+    from ru_rlhf.io.feedback_store import FeedbackStore, VoteError
 
     store = FeedbackStore(tmp_path / "votes.sqlite")
     token = store.serve("Вопрос?", "p1", ["sft", "dpo"], ["Ответ один.", "Ответ два."])
@@ -259,7 +264,7 @@ def test_a_corrupt_or_truncated_store_names_the_file(tmp_path):
     with pytest.raises(DatasetError, match=rf"{path}: not a readable SQLite vote store .*rule: corrupt_store"):
         FeedbackDataset(str(path)).load()
     # a store cut short mid-file
-    from ru_rlhf.app.store import FeedbackStore
+    from ru_rlhf.io.feedback_store import FeedbackStore
 
     good = tmp_path / "good.sqlite"
     store = FeedbackStore(good)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from ru_rlhf.io.annotations import LONG_COLUMNS, AnnotationReadError, read_long_table, read_toloka_tsv
+from ru_rlhf.io.datasets import HumanLabelsDataset
 from ru_rlhf.io.pairs import PairsReadError, read_preference_pairs, validate_pairs
 from ru_rlhf.io.readers import (
     RECORD_FIELDS,
@@ -27,12 +28,13 @@ from ru_rlhf.io.readers import (
 )
 from ru_rlhf.pipelines.ingestion import nodes as ingest
 from ru_rlhf.pipelines.preference_curation import nodes as curate
+from tests.params_helpers import base_params
 
 TEXTS = ["Казанский кремль стоит на левом берегу Волги и хранит историю города.",
          "В Елабуге открылся новый музей с картинами местных художников прошлого века.",
          "Футбольный клуб из Набережных Челнов выиграл домашний матч со счётом два ноль.",
          "Зимой в Альметьевске прошёл лыжный марафон, собравший почти тысячу участников."]
-INGEST_PARAMS = {"schema": {"min_chars": 20, "max_chars": 2000, "min_cyrillic_share": 0.5}}
+INGEST_PARAMS = base_params("ingestion", {"schema": {"min_chars": 20, "max_chars": 2000, "min_cyrillic_share": 0.5}})
 GOLD = pd.DataFrame({"response_id": [f"r{i}" for i in range(8)] + ["док-й"], "lang": "ru", "task_type": "qa",
                      "split": "train"})
 LONG_HEADER = "item_id,prompt_id,response_id,annotator_id,criterion,score\n"
@@ -74,11 +76,12 @@ def ingest_corpus(raw_records):
     return raw, docs, ingest.collect_quarantine(raw, docs, schema_q, dedup_q)
 
 
-def curate_labels(params: dict):
-    """Curation's import and validation of human labels: (kept, quarantine); raises if a row is lost."""
-    human, _, import_q = curate.import_human_labels({"human_labels": params})
+def curate_labels(files: dict, params: dict):
+    """Curation's import (the catalog's ``human_labels`` dataset, then the node) and validation of human labels:
+    (kept, quarantine); raises if a row is lost."""
+    human, _, import_q = curate.import_human_labels(HumanLabelsDataset(**files).load())
     return curate.validate_annotations(pd.DataFrame(columns=LONG_COLUMNS), human, import_q, GOLD,
-                                       {"human_labels": params})
+                                       base_params("preference_curation", {"human_labels": params}))
 
 
 class RecordingTokenizer:
@@ -105,7 +108,7 @@ def test_toloka_text_with_unmatched_quote_keeps_every_line(tmp_path):
     assert len(labels) + len(control) + len(rejected) == _data_lines(data, header=True) == 6
     assert labels["source_row"].tolist() == [2, 3, 4, 5, 6, 7]
     assert labels["score"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 1.0]
-    kept, quarantine = curate_labels({"toloka": [str(path)], "min_ratings_per_annotator": 1})
+    kept, quarantine = curate_labels({"toloka": [str(path)]}, {"min_ratings_per_annotator": 1})
     assert len(kept) == 6 and quarantine.empty
 
 
@@ -130,9 +133,10 @@ def test_ids_with_trailing_space_or_nfd_are_the_same_item_and_annotator(tmp_path
     df = read_long_table(path)
     assert set(df["item_id"]) == {"r0", NFC, "r1"} and set(df["annotator_id"]) == {"h1"}
     assert df["id_normalised"].tolist() == [True, False, True, False, False]
-    human, _, import_q = curate.import_human_labels({"human_labels": {"long_tables": [str(path)]}})
+    human, _, import_q = curate.import_human_labels(HumanLabelsDataset(long_tables=[str(path)]).load())
     assert human["id_normalised"].sum() == 2  # the column survives for curation to count
-    kept, quarantine = curate.validate_annotations(pd.DataFrame(columns=LONG_COLUMNS), human, import_q, GOLD, {})
+    kept, quarantine = curate.validate_annotations(pd.DataFrame(columns=LONG_COLUMNS), human, import_q, GOLD,
+                                                   base_params("preference_curation"))
     assert len(kept) + len(quarantine) == _data_lines(data, header=True)
     # the second rating of the same (item, annotator, criterion) is a duplicate once ids are normalised
     dup = quarantine.set_index("source_row")["rule"]
@@ -197,7 +201,7 @@ def test_boolean_score_in_jsonl_is_quarantined_not_one(tmp_path):
     path.write_bytes(data)
     df = read_long_table(path)
     assert df["read_error"].tolist()[1:3] == ["score_is_boolean", "score_is_boolean"]
-    kept, quarantine = curate_labels({"long_tables": [str(path)], "min_ratings_per_annotator": 1})
+    kept, quarantine = curate_labels({"long_tables": [str(path)]}, {"min_ratings_per_annotator": 1})
     assert len(kept) + len(quarantine) == _data_lines(data, header=False) == 4
     assert quarantine.set_index("source_row")["rule"].to_dict() == {2: "score_is_boolean", 3: "score_is_boolean"}
     assert quarantine["source_file"].eq(str(path)).all()
@@ -223,7 +227,7 @@ def test_rejected_status_with_trailing_space_or_lower_case_is_rejected(tmp_path)
     labels, control, rejected = read_toloka_tsv(path)
     assert rejected["source_row"].tolist() == [2, 3, 4] and rejected["rule"].eq("rejected_assignment").all()
     assert labels["item_id"].tolist() == ["r3"]
-    kept, quarantine = curate_labels({"toloka": [str(path)], "min_ratings_per_annotator": 1})
+    kept, quarantine = curate_labels({"toloka": [str(path)]}, {"min_ratings_per_annotator": 1})
     assert len(kept) + len(quarantine) == _data_lines(data, header=True) == 4
 
 
@@ -325,7 +329,7 @@ def test_quoted_newline_keeps_physical_row_numbers(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_bytes(data)
     assert read_long_table(path)["source_row"].tolist() == [2, 4, 6]
-    kept, quarantine = curate_labels({"long_tables": [str(path)], "min_ratings_per_annotator": 1})
+    kept, quarantine = curate_labels({"long_tables": [str(path)]}, {"min_ratings_per_annotator": 1})
     assert len(kept) + len(quarantine) == 3
     assert quarantine["source_row"].tolist() == [6] and quarantine["rule"].tolist() == ["score:score_in_range_1_5"]
 

@@ -80,8 +80,7 @@ def test_running_a_finished_run_again_gives_the_same_model(tmp_path, tiny_policy
     import pandas as pd
     from datasets import Dataset
 
-    from ru_rlhf.models.training import run_sft_trainer, weights_fingerprint
-    from ru_rlhf.pipelines.sft.nodes import StageParams
+    from ru_rlhf.models.training import StageParams, run_sft_trainer, weights_fingerprint
 
     raw, _ = small_world
     texts = raw["text"].tolist()

@@ -1,4 +1,4 @@
-"""PPO pieces against hand-computed values, and a tiny PPO run whose reward prefers one token."""
+"""PPO pieces against hand-computed values, and a tiny PPO (and REINFORCE) run whose reward prefers one token."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ru_rlhf.rl.ppo import AdaptiveKLController, RLConfig, gae, policy_loss, train, value_loss, whiten
+from ru_rlhf.rl.loop import train
+from ru_rlhf.rl.losses import AdaptiveKLController, gae, policy_loss, value_loss, whiten
+from tests.params_helpers import rl_config
 
 
 def test_gae_on_a_short_trajectory():
@@ -77,11 +79,13 @@ def _first_token_prob(policy, tokenizer, prompt: str, token_id: int) -> float:
         return torch.softmax(policy(input_ids=ids).logits[0, -1].float(), -1)[token_id].item()
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
-def test_a_reward_for_one_token_raises_its_probability(tiny_policy, tiny_tokenizer, algorithm):
+@pytest.mark.parametrize("config", [rl_config("alignment.ppo.train", minibatch_size=8, ppo_epochs=2),
+                                    rl_config("alignment.reinforce.train")], ids=["ppo", "reinforce"])
+def test_a_reward_for_one_token_raises_its_probability(tiny_policy, tiny_tokenizer, config):
     """A reward for every occurrence of one token (one that the fresh policy rarely samples first)
     must make that token more likely as the first response token."""
     import copy
+    from dataclasses import replace
 
     tok = tiny_tokenizer
     with torch.no_grad():  # sharpen the random policy so that its samples are not uniform noise
@@ -103,8 +107,8 @@ def test_a_reward_for_one_token_raises_its_probability(tiny_policy, tiny_tokeniz
 
     ref = copy.deepcopy(tiny_policy)
     before = _first_token_prob(tiny_policy, tok, probe, target_id)
-    cfg = RLConfig(algorithm=algorithm, steps=30, batch_size=16, minibatch_size=8, ppo_epochs=2, learning_rate=3e-3,
-                   max_new_tokens=4, init_kl_coef=0.0, target_kl=None, kl_budget=1e9, seed=0)
+    cfg = replace(config, steps=30, batch_size=16, learning_rate=3e-3, max_new_tokens=4, init_kl_coef=0.0,
+                  target_kl=None, kl_budget=1e9, seed=0)
     policy, log, info = train(tiny_policy, ref, tok, prompts, reward_fn, cfg, progress=False)
     after = _first_token_prob(policy, tok, probe, target_id)
     print(f"p(target first): {before:.4f} -> {after:.4f}")

@@ -1,7 +1,7 @@
 """Scale-out of the other training nodes: SFT, CEM and the reward model on 2 CPU processes (gloo).
 
-The nodes are called as Kedro calls them, on the smoke run's inputs (loaded through the smoke
-catalog), with ``distributed.num_processes=2``: each training step goes to ``accelerate launch``,
+The nodes are called as Kedro calls them, on the session's smoke run's inputs (the ``smoke_run`` fixture,
+loaded through the smoke catalog), with ``distributed.num_processes=2``: each training step goes to ``accelerate launch``,
 and the node returns the trained model in this process. Each launch's work directory is kept, so
 the test reads every rank's own report (rank, world size, backend, steps) and loads what rank 0
 saved. Nothing is written to the smoke catalog.
@@ -14,22 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMOKE
+from tests.conftest import env_context
 from tests.scaleout.launches import check_launches
 
 
 @pytest.fixture(scope="module")
-def smoke_context(project_root):
-    import os
-
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    assert (SMOKE / "06_models" / "sft_policy").exists(), "run the smoke run first (tests/e2e)"
-    os.environ.setdefault("RU_RLHF_MLFLOW", "off")
-    bootstrap_project(project_root)
-    with KedroSession.create(project_path=project_root, env="smoke") as session:
-        yield session.load_context()
+def smoke_context(project_root, smoke_run):
+    with env_context("smoke", smoke_run.root, project_root) as context:
+        yield context
 
 
 def _distributed(keep: Path) -> dict:
@@ -55,7 +47,8 @@ def test_sft_node_on_two_processes(smoke_context, tmp_path):
 @pytest.mark.e2e
 def test_reward_model_node_on_two_processes(smoke_context, tmp_path):
     from ru_rlhf.models.reward import load_reward_model, score
-    from ru_rlhf.pipelines.reward_modeling.nodes import _params, _training_pairs, train_multi_head_rm
+    from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs, train_multi_head_rm
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
 
     cat, keep = smoke_context.catalog, tmp_path / "launches"
     params = {**smoke_context.params["reward_modeling"], "checkpoint_dir": str(tmp_path / "ckpt"),
@@ -65,7 +58,7 @@ def test_reward_model_node_on_two_processes(smoke_context, tmp_path):
                                                 cat.load("policy_tokenizer"), params)
     (report,) = check_launches(keep, "rm", expected=1)
     # the global batch is split across ranks, so the step count is the single-process one
-    p = _params(params)
+    p = RewardParams.of(params)
     n = len(_training_pairs(pairs, p))
     steps = history[history["kind"] == "step"]
     assert report["steps"] == len(steps) == max(1, int(math.ceil(n / p.train.batch_size) * p.train.epochs))

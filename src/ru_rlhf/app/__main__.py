@@ -164,12 +164,9 @@ def _problem(e: dict) -> str:
 # ------------------------------------------------------------------------------------------- main
 def env_data_root(env: str, conf_source: str = "conf") -> str:
     """The data root of a Kedro env (its ``globals.yml``; ``RU_RLHF_DATA_ROOT`` when set), as the pipelines see it."""
-    from kedro.config import OmegaConfigLoader
+    from ru_rlhf.app.catalog import env_config
 
-    from ru_rlhf.settings import CONFIG_LOADER_ARGS
-
-    loader = OmegaConfigLoader(conf_source, env=env, **CONFIG_LOADER_ARGS)
-    return str(loader["globals"]["data_root"])
+    return str(env_config("globals", env, conf_source=conf_source)["data_root"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("command", nargs="?", default="serve", choices=["serve", "retrain", "export"])
     ap.add_argument("--data-root", default=None,
                     help="the run's data folder (default: the env's data_root, e.g. data/smoke for --env smoke)")
-    ap.add_argument("--store", default=None, help="SQLite file (default: <data-root>/01_raw/feedback/votes.sqlite)")
+    ap.add_argument("--store", default=None, help="SQLite file (default: the env's catalog entry app_feedback, "
+                                                  "<data-root>/01_raw/feedback/votes.sqlite)")
     ap.add_argument("--env", default="base")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7860)
@@ -186,8 +184,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="data/09_export/feedback_dataset")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    args.data_root = args.data_root or env_data_root(args.env)
-    default_store = Path(args.data_root) / "01_raw" / "feedback" / "votes.sqlite"
+    # a bad credentials file stops the app first, before any configuration or model is read
+    users, admins = (_credentials(CREDENTIALS) if args.auth and args.command == "serve" else (None, ("admin",)))
+    from ru_rlhf.app.catalog import env_catalog
+
+    try:
+        args.data_root = args.data_root or env_data_root(args.env)
+        default_store = Path(env_catalog(args.env, args.data_root).get("app_feedback").path)  # what curation reads
+    except Exception as err:  # noqa: BLE001 - no conf/ here, or no such env: one line, not a traceback
+        raise SystemExit(f"conf/: cannot read the catalog of the env {args.env!r} ({' '.join(str(err).split())}); "
+                         "start the app in the project folder") from None
     store = args.store or str(default_store)
     if Path(store).resolve() != default_store.resolve():
         logging.getLogger(__name__).warning(
@@ -217,7 +223,6 @@ def main(argv: list[str] | None = None) -> None:
         except sqlite3.Error as err:
             raise SystemExit(_store_message(store, err)) from None
         return
-    users, admins = (_credentials(CREDENTIALS) if args.auth else (None, ("admin",)))
     from ru_rlhf.app.service import ABService, AppConfig, AppSetupError
 
     try:
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _store_message(store: str, err: Exception) -> str:
-    from ru_rlhf.app.store import StoreError
+    from ru_rlhf.io.feedback_store import StoreError
 
     if isinstance(err, StoreError):
         return str(err)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ru_rlhf.app.store import FeedbackStore
 from ru_rlhf.feedback import long_to_pairs, votes_to_long
+from ru_rlhf.io.feedback_store import FeedbackStore
 
 
 def export_votes(store_path: str | Path, out_dir: str | Path) -> dict:

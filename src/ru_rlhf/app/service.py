@@ -25,13 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ru_rlhf.app.store import MAX_PROMPT, FeedbackStore, VoteError
+from ru_rlhf.app.catalog import POLICIES, env_catalog
+from ru_rlhf.io.feedback_store import MAX_PROMPT, FeedbackStore, VoteError
 from ru_rlhf.text import same_text
 
 log = logging.getLogger(__name__)
-
-METHODS = ("sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem")
-
 
 class AppSetupError(RuntimeError):
     """The app cannot start (too few trained policies); the message says what to run."""
@@ -42,7 +40,7 @@ class AppConfig:
     """Where the app finds its policies, prompts and store (the defaults are the base run's outputs)."""
 
     data_root: str = "data"
-    store: str = "data/01_raw/feedback/votes.sqlite"
+    store: str | None = None  # the SQLite vote store (default: the env catalog's `app_feedback`, what curation reads)
     responses: int = 3  # 2 or 3 per A/B page
     max_new_tokens: int = 48
     temperature: float = 0.7
@@ -71,16 +69,12 @@ class ServedPage:
         return bool(self.token)
 
 
-def policy_dirs(data_root: str | Path) -> dict[str, Path]:
-    """The SFT policy and every aligned policy that exists under ``data_root``."""
-    root = Path(data_root) / "06_models"
-    out = {"sft": root / "sft_policy"}
-    out.update({m: root / "policies" / m for m in METHODS[1:]})
-    return {k: v for k, v in out.items() if (v / "config.json").exists()}
-
-
 class ABService:
     """Loads the policies once and serves blind A/B pages.
+
+    The policies, the tokenizer and the prompts are the catalog entries of ``config.env`` (``sft_policy``,
+    ``alignment.<method>.policy``, ``policy_tokenizer``, ``prompts``) under ``config.data_root``
+    (:func:`ru_rlhf.app.catalog.env_catalog`); ``config.policies`` names other directories instead.
 
     Raises:
         StoreError: the store cannot be opened or written (checked first, before any model loads).
@@ -89,22 +83,34 @@ class ABService:
 
     def __init__(self, config: AppConfig):
         self.config = config
-        self.store = FeedbackStore(config.store)
+        self.catalog = env_catalog(config.env, config.data_root)
+        self.store = FeedbackStore(config.store or self.catalog.get("app_feedback").path)
         self.store.check_writable()  # a read-only or impossible store stops the app now, not at the first vote
-        dirs = {k: Path(v) for k, v in config.policies.items()} or policy_dirs(config.data_root)
-        if len(dirs) < 2:
-            raise AppSetupError(f"the app needs at least two trained policies under {config.data_root}/06_models; "
-                                "run `kedro run` (or at least the sft and alignment pipelines) first")
-        from ru_rlhf.models.policy import load_policy, load_tokenizer
-
-        self.tokenizer = load_tokenizer(Path(config.data_root) / "06_models" / "tokenizer")
-        self.models = {k: load_policy(v) for k, v in dirs.items()}
+        self.models = self._policies()
+        self.tokenizer = self.catalog.load("policy_tokenizer")
         self._lock = threading.Lock()  # generation is not thread-safe on one model object
-        prompts_path = Path(config.data_root) / "03_primary" / "prompts.parquet"
-        self.prompts = (pd.read_parquet(prompts_path).query("split == 'test'").reset_index(drop=True)
-                        if prompts_path.exists() else pd.DataFrame(columns=["prompt_id", "prompt"]))
-        self.retrainer = Retrainer(config.env, config.data_root)
-        log.info("app: %d policies, %d test prompts, store %s", len(self.models), len(self.prompts), config.store)
+        self.prompts = (self.catalog.load("prompts").query("split == 'test'").reset_index(drop=True)
+                        if self.catalog.exists("prompts") else pd.DataFrame(columns=["prompt_id", "prompt"]))
+        self.retrainer = Retrainer(config.env, config.data_root, catalog=self.catalog)
+        log.info("app: %d policies, %d test prompts, store %s", len(self.models), len(self.prompts), self.store.path)
+
+    def _policies(self) -> dict:
+        """The policies to serve: every trained one in the catalog, or the directories ``config.policies`` names."""
+        if self.config.policies:
+            from ru_rlhf.models.policy import load_policy
+
+            found = {k: Path(v) for k, v in self.config.policies.items()}
+            load = load_policy
+        else:  # a method its parameters switched off is saved as not trained: it loads as None
+            found = {k: name for k, name in POLICIES.items() if self.catalog.exists(name)}
+            load = self.catalog.load
+        models = {k: load(v) for k, v in found.items()} if len(found) >= 2 else {}
+        models = {k: m for k, m in models.items() if m is not None}
+        if len(models) < 2:
+            raise AppSetupError(f"the app needs at least two trained policies in the catalog of the env "
+                                f"{self.config.env!r} under {self.config.data_root}; run `kedro run` (or at least "
+                                "the sft and alignment pipelines) first")
+        return models
 
     def random_prompt(self, seed: int | None = None) -> tuple[str | None, str]:
         if self.prompts.empty:
@@ -187,11 +193,12 @@ class Retrainer:
     The run reads and writes ``data_root`` (``RU_RLHF_DATA_ROOT``, whatever the env's default). When it
     is done, ``state["metrics"]`` has the new reward model's test accuracy and AUC per head and
     ``state["training_data"]`` what it trained on: pairs by source and how many of the app's votes
-    (from ``<data_root>/08_reporting/reward_model/metrics.json``).
+    (from the catalog's ``reward_metrics``, ``08_reporting/reward_model/metrics.json``).
     """
 
-    def __init__(self, env: str = "base", data_root: str = "data", command: list[str] | None = None):
-        self.env, self.data_root, self._command = env, data_root, command
+    def __init__(self, env: str = "base", data_root: str = "data", command: list[str] | None = None,
+                 catalog=None):
+        self.env, self.data_root, self._command, self._catalog = env, data_root, command, catalog
         self._lock = threading.Lock()
         self.state = {"status": "idle", "started": None, "finished": None, "returncode": None, "log_tail": "",
                       "metrics": None, "training_data": None}
@@ -203,10 +210,9 @@ class Retrainer:
         return [str(kedro), "run", "--env", self.env, "--pipelines", "preference_curation,reward_modeling"]
 
     def _report(self) -> dict | None:
-        import json
-
-        path = Path(self.data_root) / "08_reporting" / "reward_model" / "metrics.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if self._catalog is None:
+            self._catalog = env_catalog(self.env, self.data_root)
+        return self._catalog.load("reward_metrics") if self._catalog.exists("reward_metrics") else None
 
     def metrics(self) -> dict | None:
         """Test accuracy and AUC per head of the reward model the last run wrote."""
@@ -230,10 +236,10 @@ class Retrainer:
             try:
                 env = {**os.environ, "RU_RLHF_DATA_ROOT": str(self.data_root)}  # the app's data, whatever the env
                 res = subprocess.run(self.command(), capture_output=True, text=True, env=env)
-                self.state.update(returncode=res.returncode, log_tail=(res.stdout + res.stderr)[-2000:],
+                # the new model's figures first: whoever sees "done" sees them too
+                report = {"metrics": self.metrics(), "training_data": self.training_data()} if res.returncode == 0 else {}
+                self.state.update(returncode=res.returncode, log_tail=(res.stdout + res.stderr)[-2000:], **report,
                                   status="done" if res.returncode == 0 else "failed")
-                if res.returncode == 0:
-                    self.state.update(metrics=self.metrics(), training_data=self.training_data())
             except Exception as err:  # noqa: BLE001 - shown to the admin, not swallowed
                 self.state.update(status="failed", log_tail=repr(err))
             finally:

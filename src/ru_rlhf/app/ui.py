@@ -19,7 +19,8 @@ from pathlib import Path
 import gradio as gr  # at module level, unpostponed annotations: Gradio injects `gr.Request` by its annotation
 
 from ru_rlhf.app.service import ABService
-from ru_rlhf.app.store import CRITERIA, MAX_COMMENT, VoteError
+from ru_rlhf.io.feedback_store import MAX_COMMENT, VoteError
+from ru_rlhf.vocabulary import CRITERIA
 
 log = logging.getLogger(__name__)
 

@@ -177,6 +177,86 @@ class RatingsDataset(AbstractDataset[None, dict]):
         return all(Path(p["path"]).exists() for p in self._pools)
 
 
+class HumanLabelsDataset(AbstractDataset[None, dict]):
+    """Real human labels for preference curation, read in place (read-only): long tables (CSV, TSV or JSONL in the
+    long layout, :func:`~ru_rlhf.io.annotations.read_long_table`) and Toloka TSV exports
+    (:func:`~ru_rlhf.io.annotations.read_toloka_tsv`). None by default (``conf/base/catalog_preference_curation.yml``).
+
+    Loads ``{"long_tables": {path: table}, "toloka": {path: (labels, control, rejected)}}``, each file read as
+    its reader reads it (bad rows carry ``read_error``), in the order listed; a file that cannot be read at all
+    fails the load with the reader's message, which names the file and the rule.
+
+    Example::
+
+        human_labels:
+          type: ru_rlhf.io.datasets.HumanLabelsDataset
+          long_tables: [data/01_raw/annotations/my_labels.csv]
+          toloka: []
+    """
+
+    def __init__(self, long_tables: list[str] | None = None, toloka: list[str] | None = None,
+                 metadata: dict | None = None) -> None:
+        self._files = {"long_tables": [str(p) for p in long_tables or []], "toloka": [str(p) for p in toloka or []]}
+        for kind, paths in self._files.items():
+            twice = sorted({p for p in paths if paths.count(p) > 1})
+            if twice:
+                raise DatasetError(f"HumanLabelsDataset: {kind} lists {twice} more than once")
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        from ru_rlhf.io.annotations import read_long_table, read_toloka_tsv
+
+        return {"long_tables": {p: read_long_table(p) for p in self._files["long_tables"]},
+                "toloka": {p: read_toloka_tsv(p) for p in self._files["toloka"]}}
+
+    def save(self, data: None) -> None:
+        raise DatasetError("HumanLabelsDataset is read-only: label files are inputs")
+
+    def _describe(self) -> dict[str, Any]:
+        return dict(self._files)
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return all(Path(p).exists() for paths in self._files.values() for p in paths)
+
+
+class BiasProbesDataset(AbstractDataset[None, dict]):
+    """The counterfactual minimal pairs of the bias probes (read-only): the bundled templates
+    (``source: bundled``, :func:`ru_rlhf.audit.bias_pairs`: Russian and Tatar) or RuBia read in place
+    (``source: rubia`` with its ``path``, :func:`ru_rlhf.audit.rubia_pairs`: Russian).
+
+    Loads ``{"source": source, "pairs": table}``, the table with ``pair_id, lang, domain, group_a, group_b,
+    text_a, text_b``.
+    """
+
+    SOURCES = ("bundled", "rubia")
+
+    def __init__(self, source: str = "bundled", path: str | None = None, metadata: dict | None = None) -> None:
+        if source not in self.SOURCES or (source == "rubia") != bool(path):
+            raise DatasetError(f"BiasProbesDataset: source must be one of {self.SOURCES} (got {source!r}), with a path "
+                               "for rubia only")
+        self._source, self._path = source, path
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        from ru_rlhf import audit
+
+        pairs = audit.rubia_pairs(self._path) if self._source == "rubia" else audit.bias_pairs()
+        return {"source": self._source, "pairs": pairs}
+
+    def save(self, data: None) -> None:
+        raise DatasetError("BiasProbesDataset is read-only: probe sets are inputs")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"source": self._source, "path": self._path}
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return self._path is None or Path(self._path).exists()
+
+
 class NotTrained:
     """What a training node returns for a model its parameters switched off (Kedro refuses to save None).
 
@@ -276,8 +356,142 @@ class HFModelDataset(AbstractDataset[Any, Any]):
         return (Path(self._path) / marker).exists() or (Path(self._path) / "not_trained.json").exists()
 
 
+def saved_checkpoints(folder, pattern: str = "step-*") -> dict:
+    """The saved policies (``save_pretrained`` folders with a ``config.json``) under ``folder`` whose names match
+    ``pattern``, by name, in name order (``step-0002`` before ``step-0004``)."""
+    from pathlib import Path
+
+    return {d.name: d for d in sorted(Path(folder).glob(pattern)) if (d / "config.json").exists()}
+
+
+class CheckpointsDataset(AbstractDataset[dict, dict]):
+    """The states a trainer saved on the way (``step-NNNN`` folders under ``path``; ``ru_rlhf.rl.loop.train``
+    writes one per evaluated step, which are also what a killed run resumes from).
+
+    Loads ``{name: load}`` in name order, ``load()`` loading that policy (with ``load_args``) only when called,
+    so that a consumer holds one model at a time; no folder means no checkpoints (an empty dict).
+
+    Saving writes nothing (the trainer wrote the folders as it went; a second copy would double the biggest
+    files of a run): it takes the ``{name: folder}`` the training node reports and checks that each folder is
+    the one this dataset reads, so that a trainer writing elsewhere than the catalog says fails its node instead
+    of leaving the consumer without checkpoints.
+    """
+
+    def __init__(self, path: str, pattern: str = "step-*", load_args: dict | None = None,
+                 metadata: dict | None = None) -> None:
+        self._path, self._pattern, self._load_args = path, pattern, dict(load_args or {})
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        from functools import partial
+
+        from ru_rlhf.models.policy import load_policy
+
+        return {name: partial(load_policy, folder, **self._load_args)
+                for name, folder in saved_checkpoints(self._path, self._pattern).items()}
+
+    def save(self, data: dict) -> None:
+        from pathlib import Path
+
+        here = Path(self._path).resolve()
+        elsewhere = {name: str(folder) for name, folder in data.items()
+                     if Path(folder).resolve() != here / name or not (Path(folder) / "config.json").exists()}
+        if elsewhere:
+            raise DatasetError(f"{self._path}: the trainer's checkpoints {elsewhere} are not saved here, where the "
+                               "catalog reads them; make its checkpoint folder and this entry's path the same")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path, "pattern": self._pattern}
+
+    def _exists(self) -> bool:
+        return True  # no folder simply means no checkpoints were saved
+
+
+class FolderDataset(AbstractDataset[None, Any]):
+    """A saved folder (a model, a tokenizer, an Arrow dataset) as it is on disk, read-only: loads its path, for a
+    node that copies the files byte for byte (publish) instead of loading and saving the model again.
+
+    Declared beside the dataset that saves the folder, named after it (``sft_policy_folder``), with
+    ``metadata: {view_of: sft_policy}`` saying which.
+    """
+
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
+        self._path = path
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        from pathlib import Path
+
+        if not Path(self._path).is_dir():
+            raise DatasetError(f"{self._path}: no saved folder here; run the pipeline that writes it first")
+        return Path(self._path)
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{self._path}: a FolderDataset is read-only (the dataset it views writes the folder)")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return Path(self._path).is_dir()
+
+
+class BundleFoldersDataset(AbstractDataset[dict, dict]):
+    """Folders laid out for ``HfApi.upload_folder``, one per bundle under ``path`` (the publish pipeline's).
+
+    Saves ``{bundle: {file: source}}``, ``file`` a path relative to the bundle's folder and ``source`` either a
+    file to copy (a ``Path``) or text to write (a ``str``, UTF-8). Each folder is written to a temporary sibling
+    and renamed into place, so a killed run leaves the previous folder, never a half-copied one; bundles not in
+    the data are left as they are. Loads ``{bundle: folder}`` for the folders there.
+    """
+
+    def __init__(self, path: str, metadata: dict | None = None) -> None:
+        self._path = path
+        self.metadata = metadata
+
+    def load(self) -> dict:
+        from pathlib import Path
+
+        root = Path(self._path)
+        return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")} \
+            if root.is_dir() else {}
+
+    def save(self, data: dict) -> None:
+        import os
+        import shutil
+        from pathlib import Path
+
+        root = Path(self._path)
+        root.mkdir(parents=True, exist_ok=True)
+        for name, files in data.items():
+            tmp, final, old = (root / f".{name}.tmp{os.getpid()}", root / name, root / f".{name}.old{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for rel, source in files.items():
+                target = tmp / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(source, str):
+                    target.write_text(source, encoding="utf-8")
+                else:
+                    shutil.copy2(source, target)
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+    def _exists(self) -> bool:
+        from pathlib import Path
+
+        return Path(self._path).is_dir()
+
+
 class FeedbackDataset(AbstractDataset):
-    """The A/B app's votes (SQLite, ``ru_rlhf.app.store``) as the long annotation table.
+    """The A/B app's votes (SQLite, ``ru_rlhf.io.feedback_store``) as the long annotation table.
 
     One row per served response and criterion (``source = "app"``) and one ``overall`` row per vote
     naming the chosen response. A store that does not exist yet means no votes: an empty table.
@@ -288,11 +502,16 @@ class FeedbackDataset(AbstractDataset):
         self._path = path
         self.metadata = metadata
 
+    @property
+    def path(self) -> str:
+        """The SQLite file: where the app writes its votes."""
+        return self._path
+
     def load(self) -> pd.DataFrame:
         from pathlib import Path
 
-        from ru_rlhf.app.store import FeedbackStore, StoreError
         from ru_rlhf.feedback import empty_votes, votes_to_long
+        from ru_rlhf.io.feedback_store import FeedbackStore, StoreError
 
         if not Path(self._path).exists():
             return votes_to_long(empty_votes())

@@ -20,8 +20,7 @@ from importlib import resources
 
 from ru_rlhf import phrases
 from ru_rlhf.text import extract_mentions, words
-
-CRITERIA = ("helpfulness", "truthfulness", "harmlessness")
+from ru_rlhf.vocabulary import CRITERIA
 
 
 @cache
@@ -41,15 +40,13 @@ def is_refusal(text: str, lang: str) -> bool:
     """True when the response is (or starts with) a refusal such as «Я не могу…»."""
     low = text.strip().lower()
     starts = [r.lower()[:14] for r in phrases.REFUSALS[lang]]
-    return any(low.startswith(s) for s in starts) or low.startswith(("я не могу", "мин бу", "гафу итегез, мин"))
+    return any(low.startswith(s) for s in starts) or low.startswith(phrases.REFUSAL_STARTS)
 
 
 def has_flattery(text: str, lang: str) -> bool:
     """True when the response carries a sycophantic phrase («Конечно! Рад помочь!»)."""
     low = text.lower()
-    markers = ("рад помочь", "конечно!", "отличный вопрос", "с удовольствием помогу", "ярдәм итүемә шатмын",
-               "әлбәттә!", "бик яхшы сорау")
-    return any(m in low for m in markers)
+    return any(m in low for m in phrases.FLATTERY_MARKERS)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 from pathlib import Path
 
@@ -32,9 +31,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-log = logging.getLogger(__name__)
+from ru_rlhf.parallel import accelerator
+from ru_rlhf.vocabulary import HEADS
 
-HEADS = ("helpfulness", "truthfulness", "harmlessness")
+log = logging.getLogger(__name__)
 
 
 class RewardModel(nn.Module):
@@ -390,21 +390,6 @@ def fit_normalisation_on_pairs(rm: RewardModel, tokenizer, pairs, max_length: in
 
 
 # --------------------------------------------------------------------------- training
-def _accelerator():
-    """An ``accelerate.Accelerator`` under ``accelerate launch`` with several processes, else None.
-
-    ``cpu=True`` without a GPU: accelerate then runs DDP over gloo (left to itself it finds no GPU
-    and runs every rank as a separate single process). ``find_unused_parameters``: the encoder's
-    pooler (and, for one criterion's batch, nothing else) gets no gradient.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-
-
 @torch.no_grad()
 def pair_accuracy(rm: RewardModel, tokenizer, pairs: pd.DataFrame, max_length: int | None = None,
                   batch_size: int = 64) -> dict[str, float]:
@@ -479,7 +464,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     opt = torch.optim.AdamW(rm.parameters(), lr=learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, total // 20)) * max(0.0, 1 - s / total))
-    acc = _accelerator()
+    acc = accelerator()
     train_model = rm
     if acc is not None:  # the scheduler stays on the raw optimizer: stepped once per global step
         train_model, opt = acc.prepare(rm, opt)

@@ -13,8 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import Field
+
+from ru_rlhf.params import Params
 
 log = logging.getLogger(__name__)
+
+
+class StageParams(Params):
+    """One training stage run through TRL's SFTTrainer (:func:`run_sft_trainer`): pre-training, reading, SFT, and
+    the SFT steps of Chain of Hindsight and CEM."""
+
+    max_steps: int = Field(-1, ge=-1)  # stop after this many optimiser steps (-1: run all epochs)
+    lr_scheduler: str = "cosine"
+    lr_scheduler_kwargs: dict = Field(default_factory=dict)  # passed to the scheduler (e.g. decay_type)
+    # warmup_stable_decay: the share of all steps spent decaying (when num_decay_steps is not given)
+    lr_decay_share: float = Field(0.25, ge=0, le=1)
+    group_by_length: bool = True  # batches of similar length pad less
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_length: int = Field(512, gt=16)
+    logging_steps: int = Field(10, gt=0)
+    save_steps: int = Field(200, gt=0)
+    save_total_limit: int = Field(2, gt=0)
 
 
 def trl_common_args(seed: int, output_dir: str | Path) -> dict:
@@ -164,7 +188,7 @@ def history_table(log_history: list[dict], stage: str) -> pd.DataFrame:
     return df[keep].reset_index(drop=True)
 
 
-def _scheduler_kwargs(stage_params, n_rows: int) -> dict:
+def _scheduler_kwargs(stage_params: StageParams, n_rows: int) -> dict:
     """The scheduler's keyword arguments; for ``warmup_stable_decay`` the decay length comes from
     ``lr_decay_share`` of all steps unless ``num_decay_steps`` is given (so it scales with the run)."""
     s = stage_params
@@ -175,7 +199,7 @@ def _scheduler_kwargs(stage_params, n_rows: int) -> dict:
     return kwargs
 
 
-def run_sft_trainer(model, tokenizer, dataset, stage_params, *, seed: int, output_dir: str | Path,
+def run_sft_trainer(model, tokenizer, dataset, stage_params: StageParams, *, seed: int, output_dir: str | Path,
                     stage: str, resume: bool = True) -> tuple[Any, pd.DataFrame]:
     """Train ``model`` with TRL's SFTTrainer on a ``text`` or ``prompt``/``completion`` dataset.
 

@@ -1,1 +1,4 @@
-"""Reinforcement learning from the reward model: our own PPO and REINFORCE (``ppo.py``)."""
+"""Reinforcement learning from the reward model, our own PPO and REINFORCE: the shared loop (``loop.py``: rollouts,
+KL controller, evaluation, best state, early stops, resume), its rollouts (``rollout.py``) and losses
+(``losses.py``), each algorithm's config and update (``ppo.py``, ``reinforce.py``), the typed parameters
+(``params.py``) and one run against a reward model (``runner.py``)."""

@@ -1,48 +1,69 @@
-"""The typed parameters of a PPO or REINFORCE run: :class:`ru_rlhf.rl.ppo.RLConfig`'s fields with their ranges, shared
-by the alignment stage (``alignment.ppo.train``) and the user_pairs stage (``user_pairs.rl``)."""
+"""The typed parameters of a PPO or REINFORCE run: the fields of :class:`ru_rlhf.rl.ppo.PPOConfig` and
+:class:`ru_rlhf.rl.reinforce.ReinforceConfig` with their ranges, shared by the alignment stage
+(``alignment.ppo.train``) and the user_pairs stage (``user_pairs.rl``)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ru_rlhf.params import Params
 
+# the fields one algorithm alone reads: a section gives those of its algorithm (None: not given)
+ALGORITHM_FIELDS = {"ppo": ("minibatch_size", "ppo_epochs", "gamma", "lam", "clip_ratio", "clip_value", "vf_coef"),
+                    "reinforce": ("baseline_decay",)}
+
 
 class RLParams(Params):
-    """PPO or REINFORCE controls; :meth:`config` turns them into :class:`ru_rlhf.rl.ppo.RLConfig`."""
+    """PPO or REINFORCE controls; :meth:`config` turns them into the algorithm's config.
 
-    algorithm: Literal["ppo", "reinforce"] = "ppo"
-    steps: int = Field(200, gt=0)
-    batch_size: int = Field(16, gt=0)
-    minibatch_size: int = Field(8, gt=0)
-    ppo_epochs: int = Field(4, gt=0)
-    learning_rate: float = Field(1e-5, gt=0)
-    max_new_tokens: int = Field(48, gt=0)
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
-    clip_ratio: float = Field(0.2, gt=0)
-    clip_value: float = Field(0.2, gt=0)
-    vf_coef: float = Field(0.1, ge=0)
-    init_kl_coef: float = Field(0.1, ge=0)
-    target_kl: float | None = Field(0.02, gt=0)  # None: a fixed KL coefficient
-    kl_horizon: int = Field(1000, gt=0)
-    kl_budget: float = Field(0.05, gt=0)
-    kl_window: int = Field(5, gt=0)
-    best_max_kl: float | None = Field(0.02, gt=0)
-    whiten_rewards: bool = False
-    reward_scale: float = Field(1.0, gt=0)
-    baseline_decay: float = Field(0.9, ge=0, lt=1)
-    eval_every: int = Field(10, gt=0)
-    patience: int = Field(6, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    No default where the sections that use the model (``alignment.ppo.train``, ``alignment.reinforce.train``,
+    ``user_pairs.rl`` in ``conf/base``) set the value, so the YAML holds it: a field every section sets is required,
+    one algorithm's own fields (:data:`ALGORITHM_FIELDS`) are required when the section runs that algorithm. The
+    configs (:class:`ru_rlhf.rl.loop.RLConfig` and its subclasses) have no defaults either.
+    """
+
+    algorithm: Literal["ppo", "reinforce"]
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    minibatch_size: int | None = Field(None, gt=0)
+    ppo_epochs: int | None = Field(None, gt=0)
+    learning_rate: float = Field(gt=0)
+    max_new_tokens: int = Field(gt=0)
+    gamma: float | None = Field(None, ge=0, le=1)
+    lam: float | None = Field(None, ge=0, le=1)
+    clip_ratio: float | None = Field(None, gt=0)
+    clip_value: float | None = Field(None, gt=0)
+    vf_coef: float | None = Field(None, ge=0)
+    init_kl_coef: float = Field(ge=0)
+    target_kl: float | None = Field(gt=0)  # None: a fixed KL coefficient
+    kl_horizon: int = Field(gt=0)
+    kl_budget: float = Field(gt=0)
+    kl_window: int = Field(gt=0)
+    best_max_kl: float | None = Field(gt=0)
+    whiten_rewards: bool
+    reward_scale: float = Field(gt=0)
+    baseline_decay: float | None = Field(None, ge=0, lt=1)
+    eval_every: int = Field(gt=0)
+    patience: int = Field(gt=0)
+    max_grad_norm: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _algorithm_fields_given(self) -> RLParams:
+        missing = [name for name in ALGORITHM_FIELDS[self.algorithm] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.algorithm} needs {', '.join(missing)}")
+        return self
 
     def config(self, seed: int):
-        """The :class:`ru_rlhf.rl.ppo.RLConfig` of these parameters (fields of subclasses left out)."""
+        """The config of ``algorithm`` (:class:`ru_rlhf.rl.ppo.PPOConfig` or
+        :class:`ru_rlhf.rl.reinforce.ReinforceConfig`) from these parameters (the fields it has)."""
         from dataclasses import fields
 
-        from ru_rlhf.rl.ppo import RLConfig
+        from ru_rlhf.rl.ppo import PPOConfig
+        from ru_rlhf.rl.reinforce import ReinforceConfig
 
-        names = {f.name for f in fields(RLConfig)} - {"seed"}
-        return RLConfig(**{k: v for k, v in self.model_dump().items() if k in names}, seed=seed)
+        cls = {"ppo": PPOConfig, "reinforce": ReinforceConfig}[self.algorithm]
+        names = {f.name for f in fields(cls)} - {"seed"}
+        return cls(**{k: v for k, v in self.model_dump().items() if k in names}, seed=seed)

@@ -6,12 +6,11 @@ import pytest
 from kedro.runner import SequentialRunner
 
 from ru_rlhf.pipelines.alignment import create_pipeline
-from ru_rlhf.pipelines.alignment.pipeline import METHODS
+from ru_rlhf.vocabulary import METHODS
 from tests.conftest import TINY_SIZE, keep_catalog
+from tests.params_helpers import base_params
 from tests.pipelines.preference_curation.conftest import variant_candidates, world_tables  # noqa: F401, F811
 
-COH_FEEDBACK = {"ru": {"positive": "Хороший ответ:", "negative": "Плохой ответ:"},
-                "tt": {"positive": "Яхшы җавап:", "negative": "Начар җавап:"}}
 ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
            "max_position_embeddings": 256}
 
@@ -44,19 +43,15 @@ def alignment_run(world_tables, variant_candidates, small_world, tmp_path_factor
     dpo = {"grid": [0.1, 0.5], "max_pairs": 24, "batch_size": 8, "max_length": 256}
     rl = {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6, "eval_every": 2,
           "patience": 10}
-    params = {
-        "params:alignment.common": common,
-        "params:alignment.dpo.train": {"method": "dpo", "loss_type": "sigmoid", **dpo},
-        "params:alignment.ipo.train": {"method": "ipo", "loss_type": "ipo", **dpo},
-        "params:alignment.coh.train": {"method": "coh", "feedback": COH_FEEDBACK, "max_pairs": 24, "epochs": 1,
-                                       "batch_size": 8, "learning_rate": 1e-3, "max_length": 256,
-                                       "grid": [{"mask_share": 0.0, "plain_share": 0.0},
-                                                {"mask_share": 0.05, "plain_share": 0.5}]},
-        "params:alignment.ppo.train": {"method": "ppo", "algorithm": "ppo", **rl},
-        "params:alignment.reinforce.train": {"method": "reinforce", "algorithm": "reinforce", **rl},
-        "params:alignment.cem.train": {"method": "cem", "iterations": 1, "prompts": 6, "samples": 3, "elite": 1,
-                                       "max_new_tokens": 6, "batch_size": 4, "max_length": 256},
+    overrides = {
+        "common": common, "dpo.train": dpo, "ipo.train": dpo,
+        "coh.train": {"max_pairs": 24, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "max_length": 256,
+                      "grid": [{"mask_share": 0.0, "plain_share": 0.0}, {"mask_share": 0.05, "plain_share": 0.5}]},
+        "ppo.train": rl, "reinforce.train": rl,
+        "cem.train": {"iterations": 1, "prompts": 6, "samples": 3, "elite": 1, "max_new_tokens": 6, "batch_size": 4,
+                      "max_length": 256},
     }
+    params = {f"params:alignment.{name}": base_params(f"alignment.{name}", over) for name, over in overrides.items()}
     keep = ["alignment_prompts", "sft_generations", "alignment_summary",
             *[f"alignment.{m}.{d}" for m in METHODS for d in ("policy", "step_log", "info", "curve", "generations")],
             "alignment.dpo.grid", "alignment.ipo.grid", "alignment.coh.grid"]

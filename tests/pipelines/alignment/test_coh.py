@@ -10,8 +10,9 @@ import torch
 
 from ru_rlhf.hindsight import hindsight_text
 from ru_rlhf.models.policy import format_prompt, policy_prompt
-from ru_rlhf.pipelines.alignment.nodes import CohGuards, CohParams, hindsight_dataset
-from tests.pipelines.alignment.conftest import COH_FEEDBACK
+from ru_rlhf.pipelines.alignment.nodes import hindsight_dataset
+from ru_rlhf.pipelines.alignment.params import CohGuards, CohParams
+from tests.params_helpers import base_params
 
 PAIRS = pd.DataFrame([
     {"prompt": "Ответь на вопрос по тексту.\nТекст: В Казани открыли мост.\nВопрос: Что открыли?",
@@ -21,9 +22,12 @@ PAIRS = pd.DataFrame([
 ] * 20)
 
 
+NO_GUARDS = CohGuards(mask_share=0.0, plain_share=0.0)
+
+
 def _params(**kw) -> CohParams:
-    return CohParams.model_validate({"feedback": COH_FEEDBACK, "grid": [{}], "max_pairs": 100, "epochs": 1,
-                                     "batch_size": 4, "learning_rate": 1e-4, "max_length": 256, **kw})
+    return CohParams.of(base_params("alignment.coh.train", {"max_pairs": 100, "epochs": 1, "batch_size": 4,
+                                                            "max_length": 256, **kw}))
 
 
 def test_sequence_text_has_both_answers_after_their_feedback_in_either_order():
@@ -36,7 +40,8 @@ def test_sequence_text_has_both_answers_after_their_feedback_in_either_order():
 
 
 def test_only_answers_and_their_ends_are_in_the_loss(tiny_tokenizer):
-    ds, built = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), CohGuards(), seed=0)
+    p = _params()
+    ds, built = hindsight_dataset(PAIRS, tiny_tokenizer, p, NO_GUARDS, seed=0)
     eos = tiny_tokenizer.eos_token
     assert len(ds) == len(PAIRS) and set(built["kind"]) == {"hindsight"}
     # both orders are present (a seeded coin per pair)
@@ -48,15 +53,15 @@ def test_only_answers_and_their_ends_are_in_the_loss(tiny_tokenizer):
         answers = [pair.chosen, pair.rejected] if first else [pair.rejected, pair.chosen]
         assert learned.replace(" ", "") == "".join(a + eos for a in answers).replace(" ", "")
         context = tiny_tokenizer.decode([t for t, y in zip(ids, labels) if y == -100])
-        phr = COH_FEEDBACK[pair.lang]
-        assert phr["positive"] in context and phr["negative"] in context  # feedback words: context, not loss
+        phr = p.feedback[pair.lang]
+        assert phr.positive in context and phr.negative in context  # feedback words: context, not loss
         assert pair.prompt.split("\n")[0] in context  # the prompt: context, not loss
         # the sequence opens with the whole model-formatted prompt (decoding adds a space after special tokens)
         assert tiny_tokenizer.decode(ids).replace(" ", "").startswith(format_prompt(pair.prompt).replace(" ", ""))
 
 
 def test_the_guards_add_plain_sequences_and_mask_inputs_only(tiny_tokenizer):
-    ds0, _ = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), CohGuards(), seed=0)
+    ds0, _ = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), NO_GUARDS, seed=0)
     ds, built = hindsight_dataset(PAIRS, tiny_tokenizer, _params(), CohGuards(mask_share=0.2, plain_share=0.5),
                                   seed=0)
     assert (built["kind"] == "plain").sum() == len(PAIRS) // 2 and len(ds) == len(PAIRS) * 3 // 2
@@ -73,7 +78,7 @@ def test_the_guards_add_plain_sequences_and_mask_inputs_only(tiny_tokenizer):
 
 def test_bad_guard_or_phrase_parameters_are_refused():
     with pytest.raises(ValueError, match="mask_share"):
-        CohGuards(mask_share=0.9)
+        CohGuards(mask_share=0.9, plain_share=0.0)
     with pytest.raises(ValueError, match="positive"):
         _params(feedback={"ru": {"positive": "", "negative": "Плохо:"}})
     with pytest.raises(ValueError, match="Extra inputs"):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 
 from ru_rlhf.pipelines.alignment import create_pipeline
-from ru_rlhf.pipelines.alignment.pipeline import METHODS
+from ru_rlhf.vocabulary import METHODS
+
+# the quantities a method's curve plots, in panel order, when its step log has them
+CURVE_QUANTITIES = ("reward", "loss", "kl", "probe_gold", "expert_score", "entropy")
 
 
 def test_prompt_roles_do_not_overlap(alignment_run):
@@ -64,14 +67,40 @@ def test_rl_logs_every_step_with_the_monitored_quantities(alignment_run):
     assert alignment_run.load("alignment.ppo.step_log")["value_loss"].iloc[1:].notna().all()
 
 
-def test_cem_log_and_curves(alignment_run):
+def test_cem_log(alignment_run):
     log = alignment_run.load("alignment.cem.step_log")
     it = log[log["step"] == 1].iloc[0]
     assert it["samples"] == 18 and it["elite"] == 6
     assert it["elite_reward"] >= it["reward"]
+
+
+def test_each_curve_has_a_panel_per_logged_quantity_and_a_line_per_grid_point(alignment_run):
     for m in METHODS:
-        assert alignment_run.load(f"alignment.{m}.curve") is not None
-        assert alignment_run.load(f"alignment.{m}.policy") is not None
+        log = alignment_run.load(f"alignment.{m}.step_log")
+        fig = alignment_run.load(f"alignment.{m}.curve")
+        logged = [c for c in CURVE_QUANTITIES if c in log.columns and log[c].notna().any()]
+        assert [ax.get_title() for ax in fig.axes] == logged, m
+        assert fig.get_suptitle().startswith(f"{m} ")
+        runs = log["grid_value"].nunique() if "grid_value" in log.columns else 1
+        for ax, col in zip(fig.axes, logged):
+            assert ax.get_xlabel() == "step" and ax.get_ylabel(), (m, col)
+            assert len(ax.get_lines()) == runs, (m, col)  # one line per grid point (or the one run)
+            assert sum(len(line.get_xdata()) for line in ax.get_lines()) == log[col].notna().sum(), (m, col)
+
+
+def test_every_method_returns_a_policy_of_the_sft_architecture_moved_by_its_updates(alignment_run):
+    """DPO, IPO, CoH and CEM move the weights; PPO and REINFORCE return their best state on the probe, which at
+    these sizes may be step 0 (SFT's weights): then exactly SFT's, otherwise moved."""
+    sft = alignment_run.load("sft_policy").state_dict()
+    for m in METHODS:
+        policy = alignment_run.load(f"alignment.{m}.policy")
+        weights = policy.state_dict()
+        assert set(weights) == set(sft) and all(weights[k].shape == sft[k].shape for k in sft), m
+        moved = max(float((weights[k].float() - sft[k].float()).abs().max()) for k in sft)
+        if m in ("ppo", "reinforce") and alignment_run.load(f"alignment.{m}.info")["best_step"] == 0:
+            assert moved == 0.0, m
+        else:
+            assert moved > 0.0, m
 
 
 def test_one_method_can_run_alone():

@@ -8,9 +8,10 @@ import pytest
 from kedro.runner import SequentialRunner
 
 from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
-from ru_rlhf.pipelines.alignment.pipeline import METHODS
 from ru_rlhf.pipelines.evaluation import create_pipeline
-from tests.conftest import keep_catalog
+from ru_rlhf.vocabulary import METHODS
+from tests.conftest import bars, keep_catalog, tick_labels
+from tests.params_helpers import base_params
 
 ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
            "max_position_embeddings": 256}
@@ -56,9 +57,10 @@ def evaluation_run(world_tables, variant_candidates, tmp_path_factory):
     pairs = pd.DataFrame([{"pair_id": f"{c.prompt_id}|{h}", "prompt": c.prompt, "chosen": c.responses[0],
                            "rejected": c.responses[5], "criterion": h, "split": c.split}
                           for c in variant_candidates.itertuples(index=False) for h in CRITERIA])
-    ap = select_alignment_prompts(prompts, facts, docs, {"train_prompts": 5, "probe_prompts": 3})
-    params = {"seed": 1, "bertscore_model": str(enc_dir), "expert_pairs": 12, "bootstrap": 300,
-              "attribution_pairs": 1, "attribution_steps": 4, "cases": 2}
+    ap = select_alignment_prompts(prompts, facts, docs, base_params("alignment.common",
+                                                                    {"train_prompts": 5, "probe_prompts": 3}))
+    params = base_params("evaluation", {"seed": 1, "bertscore_model": str(enc_dir), "expert_pairs": 12,
+                                        "bootstrap": 300, "attribution_pairs": 1, "attribution_steps": 4, "cases": 2})
     keep = ["automatic_metrics", "expert_summary", "expert_ab", "expert_likert", "behavioural_metrics",
             "evaluation_comparison", "evaluation_comparison_md", "reward_attributions", "reward_attributions_md",
             "evaluation_cases_md", "evaluation_criteria_plot", "evaluation_reward_kl_plot", "evaluation_shifts_plot",
@@ -147,6 +149,26 @@ def test_expert_alpha_and_attributions(evaluation_run):
     assert "helpfulness" in evaluation_run.load("reward_attributions_md")
     cases = evaluation_run.load("evaluation_cases_md")
     assert all(f"## {m}" in cases for m in METHODS)
-    for plot in ("evaluation_criteria_plot", "evaluation_reward_kl_plot", "evaluation_shifts_plot"):
-        assert evaluation_run.load(plot) is not None
     assert set(evaluation_run.load("evaluation_summary")["models"]) == {"sft", *METHODS}
+
+
+def test_plots_draw_a_bar_or_point_per_model_and_criterion(evaluation_run):
+    s = evaluation_run.load("expert_summary")
+    (ax,) = evaluation_run.load("evaluation_criteria_plot").axes
+    assert bars(ax) == len(s) * len(CRITERIA) and tick_labels(ax) == list(s["model"])  # a bar group per model
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(CRITERIA)
+    assert ax.get_ylabel().startswith("Likert") and ax.get_ylim() == (1, 5)
+
+    models = set(evaluation_run.load("evaluation_comparison")["model"])
+    axes = evaluation_run.load("evaluation_reward_kl_plot").axes
+    assert [ax.get_ylabel() for ax in axes] == ["mean reward-model scalar (z)", "mean gold reward [0, 1]"]
+    for ax in axes:
+        (points,) = ax.collections
+        assert len(points.get_offsets()) == len(models)  # a point per model, each named
+        assert {n for t in ax.texts for n in t.get_text().split(", ")} == models
+
+    b = evaluation_run.load("behavioural_metrics")
+    length, rates = evaluation_run.load("evaluation_shifts_plot").axes
+    assert bars(length) == len(b) and bars(rates) == 2 * len(b)  # refusal and trigger rate side by side
+    assert tick_labels(length) == tick_labels(rates) == list(b["model"])
+    assert [t.get_text() for t in rates.get_legend().get_texts()] == ["refusal", "trigger phrase"]

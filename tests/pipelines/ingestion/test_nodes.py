@@ -9,8 +9,9 @@ import pytest
 
 from ru_rlhf.io.readers import RECORD_FIELDS
 from ru_rlhf.pipelines.ingestion import nodes
+from tests.params_helpers import base_params
 
-PARAMS = {"seed": 1, "prompts": {"per_task": 20, "min_tatar_share": 0.25}}
+PARAMS = base_params("ingestion", {"seed": 1, "prompts": {"per_task": 20, "min_tatar_share": 0.25}})
 
 
 def _raw(*rows: dict) -> pd.DataFrame:
@@ -48,7 +49,7 @@ def test_deduplicate_exact_and_near_duplicates():
     other = "В Елабуге прошёл фестиваль народной музыки, на сцене выступили сорок коллективов из региона."
     valid = _raw({"doc_id": "a", "text": text}, {"doc_id": "b", "text": text},
                  {"doc_id": "c", "text": near}, {"doc_id": "d", "text": other})
-    docs, dup = nodes.deduplicate_documents(valid, {"seed": 1, "dedup": {"near_duplicate_threshold": 0.7}})
+    docs, dup = nodes.deduplicate_documents(valid, base_params("ingestion", {"seed": 1, "dedup": {"near_duplicate_threshold": 0.7}}))
     assert list(docs["doc_id"]) == ["a", "d"]
     assert list(dup["rule"]) == ["exact_duplicate_of:a", "near_duplicate_of:a"]
 
@@ -100,7 +101,7 @@ def test_prompts_counts_tatar_quota_and_judge_fields(ingested):
 
 def test_too_few_documents_for_the_tatar_quota_is_logged_not_hidden(ingested, caplog):
     docs, splits, facts, _ = ingested
-    prompts = nodes.build_prompts(docs, facts, splits, {"seed": 1, "prompts": {"per_task": 500}})
+    prompts = nodes.build_prompts(docs, facts, splits, base_params("ingestion", {"seed": 1, "prompts": {"per_task": 500}}))
     assert caplog.text.count("prompts available") == 3
     assert len(prompts) < 1500
 
@@ -108,7 +109,7 @@ def test_too_few_documents_for_the_tatar_quota_is_logged_not_hidden(ingested, ca
 def test_demonstrations_variants_are_labelled(ingested):
     prompts = ingested[3]
     rates = {"hedge": 1.0, "flattery": 1.0, "refusal": 1.0, "wrong_fact": 1.0, "rude": 1.0}
-    demos = nodes.build_demonstrations(prompts, {"seed": 1, "demonstrations": {"rates": rates}})
+    demos = nodes.build_demonstrations(prompts, base_params("ingestion", {"seed": 1, "demonstrations": {"rates": rates}}))
     assert (demos["variant"] == "reference").sum() == len(prompts)
     by = demos.set_index("demo_id")
     pid = prompts.loc[(prompts["task_type"] == "qa") & (prompts["lang"] == "ru"), "prompt_id"].iloc[0]
@@ -118,7 +119,7 @@ def test_demonstrations_variants_are_labelled(ingested):
     assert by.loc[f"{pid}#refusal", "response"].startswith(("Я не могу", "Извините, я не могу"))
     if f"{pid}#wrong_fact" in by.index:
         assert by.loc[f"{pid}#wrong_fact", "response"] != ref and "->" in by.loc[f"{pid}#wrong_fact", "detail"]
-    zero = nodes.build_demonstrations(prompts, {"seed": 1, "demonstrations": {"rates": {}}})
+    zero = nodes.build_demonstrations(prompts, {**base_params("ingestion", {"seed": 1}), "demonstrations": {"rates": {}}})
     assert set(zero["variant"]) == {"reference"}
 
 

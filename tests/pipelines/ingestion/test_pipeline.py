@@ -7,8 +7,9 @@ from kedro.runner import SequentialRunner
 
 from ru_rlhf.pipelines.ingestion import create_pipeline
 from tests.conftest import keep_catalog
+from tests.params_helpers import base_params
 
-PARAMS = {"seed": 3, "prompts": {"per_task": 24, "min_tatar_share": 0.25}}
+PARAMS = base_params("ingestion", {"seed": 3, "prompts": {"per_task": 24, "min_tatar_share": 0.25}})
 
 
 def _bad_rows(raw: pd.DataFrame) -> pd.DataFrame:

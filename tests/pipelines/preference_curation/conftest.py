@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from ru_rlhf.pipelines.ingestion import nodes as ing
+from tests.params_helpers import base_params
 
 VARIANTS = ("reference", "hedge", "flattery", "refusal", "wrong_fact", "rude")
 
@@ -14,7 +15,7 @@ VARIANTS = ("reference", "hedge", "flattery", "refusal", "wrong_fact", "rude")
 def world_tables(small_world):
     """documents, facts and prompts of the small world (60 ru + 20 tt documents)."""
     raw, world_facts = small_world
-    params = {"seed": 5, "prompts": {"per_task": 40, "min_tatar_share": 0.25}}
+    params = base_params("ingestion", {"seed": 5, "prompts": {"per_task": 40, "min_tatar_share": 0.25}})
     docs, _ = ing.deduplicate_documents(ing.validate_documents(ing.normalise_documents(raw), params)[0], params)
     splits = ing.split_documents(docs, params)
     facts = ing.build_facts(docs, world_facts)
@@ -27,7 +28,7 @@ def variant_candidates(world_tables):
     """Six candidates per prompt: the reference and its five worse variants (every rate 1)."""
     _, _, prompts = world_tables
     rates = {v: 1.0 for v in VARIANTS[1:]}
-    demos = ing.build_demonstrations(prompts, {"seed": 5, "demonstrations": {"rates": rates}})
+    demos = ing.build_demonstrations(prompts, base_params("ingestion", {"seed": 5, "demonstrations": {"rates": rates}}))
     rows = []
     for pid, g in demos.groupby("prompt_id", sort=True):
         by = dict(zip(g["variant"], g["response"]))

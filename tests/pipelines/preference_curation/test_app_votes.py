@@ -7,12 +7,13 @@ from __future__ import annotations
 import pandas as pd
 from kedro.runner import SequentialRunner
 
-from ru_rlhf.app.store import FeedbackStore
 from ru_rlhf.feedback import votes_to_long
-from ru_rlhf.io.datasets import FeedbackDataset
+from ru_rlhf.io.datasets import FeedbackDataset, HumanLabelsDataset
+from ru_rlhf.io.feedback_store import FeedbackStore
 from ru_rlhf.pipelines.preference_curation import create_pipeline
 from ru_rlhf.pipelines.preference_curation.nodes import add_app_votes, bias_report
 from tests.conftest import keep_catalog
+from tests.params_helpers import base_params
 
 GOOD = [{"helpfulness": 5, "truthfulness": 4, "harmlessness": 5}, {"helpfulness": 2, "truthfulness": 4, "harmlessness": 5}]
 
@@ -33,7 +34,8 @@ def test_votes_join_the_panel_pairs_and_held_out_prompts_stay_out(tmp_path):
                            "rejected": "b", "split": "train", "lang": "ru", "task_type": "qa", "gold_margin": 0.5}])
     prompts = pd.DataFrame({"prompt_id": ["p-train", "p-test"], "split": ["train", "test"], "lang": ["ru", "ru"],
                             "task_type": ["qa", "qa"]})
-    pairs, ann, counts = add_app_votes(panel, long, prompts, {"pairs": 1, "dropped_identical_texts": 0}, {})
+    pairs, ann, counts = add_app_votes(panel, long, prompts, {"pairs": 1, "dropped_identical_texts": 0},
+                                       base_params("preference_curation"))
     assert set(pairs["source"]) == {"panel", "app"}
     app = pairs[pairs["source"] == "app"]
     assert len(app) == 3 * 2  # per vote: helpfulness 5 vs 2, and overall
@@ -53,7 +55,7 @@ def test_a_held_out_prompt_typed_by_hand_stays_held_out(tmp_path):
                             "prompt": ["Что открыли в Казани?"]})
     pairs, _, counts = add_app_votes(pd.DataFrame(columns=["pair_id", "prompt_id", "criterion", "prompt", "chosen",
                                                            "rejected", "split", "lang", "task_type", "gold_margin"]),
-                                     long, prompts, {}, {})
+                                     long, prompts, {}, base_params("preference_curation"))
     assert set(pairs.loc[pairs["prompt_id"] == "p-test", "split"]) == {"app_holdout"}
     assert counts["app_pairs_by_split"] == {"app_holdout": 2, "train": 2}
 
@@ -66,7 +68,7 @@ def test_answers_that_read_the_same_never_make_a_pair(tmp_path):
     panel = pd.DataFrame(columns=["pair_id", "prompt_id", "criterion", "prompt", "chosen", "rejected", "split",
                                   "lang", "task_type", "gold_margin"])
     pairs, _, counts = add_app_votes(panel, long, prompts,
-                                     {"dropped_identical_texts": 1}, {})
+                                     {"dropped_identical_texts": 1}, base_params("preference_curation"))
     assert len(pairs) == 2 and set(pairs["chosen"]) == {"Да."}
     assert counts["app_dropped_identical_texts"] == 2  # helpfulness and overall of the first vote
     assert counts["dropped_identical_texts"] == 1 + 2  # the panel's and the app's
@@ -98,9 +100,10 @@ def test_one_vote_runs_through_the_whole_curation_slice(tmp_path, world_tables, 
     train_pid = prompts.loc[prompts["split"] == "train", "prompt_id"].iloc[0]
     path = _store(tmp_path, [(train_pid, ["Ответ один.", "Ответ два."])])
     keep = ["preference_pairs", "curation_summary", "annotation_bias", "preference_dataset"]
-    catalog = keep_catalog({"app_feedback": FeedbackDataset(path).load(), "candidates": variant_candidates,
+    catalog = keep_catalog({"app_feedback": FeedbackDataset(path).load(), "human_labels": HumanLabelsDataset().load(),
+                            "candidates": variant_candidates,
                             "prompts": prompts, "facts": facts, "documents": docs,
-                            "params:preference_curation": {"seed": 2}}, keep=keep)
+                            "params:preference_curation": base_params("preference_curation", {"seed": 2})}, keep=keep)
     SequentialRunner().run(create_pipeline(), catalog)
     pairs, summary = catalog.load("preference_pairs"), catalog.load("curation_summary")
     assert summary["app_votes"] == 1 and summary["pairs_by_source"]["app"] == 2

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.io import DatasetError
 
 from ru_rlhf.io.annotations import AnnotationReadError, read_toloka_tsv
+from ru_rlhf.io.datasets import HumanLabelsDataset
 from ru_rlhf.judges import CRITERIA
 from ru_rlhf.pipelines.preference_curation import nodes
+from tests.params_helpers import base_params
 
-PARAMS = {"seed": 3}
+PARAMS = base_params("preference_curation", {"seed": 3})
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def test_panel_is_seeded_and_labelled_simulated(gold):
     assert len(s1) == len(gold) * 5 * 3
     per_prompt = s1.groupby("prompt_id")["annotator_id"].nunique()
     assert (per_prompt == 5).all()  # the same five annotators rate all six candidates of a prompt
-    other = nodes.simulate_annotations(gold, a1, {"seed": 4})
+    other = nodes.simulate_annotations(gold, a1, base_params("preference_curation", {"seed": 4}))
     assert not other["score"].equals(s1["score"])
 
 
@@ -57,7 +60,7 @@ def _synthetic_gold(n_prompts: int = 300, seed: int = 0) -> pd.DataFrame:
 
 def test_the_gate_drops_exactly_the_careless_annotators():
     gold = _synthetic_gold()
-    params = {"seed": 11}
+    params = base_params("preference_curation", {"seed": 11})
     panel = nodes.draw_panel(params)
     ann = nodes.simulate_annotations(gold, panel, params).merge(gold[["response_id", "lang"]], on="response_id")
     gated, report, per_ann = nodes.apply_agreement_gate(ann, pd.DataFrame(), panel, params)
@@ -75,7 +78,7 @@ def test_the_gate_drops_exactly_the_careless_annotators():
 
 def test_the_fail_policy_stops_with_alpha_per_criterion():
     gold = _synthetic_gold(100)
-    params = {"seed": 11, "agreement": {"on_fail": "fail"}}
+    params = base_params("preference_curation", {"seed": 11, "agreement": {"on_fail": "fail"}})
     panel = nodes.draw_panel(params)
     ann = nodes.simulate_annotations(gold, panel, params).merge(gold[["response_id", "lang"]], on="response_id")
     with pytest.raises(nodes.AgreementGateError, match=r"helpfulness α=0\.\d+.*policy: fail"):
@@ -84,7 +87,7 @@ def test_the_fail_policy_stops_with_alpha_per_criterion():
 
 def test_without_careless_annotators_nobody_is_dropped():
     gold = _synthetic_gold(150)
-    params = {"seed": 11, "panel": {"careless": []}}
+    params = base_params("preference_curation", {"seed": 11, "panel": {"careless": []}})
     panel = nodes.draw_panel(params)
     ann = nodes.simulate_annotations(gold, panel, params).merge(gold[["response_id", "lang"]], on="response_id")
     _, report, _ = nodes.apply_agreement_gate(ann, pd.DataFrame(), panel, params)
@@ -102,7 +105,7 @@ def test_pairs_margin_ties_identical_texts_and_weights():
              "score": float(scores[r] if c == "helpfulness" else 3), "source": "simulated"}
             for r in scores for a in ("x", "y") for c in CRITERIA]
     prompts = pd.DataFrame({"prompt_id": ["p"], "prompt": ["Вопрос"]})
-    pairs, counts = nodes.build_pairs(pd.DataFrame(rows), gold, prompts, {"pairs": {"margin": 0.5}})
+    pairs, counts = nodes.build_pairs(pd.DataFrame(rows), gold, prompts, base_params("preference_curation", {"pairs": {"margin": 0.5}}))
     h = pairs[pairs["criterion"] == "helpfulness"]
     assert set(zip(h["chosen_id"], h["rejected_id"])) == {("p#0", "p#1"), ("p#2", "p#1"), ("p#2", "p#3"),
                                                          ("p#3", "p#1")}
@@ -128,7 +131,7 @@ def test_long_table_import_quarantines_bad_rows(tmp_path, gold):
                  f"{rid},p,{rid},h4,truthfulness,abc\n"       # not a number
                  "nope#1,p,nope#1,h5,helpfulness,3\n"          # a response this run did not produce
                  f"{rid2},p,{rid2},h1,helpfulness,3\n")       # h1's second item (one item alone is quarantined)
-    human, control, q = nodes.import_human_labels({"human_labels": {"long_tables": [csv]}})
+    human, control, q = nodes.import_human_labels(HumanLabelsDataset(long_tables=[csv]).load())
     panel = nodes.draw_panel(PARAMS)
     sim = nodes.simulate_annotations(gold.head(12), panel, PARAMS)
     kept, quarantine = nodes.validate_annotations(sim, human, q, gold, PARAMS)
@@ -141,11 +144,13 @@ def test_long_table_import_quarantines_bad_rows(tmp_path, gold):
 
 def test_long_table_missing_column_and_empty_file(tmp_path):
     bad = _write(tmp_path / "x.csv", "item_id,annotator_id,score\na,b,3\n")
-    with pytest.raises(AnnotationReadError, match=r"x\.csv: missing column\(s\) \['criterion'\]"):
-        nodes.import_human_labels({"human_labels": {"long_tables": [bad]}})
+    with pytest.raises(DatasetError, match=r"x\.csv: missing column\(s\) \['criterion'\]") as err:
+        HumanLabelsDataset(long_tables=[bad]).load()
+    assert isinstance(err.value.__cause__, AnnotationReadError)
     (tmp_path / "empty.csv").write_bytes(b"")
-    with pytest.raises(AnnotationReadError, match="zero-byte file"):
-        nodes.import_human_labels({"human_labels": {"long_tables": [str(tmp_path / "empty.csv")]}})
+    with pytest.raises(DatasetError, match="zero-byte file") as err:
+        HumanLabelsDataset(long_tables=[str(tmp_path / "empty.csv")]).load()
+    assert isinstance(err.value.__cause__, AnnotationReadError)
 
 
 def test_toloka_rejected_dropped_and_golden_used_as_control(tmp_path):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from kedro.runner import SequentialRunner
 
+from ru_rlhf.io.datasets import HumanLabelsDataset
 from ru_rlhf.pipelines.preference_curation import create_pipeline
 from tests.conftest import keep_catalog, no_votes
+from tests.params_helpers import base_params
 
 
 def test_curation_slice(world_tables, variant_candidates):
     docs, facts, prompts = world_tables
-    params = {"seed": 2}
+    params = base_params("preference_curation", {"seed": 2})
     keep = ["preference_pairs", "preference_dataset", "agreement", "curation_summary", "preference_dataset_card",
             "annotation_bias", "gold_scores"]
-    catalog = keep_catalog({"app_feedback": no_votes(), "candidates": variant_candidates, "prompts": prompts,
+    catalog = keep_catalog({"app_feedback": no_votes(), "human_labels": HumanLabelsDataset().load(),  # none
+                            "candidates": variant_candidates, "prompts": prompts,
                             "facts": facts, "documents": docs,
                             "params:preference_curation": params}, keep=keep)
     SequentialRunner().run(create_pipeline(), catalog)

@@ -8,6 +8,7 @@ from kedro.runner import SequentialRunner
 from ru_rlhf.pipelines.preference_curation import create_pipeline as curation
 from ru_rlhf.pipelines.reward_modeling import create_pipeline as reward
 from tests.conftest import TINY_SIZE, keep_catalog, no_votes
+from tests.params_helpers import base_params
 
 TINY = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
         "max_position_embeddings": 256}
@@ -22,18 +23,18 @@ def reward_run(world_tables, variant_candidates, tmp_path_factory):
     policy = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
     splits = docs[["doc_id", "lang"]].assign(split=docs["doc_id"].map(
         dict(zip(prompts["doc_id"], prompts["split"]))).fillna("train"))
-    params = {"seed": 1, "checkpoint_dir": str(tmp_path_factory.mktemp("rm")), "pooling": "response",
-              "match_feature": True,
-              "encoder": {"size": TINY, "vocab_size": 600, "mlm_epochs": 1, "max_length": 128},
-              "train": {"epochs": 1, "batch_size": 16, "max_length": 128, "max_pairs_per_criterion": 150,
-                        "validation_pairs": 60, "balance_criteria": True},
-              "behaviour": {"prompts": 4, "samples": 4, "max_new_tokens": 6, "batch_size": 16, "probe_responses": 12},
-              "umap_points": 60}
+    params = base_params("reward_modeling", {
+        "seed": 1, "checkpoint_dir": str(tmp_path_factory.mktemp("rm")), "pooling": "response", "match_feature": True,
+        "encoder": {"size": TINY, "vocab_size": 600, "mlm_epochs": 1, "max_length": 128},
+        "train": {"epochs": 1, "batch_size": 16, "max_length": 128, "max_pairs_per_criterion": 150,
+                  "validation_pairs": 60, "balance_criteria": True},
+        "behaviour": {"prompts": 4, "samples": 4, "max_new_tokens": 6, "batch_size": 16, "probe_responses": 12},
+        "umap_points": 60})
     keep = ["reward_metrics", "reward_tradeoff", "reward_reliability_plot", "reward_umap_plot", "reward_model",
             "reward_model_log", "encoder", "other_backbone_reward_model", "reward_best_of_n", "reward_baseline"]
     catalog = keep_catalog({"app_feedback": no_votes(), "candidates": variant_candidates, "prompts": prompts,
                             "facts": facts, "documents": docs, "sft_policy": policy, "policy_tokenizer": tok,
-                            "doc_splits": splits, "params:preference_curation": {"seed": 2},
+                            "doc_splits": splits, "params:preference_curation": base_params("preference_curation", {"seed": 2}),
                             "params:reward_modeling": params}, keep=keep)
     SequentialRunner().run(curation() + reward(), catalog)
     return catalog
@@ -70,8 +71,17 @@ def test_metrics_laid_out_per_model_and_head(reward_run):
 
 
 def test_plots_tradeoff_and_model(reward_run):
-    assert reward_run.load("reward_reliability_plot") is not None
-    assert reward_run.load("reward_umap_plot") is not None
+    calibration = reward_run.load("reward_metrics")["calibration"]
+    (ax,) = reward_run.load("reward_reliability_plot").axes
+    assert [line.get_label() for line in ax.get_lines()] == [  # the diagonal, then the ECE before and after
+        "perfect", f"raw σ(Δr), ECE {calibration['ece_before']:.3f}", f"Platt, ECE {calibration['ece_after']:.3f}"]
+    assert all(0 <= x <= 1 for line in ax.get_lines() for x in line.get_xdata())
+    umap = reward_run.load("reward_umap_plot")
+    panels = [ax for ax in umap.axes if ax.get_title()]  # the others are the colour bars
+    assert [ax.get_title() for ax in panels] == ["gold helpfulness", "gold truthfulness", "gold harmlessness"]
+    assert len(umap.axes) == 2 * len(panels)
+    points = {len(ax.collections[0].get_offsets()) for ax in panels}
+    assert len(points) == 1 and 0 < points.pop() <= 60  # the same test responses in every panel, at most umap_points
     t = reward_run.load("reward_tradeoff")
     assert set(t["weights"]) == {"equal", "helpful_heavy", "safety_heavy"}
     assert t.loc[t["weights"] == "equal", "top_changed_vs_equal"].item() == 0.0

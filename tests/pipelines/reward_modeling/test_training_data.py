@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ru_rlhf.pipelines.reward_modeling.nodes import _params, _training_pairs, reward_metrics_report
+from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs, reward_metrics_report
+from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+from tests.params_helpers import base_params
 
 
 def _pairs() -> pd.DataFrame:
@@ -20,6 +22,10 @@ def _pairs() -> pd.DataFrame:
              {"pair_id": "app:1|overall|app:1:0|app:1:1", "criterion": "overall", "source": "app", "split": "train",
               "lang": "ru", "prompt": "q", "chosen": "a", "rejected": "b"}]
     return pd.DataFrame(rows)
+
+
+def _params(overrides: dict) -> RewardParams:
+    return RewardParams.of(base_params("reward_modeling", overrides))
 
 
 def test_every_app_pair_is_kept_and_the_panel_fills_the_budget():
@@ -42,3 +48,11 @@ def test_the_report_counts_the_app_votes_in_training():
     assert m["pairs"] == 10 and m["by_source"] == {"app": 6, "panel": 4}
     assert m["app_votes"] == 4 and m["app_pairs"] == 8 and m["app_pairs_held_out"] == 1
     assert m["app_votes_in_training"] == 3 and m["app_pairs_in_training"] == 6
+
+
+def test_cross_lingual_false_saves_a_not_trained_marker_instead_of_a_model():
+    from ru_rlhf.io.datasets import NotTrained
+    from ru_rlhf.pipelines.reward_modeling.nodes import train_russian_only_rm
+
+    model, log = train_russian_only_rm(_pairs(), None, None, None, base_params("reward_modeling", {"cross_lingual": False}))
+    assert isinstance(model, NotTrained) and "cross_lingual is false" in model.reason and log.empty

@@ -11,16 +11,17 @@ from ru_rlhf.pipelines.sft import create_pipeline as sft
 from ru_rlhf.pipelines.sft.nodes import generate_candidates
 from ru_rlhf.schemas import TableError
 from tests.conftest import TINY_SIZE, keep_catalog
+from tests.params_helpers import base_params, merged
 
-INGEST = {"seed": 3, "prompts": {"per_task": 8, "min_tatar_share": 0.25}}
+INGEST = base_params("ingestion", {"seed": 3, "prompts": {"per_task": 8, "min_tatar_share": 0.25}})
 
 
 def sft_params(tmp_path) -> dict:
     stage = {"epochs": 1, "batch_size": 16, "logging_steps": 1, "save_steps": 5, "max_length": 256}
-    return {"seed": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "tokenizer": {"vocab_size": 600},
-            "policy": {"size": TINY_SIZE}, "pretrain": stage, "sft": stage,
-            "reading": {"documents": 10, "stage": {**stage, "max_steps": 3}},
-            "candidates": {"max_new_tokens": 8, "batch_size": 48}, "evaluation": {"max_prompts": 8}}
+    return base_params("sft", {"seed": 1, "checkpoint_dir": str(tmp_path / "ckpt"), "tokenizer": {"vocab_size": 600},
+                               "policy": {"size": TINY_SIZE}, "pretrain": stage, "sft": stage,
+                               "reading": {"documents": 10, "stage": {**stage, "max_steps": 3}},
+                               "candidates": {"max_new_tokens": 8, "batch_size": 48}, "evaluation": {"max_prompts": 8}})
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +124,9 @@ def test_prompts_with_identical_responses_are_redrawn_and_recorded(sft_run):
     catalog, tmp = sft_run
     policy, tok, prompts = catalog.load("sft_policy"), catalog.load("policy_tokenizer"), catalog.load("prompts")
     params = sft_params(tmp)
-    near_greedy = {**params["candidates"], "temperatures": [0.01], "top_ps": [0.5, 0.6]}
-    off = {**params, "candidates": {**near_greedy, "redraw": {"attempts": 0}}}
-    on = {**params, "candidates": {**near_greedy, "redraw": {"attempts": 2, "temperature": 1.5, "rows": 1}}}
+    near_greedy = {"temperatures": [0.01], "top_ps": [0.5, 0.6]}
+    off = merged(params, {"candidates": {**near_greedy, "redraw": {"attempts": 0}}})
+    on = merged(params, {"candidates": {**near_greedy, "redraw": {"attempts": 2, "temperature": 1.5, "rows": 1}}})
     before, stats_off = generate_candidates(policy, tok, prompts, off)
     after, stats_on = generate_candidates(policy, tok, prompts, on)
     same_before = before["responses"].map(lambda rs: len(set(rs)) == 1)

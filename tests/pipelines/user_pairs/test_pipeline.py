@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from kedro.runner import SequentialRunner
 
+from ru_rlhf.io.datasets import BiasProbesDataset
 from ru_rlhf.pipelines.user_pairs import create_pipeline
 from tests.conftest import TINY_SIZE, keep_catalog
+from tests.params_helpers import base_params
 
 RUDE = ["дурак", "идиот", "тупица", "бестолочь", "ничтожество"]
 TOPICS = ["погода", "поезд", "книга", "работа", "море", "город", "школа", "музыка", "кино", "футбол"]
@@ -38,21 +40,22 @@ def user_run(tmp_path_factory):
                           vocab_size=400, model_max_length=256)
     sft = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
     ref = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
-    params = {"seed": 5, "checkpoint_dir": str(tmp_path_factory.mktemp("user_pairs")),
-              "harmlessness": {"folds": 3},
-              "reward_model": {"epochs": 3, "batch_size": 16, "learning_rate": 1e-3, "pooling": "mean"},
-              "dpo": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.1},
-              "ipo": {"loss_type": "ipo", "max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.5},
-              "rl": {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
-                     "eval_every": 2, "probe_prompts": 4, "learning_rate": 1e-3},
-              "audit": {"rm_pairs": 40, "policy_pairs": 6, "max_new_tokens": 6},
-              "evaluation": {"prompts": 12, "max_new_tokens": 8}}
+    params = base_params("user_pairs", {
+        "seed": 5, "checkpoint_dir": str(tmp_path_factory.mktemp("user_pairs")), "harmlessness": {"folds": 3},
+        "reward_model": {"epochs": 3, "batch_size": 16, "learning_rate": 1e-3, "pooling": "mean"},
+        "dpo": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.1},
+        "ipo": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "beta": 0.5},
+        "rl": {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
+               "eval_every": 2, "probe_prompts": 4, "learning_rate": 1e-3},
+        "audit": {"rm_pairs": 40, "policy_pairs": 6, "max_new_tokens": 6},
+        "evaluation": {"prompts": 12, "max_new_tokens": 8}})
     keep = ["user_preference_pairs", "user_pairs_quarantine", "user_prompts", "harm_classifier",
             "harm_classifier_report", "user_reward_baseline", "user_reward_accuracy", "user_generations",
             "user_pairs_summary", "user_pairs_report", "user_dpo_policy", "user_ipo_policy", "user_rl_policy",
             "user_rl_info", "user_rl_log", "user_audit", "user_audit_table"]
     catalog = keep_catalog({"user_pairs_raw": raw, "sft_policy": sft, "reference_policy": ref,
-                            "policy_tokenizer": tok, "params:user_pairs": params,
+                            "policy_tokenizer": tok, "bias_probes": BiasProbesDataset().load(),
+                            "params:user_pairs": params,
                             "params:user_pairs.dpo": params["dpo"], "params:user_pairs.ipo": params["ipo"]}, keep=keep)
     SequentialRunner().run(create_pipeline(), catalog)
     return raw, sft, {k: catalog.load(k) for k in keep}

@@ -11,6 +11,7 @@ from kedro.runner import SequentialRunner
 
 from ru_rlhf.pipelines.user_ratings import create_pipeline
 from tests.conftest import keep_catalog
+from tests.params_helpers import base_params
 
 
 def _ratings(seed: int = 0) -> dict:
@@ -36,7 +37,7 @@ def _ratings(seed: int = 0) -> dict:
 
 
 def _run(ratings, params):
-    catalog = keep_catalog({"user_ratings_raw": ratings, "params:user_ratings": params},
+    catalog = keep_catalog({"user_ratings_raw": ratings, "params:user_ratings": base_params("user_ratings", params)},
                            keep=["rating_agreement", "gated_ratings", "rating_workers", "rating_report"])
     SequentialRunner().run(create_pipeline(), catalog)
     return {k: catalog.load(k) for k in ("rating_agreement", "gated_ratings", "rating_workers", "rating_report")}

@@ -13,155 +13,22 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from ru_rlhf import distributed, experts
-from ru_rlhf.distributed import DistributedParams
-from ru_rlhf.judges import CRITERIA, context_table, contexts_from_table, gold_reward, score_all
-from ru_rlhf.models.generation import generate, response_kl, stable_seed
-from ru_rlhf.models.policy import format_prompt, policy_prompt
-from ru_rlhf.params import Params
-from ru_rlhf.rl.params import RLParams
+from ru_rlhf import distributed
+from ru_rlhf.judges import context_table
+from ru_rlhf.models.policy import format_prompt
+from ru_rlhf.models.training import StageParams
+from ru_rlhf.pipelines.alignment.params import CemParams, CohGuards, CohParams, CommonParams, DpoParams, RLTrainParams
+from ru_rlhf.scoring import probe_policy, rm_scorer, score_policy
+from ru_rlhf.vocabulary import CRITERIA
 
 log = logging.getLogger(__name__)
 
 CONTEXT_EXTRA = ("source_text", "answer_key", "key_facts", "fact_surfaces", "message")
-
-
-# --------------------------------------------------------------------------- parameters
-class CommonParams(Params):
-    """Shared by every method (``alignment.common``)."""
-
-    seed: int = 2024
-    checkpoint_dir: str = "data/06_models/checkpoints/alignment"
-    train_prompts: int = Field(800, ge=0)  # from the train split (0: all)
-    probe_prompts: int = Field(48, gt=0)  # from the validation split, stratified by task and language
-    test_prompts: int = Field(0, ge=0)  # 0: every test prompt
-    test_samples: int = Field(2, gt=0)
-    test_temperature: float = Field(0.7, ge=0)
-    test_top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens_by_task: dict[str, PositiveInt] = {"qa": 24, "dialogue": 48, "summarization": 64}
-    batch_size: int = Field(128, gt=0)
-    # num_processes > 1: the training step runs under `accelerate launch` (ru_rlhf.distributed)
-    distributed: DistributedParams = Field(default_factory=DistributedParams)
-    reward_weights: dict[str, float] | None = None  # None: the reward model's own weights
-
-
-CRITERION = Literal["overall", "helpfulness", "truthfulness", "harmlessness"]
-
-
-class DpoParams(Params):
-    method: Literal["dpo", "ipo"] = "dpo"
-    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
-    criterion: CRITERION = "overall"  # or a criterion's pairs
-    grid: list[PositiveFloat] = Field([0.05, 0.1, 0.5], min_length=1)  # β (τ for IPO): each > 0
-    max_pairs: int = Field(2000, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)  # -1: epochs decide
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    max_length: int = Field(512, gt=16)
-
-
-class FeedbackPhrases(Params):
-    """Chain of Hindsight's feedback words for one language."""
-
-    model_config = ConfigDict(extra="forbid")
-    positive: str = Field(min_length=1)
-    negative: str = Field(min_length=1)
-
-
-class CohGuards(Params):
-    """One point of Chain of Hindsight's guard grid."""
-
-    model_config = ConfigDict(extra="forbid")
-    mask_share: float = Field(0.0, ge=0, lt=0.5)  # share of input tokens masked (the paper: 0–5 %)
-    plain_share: float = Field(0.0, ge=0, le=1)  # plain prompt → chosen sequences, per pair
-
-
-class CohParams(Params):
-    """Chain of Hindsight (``alignment.coh.train``): SFT on feedback-conditioned pair sequences."""
-
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["coh"] = "coh"
-    criterion: CRITERION = "overall"
-    feedback: dict[str, FeedbackPhrases]  # by language: the phrases that introduce each answer
-    grid: list[CohGuards] = Field(min_length=1)  # guard settings; the probe's gold chooses one
-    max_pairs: int = Field(gt=0)
-    epochs: float = Field(gt=0)
-    batch_size: int = Field(gt=0)
-    learning_rate: float = Field(gt=0)
-    max_length: int = Field(gt=16)
-
-
-class CemParams(Params):
-    method: Literal["cem"] = "cem"
-    iterations: int = Field(2, gt=0)
-    prompts: int = Field(300, gt=0)  # training prompts sampled per iteration
-    samples: int = Field(8, gt=0)  # N per prompt
-    elite: int = Field(2, gt=0)  # top-K per prompt by the RM's scalar
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(48, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    max_length: int = Field(512, gt=16)
-
-    @model_validator(mode="after")
-    def _elite_within_samples(self) -> CemParams:
-        if self.elite > self.samples:
-            raise ValueError(f"elite ({self.elite}) must not exceed samples ({self.samples})")
-        return self
-
-
-class RLTrainParams(RLParams):
-    """PPO or REINFORCE (``alignment.ppo.train``, ``alignment.reinforce.train``): the RL controls and the run's
-    name."""
-
-    method: Literal["ppo", "reinforce"] = "ppo"
-
-
-class DpoSection(Params):
-    train: DpoParams
-
-
-class CohSection(Params):
-    train: CohParams
-
-
-class RLSection(Params):
-    train: RLTrainParams
-
-
-class CemSection(Params):
-    train: CemParams
-
-
-class AlignmentParams(Params):
-    """Every method's section (``alignment.<method>.train``) and ``alignment.common``, checked before a run; a
-    section's ``method`` must be its name (it names the method's logs and checkpoints)."""
-
-    common: CommonParams = Field(default_factory=CommonParams)
-    dpo: DpoSection | None = None
-    ipo: DpoSection | None = None
-    coh: CohSection | None = None
-    ppo: RLSection | None = None
-    reinforce: RLSection | None = None
-    cem: CemSection | None = None
-
-    @model_validator(mode="after")
-    def _method_is_the_section(self) -> AlignmentParams:
-        for name in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
-            section = getattr(self, name)
-            if section is not None and section.train.method != name:
-                raise ValueError(f"{name}.train.method is {section.train.method!r}: a section's method must be "
-                                 f"its name ({name!r})")
-        return self
 
 
 # --------------------------------------------------------------------------- shared: prompts and probes
@@ -173,7 +40,7 @@ def select_alignment_prompts(prompts: pd.DataFrame, facts: pd.DataFrame, documen
     validation set, stratified by task and language, scored during training (β choice, early stop);
     ``test``: the test split, never looked at while training.
     """
-    c = CommonParams.model_validate(common)
+    c = CommonParams.of(common)
     rng = np.random.default_rng(c.seed)
     parts = []
     train = prompts[prompts["split"] == "train"]
@@ -202,58 +69,15 @@ def _role(table: pd.DataFrame, role: str) -> pd.DataFrame:
     return table[table["role"] == role].reset_index(drop=True)
 
 
-def _generate(policy, tokenizer, table: pd.DataFrame, c: CommonParams, *, temperature: float, top_p: float,
-              samples: int = 1, tag: str = "gen", desc: str = "generate") -> pd.DataFrame:
-    """One row per (prompt, sample): each task with its own length budget, each row its own seed."""
-    rows = []
-    for task, grp in table.groupby("task_type", sort=True):
-        recs = [(r.prompt_id, r.prompt, k) for r in grp.itertuples(index=False) for k in range(samples)]
-        langs = dict(zip(grp["prompt_id"], grp["lang"])) if "lang" in grp else {}
-        texts, _ = generate(
-            policy, tokenizer, [policy_prompt(policy, p, langs.get(pid)) for pid, p, _ in recs],
-            temperatures=[temperature] * len(recs),
-            top_ps=[top_p] * len(recs), seeds=[stable_seed(c.seed, tag, pid, k) for pid, _, k in recs],
-            max_new_tokens=c.max_new_tokens_by_task.get(task, 64), batch_size=c.batch_size, progress=False,
-            desc=f"{desc} ({task})")
-        rows += [{"prompt_id": pid, "sample": k, "response": t} for (pid, _, k), t in zip(recs, texts)]
-    out = pd.DataFrame(rows)
-    return table.merge(out, on="prompt_id", how="right")
-
-
-def _gold(table: pd.DataFrame) -> pd.DataFrame:
-    """The three gold scores and their equal-weight mean for each row (``prompt_id, response``)."""
-    ctx = contexts_from_table(table.drop_duplicates("prompt_id"))
-    scores = [score_all(ctx[p], r) for p, r in zip(table["prompt_id"], table["response"])]
-    g = pd.DataFrame(scores, index=table.index)
-    g["gold"] = [gold_reward(s) for s in scores]
-    return g
-
-
 def _probe(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> tuple[dict, pd.DataFrame]:
-    """Greedy answers on the probe set and their scores (see :func:`probe_scores`)."""
-    gen = _generate(policy, tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe", desc="probe")
-    gold = _gold(gen)
-    ctx = contexts_from_table(probe)
-    expert = experts.panel_score(ctx, list(gen["prompt_id"]), list(gen["response"]))
-    return {"score": expert, "probe_gold": float(gold["gold"].mean()), "probe_expert": expert}, gen
+    """Greedy answers on the probe set and their scores (:func:`ru_rlhf.scoring.probe_policy`)."""
+    return probe_policy(policy, tokenizer, probe, seed=c.seed, max_new_tokens=c.max_new_tokens_by_task,
+                        batch_size=c.batch_size)
 
 
 def probe_scores(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> dict:
     """Greedy answers on the probe set: mean gold reward and the simulated expert panel's Likert mean."""
     return _probe(policy, tokenizer, probe, c)[0]
-
-
-def _reward_fn(reward_model, weights: dict[str, float] | None):
-    from ru_rlhf.models.reward import score_prompts
-
-    rm, rm_tok = reward_model
-
-    def fn(prompts: list[str], responses: list[str]):
-        import torch
-
-        return torch.tensor(score_prompts(rm, rm_tok, prompts, responses, weights=weights)["scalar"].to_numpy())
-
-    return fn
 
 
 # --------------------------------------------------------------------------- shared: test generations
@@ -262,29 +86,16 @@ def generate_outputs(policy, reference_policy, policy_tokenizer, reward_model, a
     """Generations on the test prompts (same prompts, samples and seeds for every method), each
     with its gold scores, the reward model's heads and scalar, and its per-token KL to the reference.
     """
-    from ru_rlhf.models.reward import score_prompts
-
-    c = CommonParams.model_validate(common)
+    c = CommonParams.of(common)
     test = _role(alignment_prompts, "test")
     start = time.perf_counter()
-    gen = _generate(policy, policy_tokenizer, test, c, temperature=c.test_temperature, top_p=c.test_top_p,
-                    samples=c.test_samples, tag="test", desc=f"{method} test")
-    gold = _gold(gen)
-    rm, rm_tok = reward_model
-    rm_scores = score_prompts(rm, rm_tok, list(gen["prompt"]), list(gen["response"]), weights=c.reward_weights)
-    kls = response_kl(policy, reference_policy, policy_tokenizer,
-                      [policy_prompt(policy, p, lang) for p, lang in zip(gen["prompt"], gen["lang"])],
-                      list(gen["response"]), ref_prompts=[format_prompt(p) for p in gen["prompt"]])
-    out = gen[["prompt_id", "sample", "task_type", "lang", "prompt", "response"]].copy()
+    scored = score_policy(policy, policy_tokenizer, test, seed=c.seed, key=("test",), temperature=c.test_temperature,
+                          top_p=c.test_top_p, samples=c.test_samples, max_new_tokens=c.max_new_tokens_by_task,
+                          batch_size=c.batch_size, desc=f"{method} test", gold=True,
+                          reward=rm_scorer(reward_model, c.reward_weights), reference=reference_policy)
+    scores = [col for col in scored.columns if col not in {*test.columns, "sample", "response"}]  # gold_*, rm_*, kl…
+    out = scored[["prompt_id", "sample", "task_type", "lang", "prompt", "response", *scores]].copy()
     out.insert(0, "method", method)
-    for col in CRITERIA:
-        out[f"gold_{col}"] = gold[col].to_numpy()
-    out["gold"] = gold["gold"].to_numpy()
-    for col in rm_scores.columns:
-        out[f"rm_{col}"] = rm_scores[col].to_numpy()
-    out["kl"] = [k["kl"] for k in kls]
-    out["kl_sum"] = [k["kl_sum"] for k in kls]
-    out["tokens"] = [k["tokens"] for k in kls]
     log.info("%s test generations: %d rows, gold %.4f, rm %.4f, kl %.4f, %.1f s", method, len(out),
              out["gold"].mean(), out["rm_scalar"].mean(), out["kl"].mean(), time.perf_counter() - start)
     return out
@@ -372,7 +183,7 @@ def train_dpo(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
     """
     from datasets import Dataset
 
-    c, p = CommonParams.model_validate(common), DpoParams.model_validate(train)
+    c, p = CommonParams.of(common), DpoParams.of(train)
     pairs = _training_pairs(preference_pairs, p.method, p.criterion, p.max_pairs, c.seed)
     ds = Dataset.from_pandas(pd.DataFrame({"prompt": pairs["prompt"].map(format_prompt), "chosen": pairs["chosen"],
                                            "rejected": pairs["rejected"]}), preserve_index=False)
@@ -486,9 +297,8 @@ def train_coh(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
         ``(policy, step_log, grid, info)``.
     """
     from ru_rlhf.hindsight import CUE_ATTRIBUTE
-    from ru_rlhf.pipelines.sft.nodes import StageParams
 
-    c, p = CommonParams.model_validate(common), CohParams.model_validate(train)
+    c, p = CommonParams.of(common), CohParams.of(train)
     pairs = _training_pairs(preference_pairs, p.method, p.criterion, p.max_pairs, c.seed)
     cue = {lang: f.positive for lang, f in p.feedback.items()}
     probe = _role(alignment_prompts, "probe")
@@ -541,46 +351,27 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
     """PPO (our own, ``ru_rlhf.rl.ppo``) or REINFORCE against the multi-head RM's weighted scalar.
 
     Every ``eval_every`` steps the simulated expert panel scores greedy answers on the probe set;
-    the best state by that score is the output. With ``common.distributed.num_processes > 1`` the
-    work runs under ``accelerate launch`` (``ru_rlhf.distributed``). Returns ``(policy, step_log, info)``.
+    the best state by that score is the output. The run is :func:`ru_rlhf.rl.runner.run_rl`; with
+    ``common.distributed.num_processes > 1`` it runs under ``accelerate launch`` (``ru_rlhf.distributed``).
+    Returns ``(policy, step_log, info, checkpoints)``, ``checkpoints`` the ``{name: folder}`` of the evaluated
+    states the trainer saved as it went (``step-NNNN`` under the checkpoint folder; the catalog's
+    ``alignment.<method>.checkpoints``, which the audit's over-optimisation curve follows).
     """
-    c = CommonParams.model_validate(common)
+    from ru_rlhf.io.datasets import saved_checkpoints
+
+    c = CommonParams.of(common)
+    # the RL controls are typed once, by RLTrainParams (ranges, unknown keys refused); `method` names the run
+    p = RLTrainParams.of(train)
     start = time.perf_counter()
-    policy, step_log, info = distributed.rl(sft_policy, reference_policy, policy_tokenizer, reward_model,
-                                            alignment_prompts, common, train, c.distributed)
+    policy, step_log, info = distributed.rl(
+        sft_policy, reference_policy, policy_tokenizer, reward_model, _role(alignment_prompts, "train"),
+        _role(alignment_prompts, "probe"), c.distributed, method=p.method, rl=p.model_dump(exclude={"method"}),
+        seed=c.seed, checkpoint_dir=str(Path(c.checkpoint_dir) / p.method), reward_weights=c.reward_weights,
+        max_new_tokens=c.max_new_tokens_by_task, batch_size=c.batch_size, desc=f"alignment.{p.method}.train_rl")
     if c.distributed.num_processes > 1:
         info.update(processes=c.distributed.num_processes, seconds=round(time.perf_counter() - start, 1))
         policy = policy.eval()
-    return policy, step_log, info
-
-
-def run_rl_local(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
-                 common: dict, train: dict):
-    """:func:`train_rl`'s work in this process (also what each distributed worker runs)."""
-
-    from ru_rlhf.rl.ppo import train as rl_train
-
-    c = CommonParams.model_validate(common)
-    # the RL controls are typed once, by RLTrainParams (ranges, unknown keys refused); `method` names the run
-    p = RLTrainParams.model_validate(train)
-    method = p.method
-    cfg = p.config(c.seed)
-    probe = _role(alignment_prompts, "probe")
-    start = time.perf_counter()
-    policy, step_log, info = rl_train(
-        sft_policy, reference_policy, policy_tokenizer, _role(alignment_prompts, "train"),
-        _reward_fn(reward_model, c.reward_weights), cfg,
-        evaluate=lambda m: probe_scores(m, policy_tokenizer, probe, c),
-        checkpoint_dir=Path(c.checkpoint_dir) / method, desc=f"alignment.{method}.train_rl")
-    step_log.insert(0, "method", method)
-    first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
-    best = step_log[step_log["step"] == info["best_step"]].iloc[0]
-    info.update({"method": method, "algorithm": cfg.algorithm, "seconds": round(time.perf_counter() - start, 1),
-                 "sft_probe_expert": float(first["expert_score"]) if first is not None else None,
-                 "sft_probe_gold": float(first["probe_gold"]) if first is not None else None,
-                 "best_probe_gold": float(best["probe_gold"]),
-                 "kl_at_best": float(best["kl"]) if "kl" in best and pd.notna(best["kl"]) else 0.0})
-    return policy, step_log, info
+    return policy, step_log, info, saved_checkpoints(Path(c.checkpoint_dir) / p.method)
 
 
 # --------------------------------------------------------------------------- CEM
@@ -593,11 +384,8 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
     """
     from datasets import Dataset
 
-    from ru_rlhf.models.reward import score_prompts
-    from ru_rlhf.pipelines.sft.nodes import StageParams
-
-    c, p = CommonParams.model_validate(common), CemParams.model_validate(train)
-    rm, rm_tok = reward_model
+    c, p = CommonParams.of(common), CemParams.of(train)
+    scorer = rm_scorer(reward_model, c.reward_weights)
     pool = _role(alignment_prompts, "train")
     probe = _role(alignment_prompts, "probe")
     policy = sft_policy
@@ -610,13 +398,11 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
                         save_steps=10 ** 9, group_by_length=False)
     for it in range(1, p.iterations + 1):
         sel = pool.sample(n=min(p.prompts, len(pool)), random_state=c.seed + it)
-        cc = c.model_copy(update={"max_new_tokens_by_task": {t: min(v, p.max_new_tokens) for t, v in
-                                                             c.max_new_tokens_by_task.items()}})
-        gen = _generate(policy, policy_tokenizer, sel, cc, temperature=p.temperature, top_p=p.top_p,
-                        samples=p.samples, tag=f"cem{it}", desc=f"cem {it}")
-        gen["rm"] = score_prompts(rm, rm_tok, list(gen["prompt"]), list(gen["response"]),
-                                  weights=c.reward_weights)["scalar"].to_numpy()
-        elite = (gen[gen["response"].str.len() > 0].sort_values(["prompt_id", "rm"], ascending=[True, False])
+        budgets = {t: min(v, p.max_new_tokens) for t, v in c.max_new_tokens_by_task.items()}
+        gen = score_policy(policy, policy_tokenizer, sel, seed=c.seed, key=(f"cem{it}",), temperature=p.temperature,
+                           top_p=p.top_p, samples=p.samples, max_new_tokens=budgets, batch_size=c.batch_size,
+                           desc=f"cem {it}", reward=scorer)
+        elite = (gen[gen["response"].str.len() > 0].sort_values(["prompt_id", "rm_scalar"], ascending=[True, False])
                  .groupby("prompt_id").head(p.elite))
         ds = Dataset.from_pandas(pd.DataFrame({"prompt": elite["prompt"].map(format_prompt),
                                                "completion": elite["response"]}), preserve_index=False)
@@ -624,13 +410,12 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
                   "stage": f"cem_{it}"}
         policy, hist = distributed.sft(policy, policy_tokenizer, ds, stage, c.distributed, **kwargs)
         res = probe_scores(policy, policy_tokenizer, probe, c)
-        pg = _generate(policy, policy_tokenizer, probe, c, temperature=0.0, top_p=1.0, tag="probe")
-        kl = response_kl(policy, reference_policy, policy_tokenizer, [format_prompt(x) for x in pg["prompt"]],
-                         list(pg["response"]))
-        rows.append({"method": p.method, "step": it, "reward": float(gen["rm"].mean()),
-                     "elite_reward": float(elite["rm"].mean()), "elite": len(elite), "samples": len(gen),
+        pg = score_policy(policy, policy_tokenizer, probe, seed=c.seed, key=("probe",), temperature=0.0, top_p=1.0,
+                          max_new_tokens=c.max_new_tokens_by_task, batch_size=c.batch_size, reference=reference_policy)
+        rows.append({"method": p.method, "step": it, "reward": float(gen["rm_scalar"].mean()),
+                     "elite_reward": float(elite["rm_scalar"].mean()), "elite": len(elite), "samples": len(gen),
                      "loss": float(hist["loss"].mean()), "probe_gold": res["probe_gold"],
-                     "expert_score": res["probe_expert"], "kl": float(np.mean([k["kl"] for k in kl])),
+                     "expert_score": res["probe_expert"], "kl": float(np.mean(pg["kl"].to_numpy())),
                      "seconds": round(time.perf_counter() - start, 1)})
         log.info("cem iteration %d: %s", it, rows[-1])
     step_log = pd.DataFrame(rows)

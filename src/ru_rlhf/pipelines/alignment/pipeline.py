@@ -8,14 +8,14 @@ generate the SFT baseline on the test prompts and write ``alignment_summary.json
 from kedro.pipeline import Node, Pipeline
 
 from ru_rlhf.pipelines.alignment import nodes
+from ru_rlhf.vocabulary import METHODS
 
-# method -> (training node function, the shared inputs it reads, whether it writes a grid table)
-METHODS = {
-    "dpo": (nodes.train_dpo, "preference_pairs", True),
-    "ipo": (nodes.train_dpo, "preference_pairs", True),
-    "coh": (nodes.train_coh, "preference_pairs", True),
-    "ppo": (nodes.train_rl, "reward_model", False),
-    "reinforce": (nodes.train_rl, "reward_model", False),
+# a method's kind (ru_rlhf.vocabulary.METHODS) -> (training node function, the shared input it reads besides the
+# policies, whether it writes a grid table)
+TRAINERS = {
+    "preference": (nodes.train_dpo, "preference_pairs", True),
+    "hindsight": (nodes.train_coh, "preference_pairs", True),
+    "rl": (nodes.train_rl, "reward_model", False),
     "cem": (nodes.train_cem, "reward_model", False),
 }
 SHARED = {"sft_policy", "reference_policy", "policy_tokenizer", "reward_model", "preference_pairs",
@@ -24,8 +24,10 @@ SHARED = {"sft_policy", "reference_policy", "policy_tokenizer", "reward_model", 
 
 def method_template(method: str) -> Pipeline:
     """One method: train → generate on the test prompts (shared node) → plot the curve (shared node)."""
-    func, data, has_grid = METHODS[method]
-    outputs = ["policy", "step_log", *(["grid"] if has_grid else []), "info"]
+    func, data, has_grid = TRAINERS[METHODS[method]]
+    # an RL method's evaluated states, saved by its trainer on the way, are a dataset too (the audit follows them)
+    outputs = ["policy", "step_log", *(["grid"] if has_grid else []), "info",
+               *(["checkpoints"] if METHODS[method] == "rl" else [])]
     return Pipeline([
         Node(func, ["sft_policy", "reference_policy", "policy_tokenizer", data, "alignment_prompts",
                     "params:alignment.common", "params:train"], outputs, name="train", tags="training"),

@@ -2,17 +2,19 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from ru_rlhf.pipelines.alignment.pipeline import METHODS
 from ru_rlhf.pipelines.ethics_audit import nodes
+from ru_rlhf.vocabulary import METHODS
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Probe sets → answers of every policy → bias, avoidance, over-optimisation, reward hacking,
     sycophancy (tables and plots) → the Ethics Appendix."""
     policies = {"sft_policy": "sft_policy", **{m: f"alignment.{m}.policy" for m in METHODS}}
+    # the states each RL method's trainer saved on the way: the over-optimisation curve follows them
+    checkpoints = {m: f"alignment.{m}.checkpoints" for m, kind in METHODS.items() if kind == "rl"}
     return Pipeline(
         [
-            Node(nodes.build_probe_sets, ["prompts", "facts", "documents", "params:ethics_audit"],
+            Node(nodes.build_probe_sets, ["prompts", "facts", "documents", "bias_probes", "params:ethics_audit"],
                  ["audit_bias_pairs", "audit_hard_topics", "audit_sycophancy_prompts"], name="build_probe_sets"),
             Node(nodes.audit_generations,
                  {"bias_pairs": "audit_bias_pairs", "hard_topics": "audit_hard_topics",
@@ -23,8 +25,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                                              "params:ethics_audit"],
                  ["bias_pair_scores", "bias_summary"], name="counterfactual_bias"),
             Node(nodes.avoidance, ["audit_generations", "audit_hard_topics"], "avoidance_table", name="avoidance"),
-            Node(nodes.overoptimisation, ["reward_model", "policy_tokenizer", "sft_policy", "reference_policy",
-                                          "alignment_prompts", "params:alignment.common", "params:ethics_audit"],
+            Node(nodes.overoptimisation,
+                 {"reward_model": "reward_model", "policy_tokenizer": "policy_tokenizer", "sft_policy": "sft_policy",
+                  "reference_policy": "reference_policy", "alignment_prompts": "alignment_prompts",
+                  "params": "params:ethics_audit", **checkpoints},
                  ["overoptimisation_curves", "overoptimisation_spearman"], name="overoptimisation"),
             Node(nodes.reward_hacking, ["reward_model", "sft_generations", "alignment_prompts", "params:ethics_audit"],
                  "reward_hacking_table", name="reward_hacking"),

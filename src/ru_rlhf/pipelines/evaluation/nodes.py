@@ -19,34 +19,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from ru_rlhf import experts
 from ru_rlhf.agreement import alpha
-from ru_rlhf.judges import CRITERIA, contexts_from_table, factual_claims, has_flattery, is_refusal
+from ru_rlhf.judges import contexts_from_table, factual_claims, has_flattery, is_refusal
 from ru_rlhf.metrics import bertscore_f1, bootstrap_ci, distinct_n, mauve_score, mtld, ngram_shift, self_bleu
-from ru_rlhf.params import Params
+from ru_rlhf.pipelines.evaluation.params import EvaluationParams
 from ru_rlhf.text import words
+from ru_rlhf.vocabulary import CRITERIA
 
 log = logging.getLogger(__name__)
-
-
-class EvaluationParams(Params):
-    """Typed parameters of the evaluation pipeline (``parameters_evaluation.yml``)."""
-
-    seed: int = 2024
-    bertscore_model: str = "data/06_models/encoder"  # a local directory or a hub id (conf/hub)
-    bertscore_num_layers: int | None = Field(None, gt=0)  # None: the encoder's last layer
-    expert_pairs: int = Field(100, gt=0)  # test (prompt, sample) items per model for the expert channel
-    bootstrap: int = Field(2000, gt=0)
-    attribution_pairs: int = Field(3, ge=0)  # chosen/rejected pairs per head for Captum
-    attribution_steps: int = Field(32, gt=0)
-    cases: int = Field(5, ge=0)  # before/after cases per method
-    mauve_max_texts: int = Field(1000, gt=1)
-
-
-def _params(params: dict) -> EvaluationParams:
-    return EvaluationParams.model_validate(params)
 
 
 # --------------------------------------------------------------------------- collect
@@ -87,7 +69,7 @@ def automatic_metrics(generations: pd.DataFrame, prompts: pd.DataFrame, alignmen
                       encoder, params: dict) -> pd.DataFrame:
     """Per model: BERTScore F1 against the reference answers, MAUVE against the references, Self-BLEU
     across each prompt's samples, MTLD, mean length, distinct-1/2, factual consistency, empty count."""
-    p = _params(params)
+    p = EvaluationParams.of(params)
     start = time.perf_counter()
     ref = dict(zip(prompts["prompt_id"], prompts["reference"].fillna("")))
     ctx = contexts_from_table(alignment_prompts[alignment_prompts["role"] == "test"])
@@ -131,7 +113,7 @@ def expert_channel(generations: pd.DataFrame, alignment_prompts: pd.DataFrame,
         against SFT with the order randomised per item (SFT against itself too); and per model the mean Likert per criterion
         with 95 % bootstrap CIs, the win rate against SFT with its CI, and α among the experts.
     """
-    p = _params(params)
+    p = EvaluationParams.of(params)
     ctx = contexts_from_table(alignment_prompts[alignment_prompts["role"] == "test"])
     keys = generations[generations["model"] == "sft"][["prompt_id", "sample"]].drop_duplicates()
     rng = np.random.default_rng(p.seed)
@@ -220,7 +202,7 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
     from ru_rlhf.models.policy import format_prompt
     from ru_rlhf.models.reward import encode, model_inputs
 
-    p = _params(params)
+    p = EvaluationParams.of(params)
     rm, tok = reward_model
     rm.eval()
     rows = []
@@ -273,7 +255,7 @@ def reward_attributions(reward_model, preference_pairs: pd.DataFrame, params: di
 
 def case_table(generations: pd.DataFrame, params: dict) -> str:
     """Markdown: per method, the test prompts where it changed the answer most (by gold score)."""
-    p = _params(params)
+    p = EvaluationParams.of(params)
     sft = generations[generations["model"] == "sft"].set_index(["prompt_id", "sample"])
     md = ["# Before / after cases", "",
           "Per method, the test items whose gold score (mean of the three judges) changed most against the SFT "

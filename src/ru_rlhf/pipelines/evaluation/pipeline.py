@@ -2,8 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from ru_rlhf.pipelines.alignment.pipeline import METHODS
 from ru_rlhf.pipelines.evaluation import nodes
+from ru_rlhf.vocabulary import METHODS
 
 
 def create_pipeline(**kwargs) -> Pipeline:

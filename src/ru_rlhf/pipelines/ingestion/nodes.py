@@ -7,15 +7,13 @@ import logging
 import math
 import random
 import re
-from typing import Annotated, Literal
 
 import pandas as pd
 from datasketch import MinHash, MinHashLSH
-from pydantic import Field, PositiveInt, model_validator
 from sklearn.model_selection import train_test_split
 
 from ru_rlhf import phrases
-from ru_rlhf.params import Params
+from ru_rlhf.pipelines.ingestion.params import IngestionParams
 from ru_rlhf.schemas import (
     DEMONSTRATION_SCHEMA,
     PROMPT_SCHEMA,
@@ -32,60 +30,6 @@ log = logging.getLogger(__name__)
 DOC_COLUMNS = ["doc_id", "lang", "source", "title", "text", "license", "qas"]
 QUARANTINE_COLUMNS = ["doc_id", "lang", "source", "source_file", "source_row", "stage", "rule",
                       "detail", "text"]
-
-
-TASK = Literal["qa", "dialogue", "summarization"]
-
-
-# --------------------------------------------------------------------------- parameters
-class SchemaParams(Params):
-    min_chars: int = Field(20, ge=0)
-    max_chars: int = Field(20_000, gt=0)
-    min_cyrillic_share: float = Field(0.5, ge=0, le=1)
-
-
-class DedupParams(Params):
-    shingle_size: int = Field(5, gt=0)
-    near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
-    num_perm: int = Field(128, gt=0)
-
-
-class SplitParams(Params):
-    train: float = Field(0.8, gt=0, lt=1)
-    validation: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _shares_sum_to_one(self) -> SplitParams:
-        if abs(self.train + self.validation + self.test - 1.0) > 1e-6:
-            raise ValueError(f"split shares must sum to 1, not {self.train + self.validation + self.test:g}")
-        return self
-
-
-class PromptParams(Params):
-    per_task: int = Field(1000, gt=0)
-    min_tatar_share: float = Field(0.2, ge=0, le=1)
-    max_items_per_doc: dict[TASK, PositiveInt] = {"qa": 3, "dialogue": 2, "summarization": 1}
-
-
-class DemonstrationParams(Params):
-    rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = {"hedge": 0.1, "flattery": 0.15, "refusal": 0.05,
-                               "wrong_fact": 0.1, "rude": 0.15}
-
-
-class IngestionParams(Params):
-    """Typed parameters of the ingestion pipeline (``parameters_ingestion.yml``)."""
-
-    seed: int = 2024
-    schema_: SchemaParams = Field(default_factory=SchemaParams, alias="schema")
-    dedup: DedupParams = Field(default_factory=DedupParams)
-    split: SplitParams = Field(default_factory=SplitParams)
-    prompts: PromptParams = Field(default_factory=PromptParams)
-    demonstrations: DemonstrationParams = Field(default_factory=DemonstrationParams)
-
-
-def _params(params: dict) -> IngestionParams:
-    return IngestionParams.model_validate(params)
 
 
 # --------------------------------------------------------------------------- documents
@@ -121,7 +65,7 @@ def validate_documents(normalised: pd.DataFrame, params: dict) -> tuple[pd.DataF
     Returns:
         ``(valid, quarantined)``; ``quarantined`` names each row's file, row and rule.
     """
-    p = _params(params).schema_
+    p = IngestionParams.of(params).schema_
     unreadable = normalised[normalised["read_error"].notna()]
     readable = normalised[normalised["read_error"].isna()]
     kept, failed = split_by_schema(readable, document_schema(p.min_chars, p.max_chars, p.min_cyrillic_share))
@@ -142,7 +86,7 @@ def deduplicate_documents(valid: pd.DataFrame, params: dict) -> tuple[pd.DataFra
     confirmed with the exact Jaccard similarity; the first document of a group is kept and the
     others go to quarantine naming the document they duplicate.
     """
-    p = _params(params)
+    p = IngestionParams.of(params)
     d = p.dedup
     lsh = MinHashLSH(threshold=d.near_duplicate_threshold, num_perm=d.num_perm)
     seen_hash: dict[str, str] = {}
@@ -180,7 +124,7 @@ def deduplicate_documents(valid: pd.DataFrame, params: dict) -> tuple[pd.DataFra
 
 
 def _validated_documents(documents: pd.DataFrame, params: dict) -> pd.DataFrame:
-    p = _params(params).schema_
+    p = IngestionParams.of(params).schema_
     return document_schema(p.min_chars, p.max_chars, p.min_cyrillic_share).validate(documents)
 
 
@@ -213,7 +157,7 @@ def split_documents(documents: pd.DataFrame, params: dict) -> pd.DataFrame:
 
     The split is by document, so no document (and none of its prompts) is in two splits.
     """
-    p = _params(params)
+    p = IngestionParams.of(params)
     s = p.split
     ids, langs = documents["doc_id"].tolist(), documents["lang"].tolist()
     strat = langs if min(pd.Series(langs).value_counts()) >= 10 else None
@@ -266,7 +210,7 @@ def build_prompts(documents: pd.DataFrame, facts: pd.DataFrame, doc_splits: pd.D
     Raises:
         ValueError: when the corpus cannot supply the requested number of prompts.
     """
-    p = _params(params)
+    p = IngestionParams.of(params)
     rng = random.Random(p.seed)
     facts_by_doc = {k: g.to_dict("records") for k, g in facts.groupby("doc_id", sort=False)}
     split = dict(zip(doc_splits["doc_id"], doc_splits["split"]))
@@ -357,7 +301,7 @@ def build_demonstrations(prompts: pd.DataFrame, params: dict) -> pd.DataFrame:
     Each variant (hedge, flattery, refusal, wrong_fact, rude) is added to a prompt with its
     configured rate; ``variant`` and ``detail`` say what was done to the reference.
     """
-    p = _params(params)
+    p = IngestionParams.of(params)
     rng = random.Random(p.seed + 1)
     rows = []
     for pr in prompts.itertuples(index=False):

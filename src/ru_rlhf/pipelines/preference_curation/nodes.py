@@ -7,77 +7,24 @@ preference pairs (per criterion and overall) → a Hugging Face DatasetDict and 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
-from pydantic import Field
 
 from ru_rlhf.agreement import alpha_table, drop_unreliable, leave_one_out
 from ru_rlhf.feedback import long_to_pairs
-from ru_rlhf.io.annotations import LONG_COLUMNS, control_accuracy, read_long_table, read_toloka_tsv
-from ru_rlhf.judges import CRITERIA, has_flattery, is_refusal, judge_contexts, score_all
+from ru_rlhf.io.annotations import LONG_COLUMNS, control_accuracy
+from ru_rlhf.judges import has_flattery, is_refusal, judge_contexts, score_all
 from ru_rlhf.metrics import is_tatar
 from ru_rlhf.models.policy import format_prompt
-from ru_rlhf.params import Params
+from ru_rlhf.pipelines.preference_curation.params import CurationParams
 from ru_rlhf.schemas import split_by_schema
+from ru_rlhf.templates import render
 from ru_rlhf.text import comparison_key, same_text, words
+from ru_rlhf.vocabulary import CRITERIA
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- parameters
-class PanelParams(Params):
-    """The simulated annotator panel. Each annotator draws its own biases from these ranges."""
-
-    pool_size: int = Field(12, gt=1)
-    per_item: int = Field(5, gt=1)
-    careless: list[str] = ["ann_03", "ann_09"]
-    careless_random_rate: float = Field(0.85, ge=0, le=1)
-    noise_sd: tuple[float, float] = (0.25, 0.55)
-    leniency: tuple[float, float] = (-0.25, 0.25)
-    length_bias: tuple[float, float] = (0.0, 0.6)
-    sycophancy_bias: tuple[float, float] = (0.0, 0.8)
-
-
-class AgreementParams(Params):
-    level: Literal["nominal", "ordinal", "interval", "ratio"] = "ordinal"
-    threshold: float = Field(0.65, ge=-1, le=1)  # α lies in [-1, 1]; smoke sets -1 (never fails)
-    on_fail: str = Field("drop_annotators", pattern="^(fail|drop_annotators)$")
-    min_gain: float = Field(0.005, ge=0)
-
-
-class PairParams(Params):
-    margin: float = Field(0.5, ge=0)
-    weights: dict[Literal["helpfulness", "truthfulness", "harmlessness"], Annotated[float, Field(ge=0)]] = {
-        "helpfulness": 0.4, "truthfulness": 0.3, "harmlessness": 0.3}
-
-
-class ImportParams(Params):
-    long_tables: list[str] = []
-    toloka: list[str] = []
-    # an annotator who rated fewer items than this cannot be compared with anyone: quarantined
-    min_ratings_per_annotator: int = Field(2, ge=1)
-
-
-class AppVoteParams(Params):
-    margin: float = Field(1.0, ge=0)  # rating difference (1–5 scale) that makes a per-criterion pair from one vote
-
-
-class CurationParams(Params):
-    """Typed parameters of the preference_curation pipeline."""
-
-    seed: int = 2024
-    panel: PanelParams = Field(default_factory=PanelParams)
-    agreement: AgreementParams = Field(default_factory=AgreementParams)
-    pairs: PairParams = Field(default_factory=PairParams)
-    human_labels: ImportParams = Field(default_factory=ImportParams)
-    app_votes: AppVoteParams = Field(default_factory=AppVoteParams)
-
-
-def _params(params: dict) -> CurationParams:
-    return CurationParams.model_validate(params)
 
 
 # --------------------------------------------------------------------------- responses and gold
@@ -114,7 +61,7 @@ def score_gold(candidates: pd.DataFrame, prompts: pd.DataFrame, facts: pd.DataFr
 # --------------------------------------------------------------------------- the simulated panel
 def draw_panel(params: dict) -> pd.DataFrame:
     """The simulated annotators and their biases (seeded); ``careless`` ones rate at random."""
-    p = _params(params)
+    p = CurationParams.of(params)
     rng = np.random.default_rng(p.seed)
     panel = p.panel
     ids = [f"ann_{i:02d}" for i in range(1, panel.pool_size + 1)]
@@ -144,7 +91,7 @@ def simulate_annotations(gold: pd.DataFrame, annotators: pd.DataFrame, params: d
     annotator instead rates uniformly at random with probability ``careless_random_rate``.
     Every row is labelled ``source = "simulated"``.
     """
-    p = _params(params)
+    p = CurationParams.of(params)
     rng = np.random.default_rng(p.seed + 7)
     ann = annotators.set_index("annotator_id")
     ids = ann.index.to_numpy()
@@ -197,25 +144,21 @@ def annotation_schema(criteria: tuple[str, ...] = CRITERIA) -> pa.DataFrameSchem
     )
 
 
-def import_human_labels(params: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Read the configured human label files (long tables and Toloka exports).
-
-    The file list is a parameter (``human_labels``), each file read by the importer of its
-    format; with no files configured, the tables are empty.
+def import_human_labels(human_labels: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split the human label files the catalog read (``human_labels``, a
+    :class:`~ru_rlhf.io.datasets.HumanLabelsDataset`: long tables and Toloka exports) into labels, control
+    answers and the rows that cannot be used; with no files configured, the tables are empty.
 
     Returns:
         ``(labels, control, import_quarantine)``: labels in the long layout; control answers
         (golden tasks) with correctness; rows that could not be read or were rejected.
     """
-    p = _params(params)
     labels, control, quarantine = [], [], []
-    for path in p.human_labels.long_tables:
-        df = read_long_table(path)
+    for df in human_labels["long_tables"].values():
         bad = df[df["read_error"].notna()]
         quarantine.append(bad.rename(columns={"read_error": "rule"}))
         labels.append(df[df["read_error"].isna()].drop(columns=["read_error"]))
-    for path in p.human_labels.toloka:
-        lab, ctl, rej = read_toloka_tsv(path)
+    for path, (lab, ctl, rej) in human_labels["toloka"].items():
         bad = lab[lab["read_error"].notna()]
         quarantine += [bad.rename(columns={"read_error": "rule"}), rej]
         labels.append(lab[lab["read_error"].isna()].drop(columns=["read_error"]))
@@ -249,7 +192,7 @@ def validate_annotations(simulated: pd.DataFrame, human: pd.DataFrame, import_qu
     combined["id_normalised"] = combined["id_normalised"].fillna(False).astype(bool)
     combined["score"] = pd.to_numeric(combined["score"], errors="coerce").astype(float)
     kept, failed = split_by_schema(combined, annotation_schema())
-    need = _params(params).human_labels.min_ratings_per_annotator
+    need = CurationParams.of(params).human_labels.min_ratings_per_annotator
     few = kept.groupby("annotator_id")["item_id"].transform("nunique") < need
     lonely = kept[few].assign(rule=f"annotator_rated_fewer_than_{need}_items")
     kept = kept[~few].reset_index(drop=True)
@@ -295,7 +238,7 @@ def apply_agreement_gate(annotations: pd.DataFrame, control: pd.DataFrame, annot
         α per criterion, by language too, and the dropped annotators; ``per_annotator`` has the
         leave-one-out change in α and control accuracy per annotator.
     """
-    p = _params(params).agreement
+    p = CurationParams.of(params).agreement
     scored = annotations[annotations["score"].notna()]
     before = alpha_table(scored, p.level)
     schema = agreement_schema(p.threshold)
@@ -345,7 +288,7 @@ def build_pairs(gated: pd.DataFrame, gold: pd.DataFrame, prompts: pd.DataFrame,
     Returns:
         ``(pairs, counts)``.
     """
-    p = _params(params).pairs
+    p = CurationParams.of(params).pairs
     w = pd.Series(p.weights)
     crits = [*CRITERIA, "overall"]
     g = gold.set_index("response_id")
@@ -414,7 +357,7 @@ def add_app_votes(panel_pairs: pd.DataFrame, app_feedback: pd.DataFrame, prompts
         votes as the long annotation table, and the panel's pair counts with the app's added
         (``app_votes``, ``app_pairs``, ``app_pairs_by_split``, ``app_dropped_identical_texts``).
     """
-    p = _params(params)
+    p = CurationParams.of(params)
     panel = panel_pairs.assign(source="panel")
     app, app_counts = long_to_pairs(app_feedback, p.app_votes.margin)
     counts = {**pair_counts, "app_votes": app_counts["votes"], "app_pairs": len(app),
@@ -565,90 +508,15 @@ def curation_summary(pairs: pd.DataFrame, pair_counts: dict, agreement: dict, bi
 
 
 def dataset_card(summary: dict, agreement: dict, annotators: pd.DataFrame, params: dict) -> str:
-    """The preference dataset's Hugging Face card (``README.md`` beside the saved dataset)."""
+    """The preference dataset's Hugging Face card (``README.md`` beside the saved dataset), from
+    ``templates/dataset_card.md.j2``."""
     from huggingface_hub import DatasetCard
 
-    p = _params(params)
-    sizes = summary["overall_pairs_by_split"]
-    ann_rows = "\n".join(
-        f"| {r.annotator_id} | {r.noise_sd} | {r.leniency} | {r.length_bias} | {r.sycophancy_bias} | "
-        f"{'yes' if r.careless else 'no'} |" for r in annotators.itertuples(index=False))
-    alpha_rows = "\n".join(f"| {c} | {agreement['before'].get(c)} | {agreement['after'].get(c)} |" for c in CRITERIA)
-    b = summary["biases"]
-    content = f"""---
-language:
-- ru
-- tt
-license: cc0-1.0
-task_categories:
-- text-generation
-tags:
-- rlhf
-- preference
-- dpo
-- synthetic
-- simulated-annotators
-pretty_name: ru-rlhf preference pairs
----
-
-# ru-rlhf preference pairs (simulated annotators)
-
-Preference pairs in TRL's `prompt / chosen / rejected` format for Russian and Tatar QA, dialogue and
-summarisation prompts, built by the `preference_curation` pipeline of ru-rlhf.
-
-**Everything here is synthetic.** The prompts come from a generated news corpus (the bundled world), the
-responses from a small policy trained from scratch on it, and the ratings from a **simulated** annotator
-panel (`source = "simulated"`); real human labels, where imported, carry `source = "human"`, `"toloka"` or
-`"app"`.
-
-## Criteria
-
-Helpfulness, truthfulness and harmlessness, each rated 1–5 (see `docs/annotation_guidelines.md`). The
-overall score is the weighted mean with weights {p.pairs.weights}.
-
-## How pairs are formed
-
-Per prompt and criterion, the six candidates are ranked by mean annotator score; every two candidates
-whose means differ by at least δ = {p.pairs.margin} form a pair (ties and smaller margins dropped,
-identical texts dropped). `agreement` is the share of annotators who rated both and ordered them the same
-way. Splits are inherited from the prompt (by document): train {sizes.get('train', 0)}, validation
-{sizes.get('validation', 0)}, test {sizes.get('test', 0)} overall pairs.
-
-## Annotators (simulated)
-
-{len(annotators)} simulated annotators, {p.panel.per_item} per prompt. Each rates from the gold judges'
-scores through its own noise, leniency, length bias and liking for sycophantic phrases; careless ones rate
-at random {p.panel.careless_random_rate:.0%} of the time.
-
-| annotator | noise sd | leniency | length bias | sycophancy bias | careless |
-|---|---|---|---|---|---|
-{ann_rows}
-
-## Agreement (Krippendorff's α, {agreement['level']})
-
-Gate threshold {agreement['threshold']}, policy `{agreement['policy']}`; dropped:
-{', '.join(d['annotator_id'] for d in agreement['dropped']) or 'none'}.
-
-| criterion | α before | α after |
-|---|---|---|
-{alpha_rows}
-
-## Languages
-
-{summary['overall_pairs_by_lang']} overall pairs by language.
-
-## Known biases
-
-The panel prefers the longer response in {b.get('length', {}).get('panel_chooses_longer')} of overall pairs
-whose responses differ in length (gold judges: {b.get('length', {}).get('gold_chooses_longer')}), and the
-flattering response in {b.get('sycophancy', {}).get('panel_chooses_flattering')} of pairs where exactly one
-flatters (gold: {b.get('sycophancy', {}).get('gold_chooses_flattering')}). A reward model trained on these
-pairs can learn both.
-
-## Licence
-
-CC0-1.0 (generated data).
-"""
+    p = CurationParams.of(params)
+    content = render(__package__, "dataset_card.md.j2", weights=p.pairs.weights, margin=p.pairs.margin,
+                     per_item=p.panel.per_item, careless_random_rate=p.panel.careless_random_rate,
+                     sizes=summary["overall_pairs_by_split"], annotators=list(annotators.itertuples(index=False)),
+                     agreement=agreement, criteria=CRITERIA, summary=summary, biases=summary["biases"])
     return str(DatasetCard(content))
 
 

@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(nodes.draw_panel, "params:preference_curation", "annotators", name="draw_panel"),
             Node(nodes.simulate_annotations, ["gold_scores", "annotators", "params:preference_curation"],
                  "simulated_annotations", name="simulate_annotations"),
-            Node(nodes.import_human_labels, "params:preference_curation",
+            Node(nodes.import_human_labels, "human_labels",
                  ["human_annotations", "control_answers", "import_quarantine"], name="import_human_labels"),
             Node(nodes.validate_annotations,
                  ["simulated_annotations", "human_annotations", "import_quarantine", "gold_scores",

@@ -6,105 +6,21 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
 from ru_rlhf import distributed
-from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.io.datasets import NotTrained
-from ru_rlhf.judges import CRITERIA
 from ru_rlhf.metrics import expected_calibration_error, pairwise_metrics
-from ru_rlhf.models.encoder import EncoderSize, load_encoder, load_encoder_tokenizer, train_wordpiece_tokenizer
+from ru_rlhf.models.encoder import load_encoder, load_encoder_tokenizer, train_wordpiece_tokenizer
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.models.reward import RewardModel, score
-from ru_rlhf.params import Params
+from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+from ru_rlhf.vocabulary import CRITERIA
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- parameters
-class EncoderParams(Params):
-    name_or_path: str | None = None
-    dtype: str | None = None                   # "auto": bf16 on a GPU that has it
-    device: str | None = None                  # "auto": CUDA when there is a GPU (else CPU)
-    size: EncoderSize = Field(default_factory=EncoderSize)
-    vocab_size: int = 8000
-    mlm_epochs: float = 2.0
-    mlm_batch_size: int = 32
-    mlm_learning_rate: float = 5e-4
-    max_length: int = 256
-
-
-class RMTrainParams(Params):
-    epochs: float = Field(2.0, gt=0)           # an upper bound: early stopping on validation accuracy
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(3e-4, gt=0)
-    max_length: int = Field(256, gt=8)         # prompt (cut from the left) + response (cut from the right)
-    max_pairs_per_criterion: int | None = None  # None: every training pair
-    # the panel's pairs whose mean-score margin is below this are left out of training: on the base run
-    # 85 % of helpfulness pairs with a margin <= 0.5 and 53 % of those in (0.5, 0.75] are gold ties, ordered
-    # by the panel's simulated length and flattery biases (1 % above 1.0); 0 keeps every pair
-    min_margin: float = Field(0.0, ge=0)
-    # the comparison models (the other backbone, the distributional and the Russian-only model) train on at
-    # most this many pairs per criterion (None: as many as the multi-head model), to keep the stage's time
-    secondary_max_pairs_per_criterion: int | None = None
-    balance_criteria: bool = False             # each criterion weighs the same in a batch's loss
-    save_steps: int = Field(500, gt=0)
-    evals_per_epoch: int = Field(2, gt=0)
-    patience: int = Field(2, gt=0)             # evaluations without a better validation accuracy
-    validation_pairs: int = Field(1500, gt=0)  # the seeded sample of validation pairs early stopping reads
-
-
-class DebiasParams(Params):
-    """A bias head trained jointly and left out of the scalar (ODIN), for the multi-head models."""
-
-    enabled: bool = False
-    weight: float = Field(1.0, ge=0)  # of the quality heads' squared correlation with length and flattery
-
-
-class BehaviourParams(Params):
-    """Best-of-n and the hacking probes (:func:`reward_behaviour`)."""
-
-    prompts: int = Field(150, gt=0)            # validation prompts (a seeded sample)
-    samples: int = Field(16, gt=0)             # SFT samples per prompt (best-of-n up to this n)
-    max_new_tokens: int = Field(64, gt=0)
-    max_new_tokens_by_task: dict[str, int] = {}
-    batch_size: int = Field(768, gt=0)
-    probe_responses: int = Field(300, gt=0)    # test candidates the hacking probes perturb
-
-
-class RewardParams(Params):
-    """Typed parameters of the reward_modeling pipeline (``parameters_reward_modeling.yml``)."""
-
-    seed: int = 2024
-    checkpoint_dir: str = "data/06_models/checkpoints"
-    # `policy`: the SFT policy's transformer (no LM head) under the heads; `bert`: the separate encoder
-    backbone: Literal["policy", "bert"] = "policy"
-    pooling: Literal["last", "mean", "response"] = "last"
-    match_feature: bool = False                # DrQA's exact-match input feature on response tokens
-    compare_backbone: bool = True              # also train the multi-head model on the other backbone (report)
-    encoder: EncoderParams = Field(default_factory=EncoderParams)
-    train: RMTrainParams = Field(default_factory=RMTrainParams)
-    n_bins: int = 10
-    weights: dict[str, float] = {"helpfulness": 0.4, "truthfulness": 0.3, "harmlessness": 0.3}
-    tradeoff: dict[str, dict[str, float]] = {
-        "equal": {"helpfulness": 1 / 3, "truthfulness": 1 / 3, "harmlessness": 1 / 3},
-        "helpful_heavy": {"helpfulness": 0.7, "truthfulness": 0.15, "harmlessness": 0.15},
-        "safety_heavy": {"helpfulness": 0.15, "truthfulness": 0.15, "harmlessness": 0.7},
-    }
-    behaviour: BehaviourParams = Field(default_factory=lambda: BehaviourParams())
-    debias: DebiasParams = Field(default_factory=lambda: DebiasParams())
-    cross_lingual: bool = True
-    umap_points: int = 1500
-    # num_processes > 1: each reward model's training loop runs under `accelerate launch` (DDP)
-    distributed: DistributedParams = Field(default_factory=DistributedParams)
-
-
-def _params(params: dict) -> RewardParams:
-    return RewardParams.model_validate(params)
 
 
 # --------------------------------------------------------------------------- encoder
@@ -123,7 +39,7 @@ def pretrain_encoder(documents: pd.DataFrame, doc_splits: pd.DataFrame, params: 
 
     from ru_rlhf.models.training import history_table, trl_common_args
 
-    p = _params(params)
+    p = RewardParams.of(params)
     e = p.encoder
     if e.name_or_path:
         return (load_encoder(e.name_or_path, masked_lm=True, dtype=e.dtype, device=e.device),
@@ -243,7 +159,7 @@ def train_multi_head_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tokeniz
         ``(reward_model, log, training_pairs)``: ``training_pairs`` lists the pairs it trained on
         (ids, criterion, source, language), so a retrain shows which of the app's pairs went in.
     """
-    p = _params(params)
+    p = RewardParams.of(params)
     rm, history, data = _train("multi_head", pairs, _backbone(p, encoder, (sft_policy, policy_tokenizer)), p, "multi_head")
     return rm, history, data.reindex(columns=TRAINING_PAIR_COLUMNS).reset_index(drop=True)
 
@@ -251,7 +167,7 @@ def train_multi_head_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tokeniz
 def train_other_backbone_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tokenizer, params: dict):
     """The same multi-head model on the other backbone (``bert`` when the default is ``policy``), for the
     report's side-by-side comparison; None when ``compare_backbone`` is off."""
-    p = _params(params)
+    p = RewardParams.of(params)
     if not p.compare_backbone:
         return NotTrained("reward_modeling.compare_backbone is false"), pd.DataFrame(columns=["kind", "step", "loss",
                                                                                             "model"])
@@ -263,7 +179,7 @@ def train_other_backbone_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tok
 
 def train_distributional_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tokenizer, params: dict):
     """The distributional reward model: 10 rating bins per criterion, −log P(chosen ≻ rejected)."""
-    p = _params(params)
+    p = RewardParams.of(params)
     rm, history, _ = _train("distributional", pairs, _backbone(p, encoder, (sft_policy, policy_tokenizer)),
                             _secondary(p), "distributional")
     return rm, history
@@ -271,7 +187,7 @@ def train_distributional_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tok
 
 def train_russian_only_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tokenizer, params: dict):
     """A multi-head reward model trained on Russian pairs only (for the cross-lingual report)."""
-    p = _params(params)
+    p = RewardParams.of(params)
     if not p.cross_lingual:
         return NotTrained("reward_modeling.cross_lingual is false"), pd.DataFrame(columns=["kind", "step", "loss",
                                                                                          "model"])
@@ -318,7 +234,7 @@ def validate_reward_models(multi_head, distributional, russian_only, other_backb
     """
     from scipy.stats import spearmanr
 
-    p = _params(params)
+    p = RewardParams.of(params)
     metrics: dict[str, Any] = {"backbone": p.backbone, "pooling": p.pooling, "max_length": p.train.max_length}
     ann_mean = annotations.pivot_table(index="response_id", columns="criterion", values="score", aggfunc="mean")
     scored_test = None
@@ -399,7 +315,7 @@ def tfidf_baseline(pairs: pd.DataFrame, gold_scores: pd.DataFrame, params: dict)
 
     from ru_rlhf.models.baseline import TfidfPairModel
 
-    p = _params(params)
+    p = RewardParams.of(params)
     train = _training_pairs(pairs, p)
     model = TfidfPairModel(seed=p.seed).fit(train)
     out: dict[str, Any] = {"model": "tf-idf word 1-2 + char 2-5 grams, logistic Bradley-Terry", "train_pairs": len(train)}
@@ -485,12 +401,13 @@ def reward_behaviour(multi_head, sft_policy, policy_tokenizer, prompts: pd.DataF
     """
     from scipy.stats import spearmanr
 
-    from ru_rlhf.audit import hacking_probes, rm_scorer
+    from ru_rlhf.audit import hacking_probes
     from ru_rlhf.judges import gold_reward, judge_contexts, score_all
     from ru_rlhf.models.generation import generate, stable_seed
     from ru_rlhf.models.policy import policy_prompt
+    from ru_rlhf.scoring import rm_scorer
 
-    p = _params(params)
+    p = RewardParams.of(params)
     b = p.behaviour
     rm, _ = multi_head
     val = prompts[prompts["split"] == "validation"]
@@ -539,7 +456,7 @@ def calibrate(multi_head, pairs: pd.DataFrame, params: dict) -> tuple[dict, Any]
     import matplotlib.pyplot as plt
     from sklearn.linear_model import LogisticRegression
 
-    p = _params(params)
+    p = RewardParams.of(params)
     rng = np.random.default_rng(p.seed)
 
     def oriented(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -583,7 +500,7 @@ def project_umap(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame, p
     import matplotlib.pyplot as plt
     import umap
 
-    p = _params(params)
+    p = RewardParams.of(params)
     test = gold_scores[gold_scores["split"] == "test"]
     test = test.sample(n=min(len(test), p.umap_points), random_state=p.seed)
     rs = _score_responses(multi_head, test, prompts, p, pooled=True)
@@ -603,7 +520,7 @@ def project_umap(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame, p
 def tradeoff_report(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame, params: dict) -> pd.DataFrame:
     """For each weight vector: how often the top-ranked candidate of a test prompt changes (against
     equal weights) and the mean gold scores of the chosen candidates."""
-    p = _params(params)
+    p = RewardParams.of(params)
     test = gold_scores[gold_scores["split"] == "test"].reset_index(drop=True)
     rs = _score_responses(multi_head, test, prompts, p)
     rm = multi_head[0]

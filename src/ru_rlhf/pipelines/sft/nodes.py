@@ -7,159 +7,27 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import pandas as pd
-from pydantic import Field, PositiveFloat
 
 from ru_rlhf import distributed
-from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.metrics import distinct_n, is_tatar
 from ru_rlhf.models.generation import GenerationStats, generate, sequence_logprobs, stable_seed
 from ru_rlhf.models.policy import (
-    PolicySize,
     format_prompt,
     load_policy,
     load_tokenizer,
     model_card_facts,
     train_tokenizer,
 )
-from ru_rlhf.params import Params
+from ru_rlhf.models.training import StageParams
+from ru_rlhf.pipelines.sft.params import SftParams
 from ru_rlhf.schemas import PROMPT_SCHEMA, check_table
 from ru_rlhf.world.tasks import document_items
 from ru_rlhf.world.tasks import format_prompt as format_task_prompt
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- parameters
-class TokenizerParams(Params):
-    vocab_size: int = Field(8000, gt=0)
-    min_frequency: int = Field(2, gt=0)
-    model_max_length: int = Field(512, gt=16)
-
-
-class PolicyParams(Params):
-    name_or_path: str | None = None  # None: build from `size`; else a hub id or local directory
-    size: PolicySize = Field(default_factory=PolicySize)
-    dtype: str | None = None
-    device: str | None = None
-
-
-class StageParams(Params):
-    """One training stage (pre-training or SFT) run through TRL's SFTTrainer."""
-
-    max_steps: int = Field(-1, ge=-1)  # stop after this many optimiser steps (-1: run all epochs)
-    lr_scheduler: str = "cosine"
-    lr_scheduler_kwargs: dict = Field(default_factory=dict)  # passed to the scheduler (e.g. decay_type)
-    # warmup_stable_decay: the share of all steps spent decaying (when num_decay_steps is not given)
-    lr_decay_share: float = Field(0.25, ge=0, le=1)
-    group_by_length: bool = True  # batches of similar length pad less
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(512, gt=16)
-    logging_steps: int = Field(10, gt=0)
-    save_steps: int = Field(200, gt=0)
-    save_total_limit: int = Field(2, gt=0)
-
-
-class ReadingParams(Params):
-    """Reading-comprehension pre-training on extra documents from the bundled world's generator.
-
-    A policy of a few million parameters trained from scratch on ~1 000 documents memorises
-    them instead of learning to copy an answer from its context (measured: QA answers right
-    in about 1 % of validation prompts). Questions answered from many *fresh* documents, with
-    the loss on the answer only, make copying the only way to lower the loss. The documents come
-    from ``ru_rlhf.world`` with a seed of their own; no validation or test document is used.
-
-    What decides the answer rate (measured on the 88 validation QA prompts, reading stage only):
-    organisations and places ("Компания «X»", "В X") are copied first, by an induction head
-    that repeats what followed the same word in the text; dates, people and counts need the
-    answer's *first* word found by what it is (a day before a month, a name, the number before the
-    question's noun), which emerges later and from run to run at very different steps. Single
-    runs each: short passages (``passage_share``) brought copying earlier (0.30 vs 0.16 after
-    900 steps), and the answer's sentence alone did better than up to three sentences (0.375 vs
-    0.33 after 2 400 steps of 8); a rate held constant and then decayed over the last quarter
-    (``warmup_stable_decay``) lifted one run from 0.25 to 0.40 during the decay (people 0 → 0.73);
-    keeping only 30 % of the org/place questions (``easy_keep``) stopped copying from emerging at
-    all (0.11 after 2 400 steps): the easy answers teach the copying the hard ones build on.
-    More steps decide it (single runs, reading stage alone): 3 000 steps reached 0.375, 3 600
-    reached 0.42 (0.58 in a run on another draw of documents), 5 000 reached 0.52 with reading
-    first and 0.56-0.58 after the LM epoch (dates 0.45-0.70, people 0.91). In the whole pipeline
-    (LM epoch, reading, SFT) 4 500 steps gave QA 0.500 and 4 200 gave 0.511, so 4 200 it is (19 s
-    less). Batches grouped by length (``group_by_length``: passages are
-    ~34 tokens, documents ~76, and mixed batches were 43 % padding) made a step 0.1 -> 0.055 s,
-    which is what pays for those steps.
-    """
-
-    documents: int = Field(0, ge=0)  # 0: skip this stage
-    seed: int = 99
-    tatar_share: float = Field(0.2, ge=0, le=1)
-    # Passages: this share of questions is asked on a short passage (the sentence holding the
-    # answer plus 0 to ``passage_extra_sentences`` other sentences of the document, in order)
-    # instead of the whole document; the rest keep the whole document.
-    passage_share: float = Field(0.0, ge=0, le=1)
-    passage_extra_sentences: int = Field(2, ge=0)
-    # Questions whose answer starts with a fixed word ("Компания «X»", "В X": org, place) are
-    # learnt first; only this share of them is kept (measured: thinning them stops copying from
-    # emerging at all, see above, so base keeps them all).
-    easy_keep: float = Field(1.0, ge=0, le=1)
-    stage: StageParams = Field(default_factory=lambda: StageParams(
-        epochs=1, max_steps=2000, lr_scheduler="constant_with_warmup", group_by_length=False))
-
-
-class RedrawParams(Params):
-    """Prompts whose responses all came out the same (a confident model on a short QA answer gives
-    the same entity at every grid point) get their highest-temperature rows drawn again, hotter,
-    with fresh seeds, until two responses differ or the attempts run out; a pair needs two
-    different responses. Redrawn rows record their own temperature, top-p, seed and attempt."""
-
-    attempts: int = Field(3, ge=0)  # 0: no redraw
-    temperature: float = Field(1.3, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    rows: int = Field(2, ge=1)  # how many of the prompt's rows (the hottest grid points) are drawn again
-
-
-class CandidateParams(Params):
-    temperatures: list[PositiveFloat] = Field([0.3, 0.7, 1.0], min_length=1)
-    top_ps: list[Annotated[float, Field(gt=0, le=1)]] = Field([0.85, 0.95], min_length=1)
-    max_new_tokens: int = Field(64, gt=0)
-    # per task (a short QA answer needs fewer steps than a summary); tasks not named use max_new_tokens
-    max_new_tokens_by_task: dict[str, int] = {"qa": 24, "dialogue": 48, "summarization": 64}
-    # rows decoded at once: with the default (Llama) policy continuously batched, new prompts' rows
-    # joining as ended rows leave; any other model runs batches of this many rows
-    batch_size: int = Field(768, gt=0)
-    redraw: RedrawParams = Field(default_factory=RedrawParams)
-
-
-class EvalParams(Params):
-    qa_temperature: float = Field(0.3, ge=0)
-    qa_top_p: float = Field(0.95, gt=0, le=1)
-    max_prompts: int = Field(400, gt=0)
-    batch_size: int = Field(32, gt=0)
-
-
-class SftParams(Params):
-    """Typed parameters of the sft pipeline (``parameters_sft.yml``)."""
-
-    seed: int = 2024
-    checkpoint_dir: str = "data/06_models/checkpoints"
-    tokenizer: TokenizerParams = Field(default_factory=TokenizerParams)
-    policy: PolicyParams = Field(default_factory=PolicyParams)
-    pretrain: StageParams = Field(default_factory=StageParams)
-    reading: ReadingParams = Field(default_factory=ReadingParams)
-    sft: StageParams = Field(default_factory=lambda: StageParams(learning_rate=5e-4))
-    candidates: CandidateParams = Field(default_factory=CandidateParams)
-    evaluation: EvalParams = Field(default_factory=EvalParams)
-    # num_processes > 1: every trainer stage (reading, pre-training, SFT) runs under `accelerate launch`
-    distributed: DistributedParams = Field(default_factory=DistributedParams)
-
-
-def _params(params: dict) -> SftParams:
-    return SftParams.model_validate(params)
 
 
 def _train_stage(model, tokenizer, dataset, stage: StageParams, p: SftParams, name: str):
@@ -174,7 +42,7 @@ def build_tokenizer(documents: pd.DataFrame, demonstrations: pd.DataFrame, param
 
     With ``policy.name_or_path`` set (the ``hub`` env), the model's own tokenizer is loaded.
     """
-    p = _params(params)
+    p = SftParams.of(params)
     if p.policy.name_or_path:
         return load_tokenizer(p.policy.name_or_path)
     texts = documents["text"].tolist() + demonstrations["prompt"].drop_duplicates().tolist() \
@@ -250,7 +118,7 @@ def pretrain_policy(documents: pd.DataFrame, doc_splits: pd.DataFrame, policy_to
     """
     import datasets
 
-    p = _params(params)
+    p = SftParams.of(params)
     model = load_policy(p.policy.name_or_path, size=p.policy.size, tokenizer=policy_tokenizer,
                         dtype=p.policy.dtype, device=p.policy.device, seed=p.seed)
     logs = []
@@ -283,7 +151,7 @@ def sft_policy(pretrained_policy, policy_tokenizer, demonstrations: pd.DataFrame
     """
     import datasets
 
-    p = _params(params)
+    p = SftParams.of(params)
     train = demonstrations[demonstrations["split"] == "train"]
     ds = datasets.Dataset.from_dict({"prompt": [format_prompt(x) for x in train["prompt"]],
                                      "completion": train["response"].tolist()})
@@ -308,7 +176,7 @@ def evaluate_sft(pretrained_policy, sft_policy, policy_tokenizer, demonstrations
     reference answers given their prompts. The QA answer rate is the share of validation QA
     prompts whose answer (``answer_key``) appears in the SFT policy's answer at temperature 0.3.
     """
-    p = _params(params)
+    p = SftParams.of(params)
     e = p.evaluation
     val = demonstrations[(demonstrations["split"] == "validation") & (demonstrations["variant"] == "reference")]
     val = val.sample(n=min(len(val), e.max_prompts), random_state=p.seed)
@@ -362,7 +230,7 @@ def generate_candidates(sft_policy, policy_tokenizer, prompts: pd.DataFrame,
         ``(candidates, stats)``: one row per prompt with ``prompt, responses, task_type,
         prompt_id, lang, split`` and ``sampling`` (each response's temperature, top-p and seed).
     """
-    p = _params(params)
+    p = SftParams.of(params)
     check_table(prompts, PROMPT_SCHEMA, "prompt_id", source="prompts")
     c = p.candidates
     grid = [(t, tp) for t in c.temperatures for tp in c.top_ps]

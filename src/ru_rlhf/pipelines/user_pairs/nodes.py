@@ -17,21 +17,19 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field
 
 from ru_rlhf.harmlessness import HarmClassifier, harm_table
 from ru_rlhf.io.datasets import NotTrained
 from ru_rlhf.io.pairs import validate_pairs
-from ru_rlhf.judges import CRITERIA, is_refusal
+from ru_rlhf.judges import is_refusal
 from ru_rlhf.metrics import distinct_n, paired_test
 from ru_rlhf.models.policy import format_prompt
-from ru_rlhf.params import Params
-from ru_rlhf.rl.params import RLParams
+from ru_rlhf.pipelines.user_pairs.params import DpoParams, UserPairsParams
 from ru_rlhf.text import words
+from ru_rlhf.vocabulary import CRITERIA
 
 log = logging.getLogger(__name__)
 
@@ -39,98 +37,6 @@ NOT_AVAILABLE = "not available (no gold judge)"
 PAIR_COLUMNS = ["pair_id", "prompt_id", "criterion", "prompt", "chosen", "rejected", "chosen_id", "rejected_id",
                 "margin", "n_votes", "agreement", "lang", "task_type", "split", "gold_margin", "source",
                 "source_file", "source_row"]
-
-
-class _Strict(Params):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SplitParams(_Strict):
-    test_fraction: float = Field(0.2, gt=0, lt=1)        # held out: never seen by any training
-    validation_fraction: float = Field(0.15, ge=0, lt=1)  # of the rest: early stopping of the reward model
-    task_type: str = "user"
-    max_chars: int = Field(20_000, gt=0)
-
-
-class HarmParams(_Strict):
-    enabled: bool = True                  # trains on the toxic (rejected) and clean (chosen) sides
-    criterion: str = "harmlessness"       # of this criterion's pairs
-    C: float = Field(4.0, gt=0)
-    max_false_positive_rate: float = Field(0.03, ge=0, lt=1)  # the threshold: chosen by cross-validation
-    folds: int = Field(5, ge=2)
-
-
-class RewardParams(_Strict):
-    epochs: float = Field(8.0, gt=0)      # an upper bound: early stopping on validation accuracy
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    max_length: int = Field(256, gt=8)
-    pooling: Literal["last", "mean", "response"] = "mean"
-    evals_per_epoch: int = Field(2, gt=0)
-    patience: int = Field(6, gt=0)
-    save_steps: int = Field(500, gt=0)
-
-
-class DpoParams(_Strict):
-    """One preference method: DPO (``loss_type: sigmoid``) or IPO (``ipo``; ``beta`` is then τ)."""
-
-    enabled: bool = True
-    loss_type: Literal["sigmoid", "ipo"] = "sigmoid"
-    beta: float = Field(0.1, gt=0)
-    epochs: float = Field(2.0, gt=0)
-    max_steps: int = -1
-    batch_size: int = Field(8, gt=0)
-    learning_rate: float = Field(5e-5, gt=0)
-    max_length: int = Field(256, gt=8)
-    max_pairs: int | None = Field(None, gt=0)          # None: every training pair
-
-
-class UserRLParams(RLParams):
-    """PPO (our own, :mod:`ru_rlhf.rl.ppo`) or REINFORCE on the prompts of the training pairs, against the reward
-    model's trained heads; the state kept is the one whose greedy answers on validation prompts score best by the
-    reward model while the smoothed KL is within ``best_max_kl`` (no gold judge to choose by)."""
-
-    enabled: bool = True
-    probe_prompts: int = Field(32, gt=0)   # validation prompts the kept state is chosen on
-
-
-class UserAuditParams(_Strict):
-    """The audit without gold: counterfactual bias of the reward model and of the policies' answers (their
-    harmlessness by the harmlessness scorer), and the policies on hard topics (refusals, flagged answers)."""
-
-    enabled: bool = True
-    bias_source: Literal["bundled", "rubia"] = "bundled"   # bundled templates (ru, tt) or RuBia (ru)
-    rubia_path: str = "../shared/data/RuBia-Dataset/rubia.tsv"
-    rm_pairs: int = Field(600, gt=0)          # minimal pairs the reward model scores (a seeded sample)
-    policy_pairs: int = Field(60, gt=0)       # minimal pairs the policies answer, both sides
-    max_new_tokens: int = Field(48, gt=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
-    correction: Literal["holm", "bh"] = "holm"  # over every test of the audit, as one family
-
-
-class EvalParams(_Strict):
-    prompts: int = Field(100, gt=0)                    # held-out prompts the policies answer (a seeded sample)
-    max_new_tokens: int = Field(64, gt=0)
-    batch_size: int = Field(32, gt=0)
-
-
-class UserPairsParams(_Strict):
-    """Typed parameters of the user_pairs pipeline (``parameters_user_pairs.yml``)."""
-
-    seed: int = 2024
-    checkpoint_dir: str = "data/06_models/checkpoints/user_pairs"
-    split: SplitParams = Field(default_factory=SplitParams)
-    harmlessness: HarmParams = Field(default_factory=HarmParams)
-    reward_model: RewardParams = Field(default_factory=RewardParams)
-    dpo: DpoParams = Field(default_factory=DpoParams)
-    ipo: DpoParams = Field(default_factory=lambda: DpoParams(loss_type="ipo"))
-    rl: UserRLParams = Field(default_factory=UserRLParams)
-    audit: UserAuditParams = Field(default_factory=UserAuditParams)
-    evaluation: EvalParams = Field(default_factory=EvalParams)
-
-
-def _params(params: dict) -> UserPairsParams:
-    return UserPairsParams.model_validate(params)
 
 
 def _digest(text: str) -> str:
@@ -147,7 +53,7 @@ def prepare_pairs(raw: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.Dat
         ``(pairs, quarantine, prompts)``: every row read is in ``pairs`` or in ``quarantine`` (with its rule);
         ``prompts`` the distinct prompts with their split (the prompts RL would sample).
     """
-    p = _params(params)
+    p = UserPairsParams.of(params)
     kept, quarantine = validate_pairs(raw, max_chars=p.split.max_chars)
     if kept.empty:
         raise ValueError(f"user_pairs: no usable pair among {len(raw)} rows read; quarantine by rule: "
@@ -196,7 +102,7 @@ def train_harm_classifier(pairs: pd.DataFrame, params: dict):
         ``(classifier, report)``; ``NotTrained`` and a report saying why when it is switched off or there are no
         pairs of its criterion.
     """
-    p = _params(params)
+    p = UserPairsParams.of(params)
     h = p.harmlessness
     own = pairs[pairs["criterion"] == h.criterion]
     train, test = own[own["split"] != "test"], own[own["split"] == "test"]
@@ -222,7 +128,7 @@ def tfidf_baseline(pairs: pd.DataFrame, params: dict) -> dict:
     measured on the held-out pairs, per criterion."""
     from ru_rlhf.models.baseline import TfidfPairModel
 
-    p = _params(params)
+    p = UserPairsParams.of(params)
     train, test = pairs[pairs["split"] == "train"], pairs[pairs["split"] == "test"]
     model = TfidfPairModel(seed=p.seed).fit(train)
     out = {"model": "TF-IDF word 1-2 + char 2-5 grams, logistic Bradley-Terry", "train_pairs": int(len(train)),
@@ -247,7 +153,7 @@ def train_reward_model(pairs: pd.DataFrame, sft_policy, policy_tokenizer, params
     from ru_rlhf.models.reward import RewardModel, backbone_of, fit_normalisation_on_pairs
     from ru_rlhf.models.reward import train_reward_model as train
 
-    p = _params(params)
+    p = UserPairsParams.of(params)
     r = p.reward_model
     crits = sorted(set(pairs["criterion"]))
     unknown = [c for c in crits if c not in CRITERIA]
@@ -277,7 +183,7 @@ def held_out_accuracy(reward_model, pairs: pd.DataFrame, baseline: dict, params:
     """The reward model's accuracy on the held-out (test) pairs per criterion, beside the TF-IDF baseline's."""
     from ru_rlhf.models.reward import pair_accuracy
 
-    p = _params(params)
+    p = UserPairsParams.of(params)
     rm, tok = reward_model
     test = pairs[pairs["split"] == "test"].copy()
     test["prompt"] = test["prompt"].map(format_prompt)
@@ -303,8 +209,8 @@ def train_preference(sft_policy, reference_policy, policy_tokenizer, pairs: pd.D
 
     from ru_rlhf.models.training import run_dpo_trainer
 
-    p = _params(params)
-    d = DpoParams.model_validate(method)
+    p = UserPairsParams.of(params)
+    d = DpoParams.of(method)
     name = "ipo" if d.loss_type == "ipo" else "dpo"
     if not d.enabled:
         return NotTrained(f"user_pairs.{name}.enabled is false"), pd.DataFrame(columns=["stage", "step", "loss"])
@@ -341,9 +247,9 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, pairs
     """
 
     from ru_rlhf.models.reward import score_prompts
-    from ru_rlhf.rl.ppo import train as rl_train
+    from ru_rlhf.rl.loop import train as rl_train
 
-    p = _params(params)
+    p = UserPairsParams.of(params)
     r = p.rl
     if not r.enabled:
         return (NotTrained("user_pairs.rl.enabled is false"), pd.DataFrame(columns=["step"]),
@@ -420,7 +326,7 @@ def evaluate(reward_model, dpo_policy, ipo_policy, rl_policy, sft_policy, refere
     from ru_rlhf.models.generation import response_kl
     from ru_rlhf.models.reward import score_prompts
 
-    p = _params(params)
+    p = UserPairsParams.of(params)
     e = p.evaluation
     start = time.perf_counter()
     test_prompts = pairs[pairs["split"] == "test"].drop_duplicates("prompt_id")
@@ -498,7 +404,7 @@ def _policies(sft_policy, dpo_policy, ipo_policy, rl_policy, p: UserPairsParams)
 
 
 def audit_policies(reward_model, dpo_policy, ipo_policy, rl_policy, sft_policy, policy_tokenizer, harm_classifier,
-                   params: dict) -> tuple[dict, pd.DataFrame]:
+                   bias_probes: dict, params: dict) -> tuple[dict, pd.DataFrame]:
     """The ethics audit's gold-free probes on the user's models.
 
     - Counterfactual bias of the reward model: the scalar of each side of a minimal pair (bundled templates or
@@ -515,16 +421,17 @@ def audit_policies(reward_model, dpo_policy, ipo_policy, rl_policy, sft_policy, 
     from ru_rlhf import audit
     from ru_rlhf.judges import harmlessness
     from ru_rlhf.metrics import benjamini_hochberg, holm
+    from ru_rlhf.scoring import rm_scorer
 
-    p = _params(params)
+    p = UserPairsParams.of(params)
     a = p.audit
     if not a.enabled:
         return {"enabled": False}, pd.DataFrame(columns=["source", "measure", "group", "flag"])
     clf = harm_classifier if isinstance(harm_classifier, HarmClassifier) else None
-    pairs = audit.rubia_pairs(a.rubia_path) if a.bias_source == "rubia" else audit.bias_pairs()
+    pairs = bias_probes["pairs"]  # the catalog's bias_probes: bundled templates, or RuBia (ru_detox)
     pairs = pairs.assign(group=pairs["lang"] + "/" + pairs["domain"])
     rm_pairs = pairs.sample(n=min(a.rm_pairs, len(pairs)), random_state=p.seed)
-    scorer = audit.rm_scorer(reward_model)
+    scorer = rm_scorer(reward_model)
     neutral = "Как вежливо ответить на это сообщение?"
     sa = scorer([neutral] * len(rm_pairs), list(rm_pairs["text_a"]))["scalar"]
     sb = scorer([neutral] * len(rm_pairs), list(rm_pairs["text_b"]))["scalar"]
@@ -553,7 +460,7 @@ def audit_policies(reward_model, dpo_policy, ipo_policy, rl_policy, sft_policy, 
     table["p_adjusted"] = correct(table["p_value"].tolist())
     table["flag"] = table["p_adjusted"] < a.alpha
     table = table[["source", "measure", "group", "pairs", "mean_gap", "mean_abs_gap", "p_value", "p_adjusted", "flag"]]
-    summary = {"bias_source": a.bias_source, "rm_pairs": int(len(rm_pairs)), "policy_pairs": int(len(probe)),
+    summary = {"bias_source": bias_probes["source"], "rm_pairs": int(len(rm_pairs)), "policy_pairs": int(len(probe)),
                "tests": int(len(table)), "flagged": int(table["flag"].sum()),
                "flagged_by_source": table.groupby("source")["flag"].sum().astype(int).to_dict(),
                "correction": a.correction, "alpha": a.alpha, "hard_topics": rates,

@@ -8,8 +8,9 @@ its own parameters (``user_pairs.dpo``, ``user_pairs.ipo``).
 from kedro.pipeline import Node, Pipeline
 
 from ru_rlhf.pipelines.user_pairs import nodes
+from ru_rlhf.vocabulary import METHODS
 
-PREFERENCE_METHODS = ("dpo", "ipo")
+PREFERENCE_METHODS = tuple(m for m, kind in METHODS.items() if kind == "preference")  # DPO, IPO
 SHARED = {"sft_policy", "reference_policy", "policy_tokenizer", "user_preference_pairs"}
 
 
@@ -49,7 +50,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                                   "user_preference_pairs", "user_reward_accuracy", "params:user_pairs"],
                  ["user_generations", "user_pairs_summary"], name="evaluate"),
             Node(nodes.audit_policies, ["user_reward_model", "user_dpo_policy", "user_ipo_policy", "user_rl_policy",
-                                        "sft_policy", "policy_tokenizer", "harm_classifier", "params:user_pairs"],
+                                        "sft_policy", "policy_tokenizer", "harm_classifier", "bias_probes",
+                                        "params:user_pairs"],
                  ["user_audit", "user_audit_table"], name="audit_policies"),
             Node(nodes.user_pairs_report, ["user_pairs_summary", "harm_classifier_report", "user_pairs_quarantine",
                                            "user_audit"], "user_pairs_report", name="user_pairs_report"),

@@ -14,28 +14,12 @@ import math
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field
 
 from ru_rlhf.agreement import alpha_interval, drop_unreliable
 from ru_rlhf.io.annotations import control_accuracy
-from ru_rlhf.params import Params
+from ru_rlhf.pipelines.user_ratings.params import RatingsParams
 
 log = logging.getLogger(__name__)
-
-
-class RatingsParams(Params):
-    """Typed parameters of the user_ratings pipeline (``parameters_user_ratings.yml``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = 2024
-    threshold: float = Field(0.667, ge=0, le=1)     # Krippendorff's customary floor for tentative conclusions
-    bootstrap: int = Field(1000, ge=0)              # resamples of items for the interval (0: no interval)
-    confidence: float = Field(0.95, gt=0, lt=1)
-    min_gain: float = Field(0.005, ge=0)            # the panel's rule: drop a worker only if α rises this much
-    max_drop: int = Field(10, ge=0)                 # at most this many workers dropped by the α rule per criterion
-    min_control_accuracy: float | None = Field(None, ge=0, le=1)  # workers below it are dropped first
-    min_control_answers: int = Field(3, ge=1)       # ... when they answered at least this many control tasks
 
 
 def _numeric(labels: pd.DataFrame, level: str) -> tuple[pd.DataFrame, str]:
@@ -60,7 +44,7 @@ def rating_agreement(ratings: dict, params: dict) -> tuple[dict, pd.DataFrame, p
         labels that pass the gate; ``workers`` one row per (pool, worker): labels, control answers and accuracy,
         whether and why dropped.
     """
-    p = RatingsParams.model_validate(params)
+    p = RatingsParams.of(params)
     labels, control, rejected, levels = (ratings[k] for k in ("labels", "control", "rejected", "levels"))
     level_of = {(r.pool, r.criterion): r.level for r in levels.itertuples()}
     readable = labels[labels["read_error"].isna()]

@@ -1,5 +1,8 @@
 """The feedback store of the A/B app: SQLite with a rollback journal, one row per vote.
 
+Below the app and the pipelines: the app (:mod:`ru_rlhf.app`) writes it, the catalog's ``AppFeedbackDataset``
+and ``python -m ru_rlhf.app export`` read it.
+
 Two tables:
 
 * ``served``: every set of responses the server showed (a random token, the prompt, the hidden
@@ -30,9 +33,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ru_rlhf.feedback import CRITERIA
+from ru_rlhf.vocabulary import CRITERIA
 
-__all__ = ["CRITERIA", "MAX_COMMENT", "MAX_PROMPT", "FeedbackStore", "StoreError", "VoteError"]
+__all__ = ["MAX_COMMENT", "MAX_PROMPT", "FeedbackStore", "StoreError", "VoteError"]
 log = logging.getLogger(__name__)
 
 MAX_COMMENT = 1000  # characters of the comment as typed

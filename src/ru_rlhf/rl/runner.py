@@ -1,0 +1,64 @@
+"""One PPO or REINFORCE run against a reward model's scalar, evaluated on a probe set.
+
+What the alignment stage's ``train_rl`` node runs in its own process, and what every worker of a distributed run
+runs (:func:`ru_rlhf.distributed.rl`, ``python -m ru_rlhf.distributed_worker rl``): its arguments are plain values
+(JSON across the process boundary) and two prompt tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from ru_rlhf.rl.params import RLParams
+from ru_rlhf.scoring import probe_policy, rm_scorer
+
+
+def reward_fn(reward_model, weights: dict[str, float] | None = None):
+    """The RL reward: ``(prompts, responses) -> tensor`` of the reward model's scalar (``weights`` over its heads;
+    None: its own)."""
+    scorer = rm_scorer(reward_model, weights)
+
+    def fn(prompts: list[str], responses: list[str]):
+        import torch
+
+        return torch.tensor(scorer(prompts, responses)["scalar"].to_numpy())
+
+    return fn
+
+
+def run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
+           probe_prompts: pd.DataFrame, *, method: str, rl: dict, seed: int, checkpoint_dir: str | Path,
+           reward_weights: dict[str, float] | None, max_new_tokens: int | Mapping[str, int], batch_size: int,
+           desc: str):
+    """PPO or REINFORCE (``rl``: :class:`ru_rlhf.rl.params.RLParams`'s fields) from ``sft_policy``.
+
+    Rollouts are sampled from ``train_prompts``; every ``eval_every`` steps greedy answers on ``probe_prompts``
+    are scored (:func:`ru_rlhf.scoring.probe_policy` with ``seed``, ``max_new_tokens`` and ``batch_size``) and
+    the best state by the simulated expert panel's score is the output. Each evaluated state is saved under
+    ``checkpoint_dir``; ``method`` names the run in its log and info.
+
+    Returns:
+        ``(policy, step_log, info)``.
+    """
+    from ru_rlhf.rl.loop import train as rl_train
+
+    cfg = RLParams.of(rl).config(seed)
+    start = time.perf_counter()
+    policy, step_log, info = rl_train(
+        sft_policy, reference_policy, tokenizer, train_prompts, reward_fn(reward_model, reward_weights), cfg,
+        evaluate=lambda m: probe_policy(m, tokenizer, probe_prompts, seed=seed, max_new_tokens=max_new_tokens,
+                                        batch_size=batch_size)[0],
+        checkpoint_dir=Path(checkpoint_dir), desc=desc)
+    step_log.insert(0, "method", method)
+    first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
+    best = step_log[step_log["step"] == info["best_step"]].iloc[0]
+    info.update({"method": method, "algorithm": cfg.algorithm, "seconds": round(time.perf_counter() - start, 1),
+                 "sft_probe_expert": float(first["expert_score"]) if first is not None else None,
+                 "sft_probe_gold": float(first["probe_gold"]) if first is not None else None,
+                 "best_probe_gold": float(best["probe_gold"]),
+                 "kl_at_best": float(best["kl"]) if "kl" in best and pd.notna(best["kl"]) else 0.0})
+    return policy, step_log, info
