@@ -86,10 +86,11 @@ class SmokeRun:
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> SmokeRun:
-    """``kedro run --env smoke`` (the whole default pipeline at toy sizes), once per session, into a temporary
-    data root. Tests read its outputs; a test that writes must work on ``smoke_run.copy_to(tmp_path / ...)``."""
-    root = tmp_path_factory.mktemp("smoke_run")
+def smoke_run() -> SmokeRun:
+    """``kedro run --env smoke`` (the whole default pipeline at toy sizes), once per session, into a fresh data root
+    in the session's data folder. Tests read its outputs; a test that writes must work on
+    ``smoke_run.copy_to(tmp_path / ...)``."""
+    root = Path(tempfile.mkdtemp(prefix="smoke_run-", dir=TEST_DATA))
     res = run_kedro(["run", "--env", "smoke"], timeout=900, data_root=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return SmokeRun(root, res)

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import env_context, run_kedro
 
 # keys whose values are wall-clock measurements, not results: excluded from the comparison
-TIMING = re.compile(r"(seconds|runtime|per_second|_per_s$|elapsed|timestamp|^time$)")
+TIMING = re.compile(r"(seconds|runtime|per_second|_per_s$|elapsed|timestamp|^time$|^started$|^finished$)")
 
 
 def _tracked_run(project_root: Path, run_name: str, data_root: Path):
@@ -98,12 +98,16 @@ def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_
 
 
 def _metric_files(root: Path) -> dict[str, object]:
+    """Every JSON and parquet report under ``root``; the root's own path, which some reports name, reads
+    ``<data root>`` (two runs into two roots compare)."""
     out = {}
     for f in sorted((root / "08_reporting").rglob("*.json")):
-        out[str(f.relative_to(root))] = json.loads(f.read_text(encoding="utf-8"))
+        out[str(f.relative_to(root))] = json.loads(f.read_text(encoding="utf-8").replace(str(root), "<data root>"))
     for f in sorted((root / "08_reporting").rglob("*.parquet")):
         df = pd.read_parquet(f)
-        out[str(f.relative_to(root))] = df[[c for c in df.columns if not TIMING.search(c)]]
+        out[str(f.relative_to(root))] = pd.DataFrame({
+            c: df[c].map(lambda v: v.replace(str(root), "<data root>") if isinstance(v, str) else v)
+            for c in df.columns if not TIMING.search(c)})
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from kedro.runner import SequentialRunner
 
+from ru_rlhf.io.datasets import HumanLabelsDataset
 from ru_rlhf.pipelines.preference_curation import create_pipeline as curation
 from ru_rlhf.pipelines.reward_modeling import create_pipeline as reward
 from tests.conftest import TINY_SIZE, keep_catalog, no_votes
@@ -32,7 +33,8 @@ def reward_run(world_tables, variant_candidates, tmp_path_factory):
         "umap_points": 60})
     keep = ["reward_metrics", "reward_tradeoff", "reward_reliability_plot", "reward_umap_plot", "reward_model",
             "reward_model_log", "encoder", "other_backbone_reward_model", "reward_best_of_n", "reward_baseline"]
-    catalog = keep_catalog({"app_feedback": no_votes(), "candidates": variant_candidates, "prompts": prompts,
+    catalog = keep_catalog({"app_feedback": no_votes(), "human_labels": HumanLabelsDataset().load(),  # none
+                            "candidates": variant_candidates, "prompts": prompts,
                             "facts": facts, "documents": docs, "sft_policy": policy, "policy_tokenizer": tok,
                             "doc_splits": splits, "params:preference_curation": base_params("preference_curation", {"seed": 2}),
                             "params:reward_modeling": params}, keep=keep)
