@@ -17,6 +17,7 @@ import math
 import random
 import shutil
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True)
-class RLConfig:
+class RLConfig(ABC):
     """The loop's controls, shared by PPO and REINFORCE; an algorithm's config adds its update's and makes it.
 
     No defaults: a run's values come from its parameters (``ru_rlhf.rl.params.RLParams.config``, the YAML in
@@ -59,9 +60,10 @@ class RLConfig:
     max_grad_norm: float
     seed: int = 0
 
+    @abstractmethod
     def make_update(self) -> Update:
-        """The algorithm's optimisation step for a run (a fresh one per run: it may carry state)."""
-        raise NotImplementedError(f"{type(self).__name__} has no update: use PPOConfig or ReinforceConfig")
+        """The algorithm's optimisation step for a run (a fresh one per run: it may carry state); each algorithm's
+        config (:class:`ru_rlhf.rl.ppo.PPOConfig`, :class:`ru_rlhf.rl.reinforce.ReinforceConfig`) gives its own."""
 
 
 class Update(Protocol):
