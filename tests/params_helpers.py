@@ -52,5 +52,6 @@ def rl_config(section: str = "alignment.ppo.train", seed: int = 0, **overrides):
     from ru_rlhf.rl.params import RLParams
 
     params = base_params(section, overrides)
-    params.pop("method", None)  # the alignment section's run name, not an RL control
+    params.pop("method", None)  # the alignment section's run name and reward, not RL controls
+    params.pop("reward", None)
     return RLParams.of(params).config(seed)

@@ -158,12 +158,26 @@ def test_appendix_renders_every_number_from_fixed_tables():
     agreement = {"before": {"helpfulness": 0.6315}, "after": {"helpfulness": 0.8942},
                  "dropped": [{"annotator_id": "ann_03"}]}
     annotators = pd.DataFrame({"annotator_id": ["a", "b", "c"], "careless": [True, False, False]})
-    text, copy = ethics_appendix(bias, avoid, over, spear, hack, syco, agreement, {"pairs": 45774}, annotators,
-                                 base_params("ethics_audit", {"alpha": 0.05}))
+    frontier = pd.DataFrame([
+        {"source": "sft", "curve": "sft", "step_or_n": pd.NA, "kl_seq": 0.0, "sqrt_kl": 0.0, "gold": 0.5, "gold_se": 0.01,
+         "proxy": 0.1, "items": 50},
+        {"source": "method", "curve": "dpo", "step_or_n": pd.NA, "kl_seq": 3.5791, "sqrt_kl": 1.8919, "gold": 0.6,
+         "gold_se": 0.02, "proxy": 0.9, "items": 50},
+        *({"source": "checkpoint", "curve": "ppo", "step_or_n": s, "kl_seq": k, "sqrt_kl": k ** 0.5, "gold": g,
+           "gold_se": 0.01, "proxy": p, "items": 20}
+          for s, k, g, p in ((0, 0.0, 0.5, 0.1), (10, 0.777, 0.555, 1.234), (20, 2.0, 0.52, 1.5)))])
+    frontier["step_or_n"] = frontier["step_or_n"].astype("Int64")
+    fits = {"_note": "…", "ppo": {"form": "rl", "alpha": 0.1111, "beta": 0.2222, "peak_kl": 0.6543, "peak_gold": 0.5678,
+                                 "peak_in_range": True, "r2": 0.9876, "n_points": 2, "no_peak": None}}
+    text, copy = ethics_appendix(bias, avoid, over, spear, frontier, fits, hack, syco, agreement, {"pairs": 45774},
+                                 annotators, base_params("ethics_audit", {"alpha": 0.05}))
     assert text == copy
     for number in ("0.432", "0.008", "0.016", "Benjamini-Hochberg", "0.250", "0.777", "1.234", "-0.101", "0.022",
                    "0.346", "0.424", "0.136", "0.091", "0.180", "0.002", "0.060", "0.631", "0.894",
-                   "ann_03", "45774", "3 SIMULATED annotators", "Tests run: 1; flagged after correction: 1"):
+                   "ann_03", "45774", "3 SIMULATED annotators", "Tests run: 1; flagged after correction: 1",
+                   "| method | dpo | — | 3.58 | 1.89 |", "| ppo | rl | 0.111 | 0.222 | 0.654 | 0.568 | yes | 0.988 | 2 |",
+                   "- ppo: measured gold highest at step 10 (KL 0.777), 0.055 above its start",
+                   "gold changed by -0.035 while the proxy changed by 0.266. Fitted peak: KL 0.654."):
         assert number in text, number
     assert "simulated" in text.lower()
     for section in ("Counterfactual bias", "Avoidance", "Over-optimisation", "hacking", "Sycophancy", "Limitations",

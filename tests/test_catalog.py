@@ -84,15 +84,25 @@ def test_the_base_catalog_is_split_by_stage(project_root, graph):
                 assert name in stage_outputs, f"catalog_{stage}.yml declares {name}, which {stage} does not write"
 
 
-def test_the_alignment_checkpoints_reach_the_audit_through_the_catalog(graph):
-    """PPO's and REINFORCE's saved states are an output of their training node and an input of the audit (an
-    edge Kedro sees), never a folder the audit finds on its own."""
-    trainers = {n.name: n for n in graph.nodes}
-    for method in ("ppo", "reinforce"):
-        assert f"alignment.{method}.checkpoints" in trainers[f"alignment.{method}.train"].outputs
-    audit = next(n for n in graph.nodes if n.name.endswith("overoptimisation"))
-    assert {"alignment.ppo.checkpoints", "alignment.reinforce.checkpoints"} <= set(audit.inputs)
-    assert not any(i.startswith("params:alignment") for i in audit.inputs)
+def test_the_alignment_checkpoints_reach_the_curves_and_the_curves_reach_the_audit_through_the_catalog(graph):
+    """PPO's, REINFORCE's, GRPO's and RLOO's saved states are an output of their training node and an input of the
+    over-optimisation node (an edge Kedro sees), never a folder a node finds on its own; the curves and the
+    reward–KL frontier are outputs of the alignment pipeline and inputs of the audit, which runs none of their
+    nodes."""
+    from kedro.framework.project import pipelines
+
+    nodes = {n.name: n for n in graph.nodes}
+    rl = ("ppo", "reinforce", "grpo", "rloo")
+    for method in rl:
+        assert f"alignment.{method}.checkpoints" in nodes[f"alignment.{method}.train"].outputs
+    curves = nodes["overoptimisation"]
+    assert {f"alignment.{m}.checkpoints" for m in rl} <= set(curves.inputs)
+    assert curves in pipelines["alignment"].nodes and "params:alignment.frontier" in curves.inputs
+    made = {"overoptimisation_curves", "overoptimisation_spearman", "reward_kl_frontier", "reward_kl_frontier_fits"}
+    assert made <= pipelines["alignment"].all_outputs()
+    audit = pipelines["ethics_audit"]
+    assert made <= audit.inputs() and not made & audit.all_outputs()
+    assert not any(i.startswith("params:alignment") or i.endswith(".checkpoints") for i in audit.inputs())
 
 
 def test_no_node_reads_a_file_path_from_its_parameters():

@@ -1,4 +1,5 @@
-"""Ethics-audit probes, shared by the ethics_audit pipeline and its tests.
+"""Ethics-audit probes, shared by the ethics_audit pipeline, the alignment pipeline's over-optimisation curves
+and their tests.
 
 Every probe takes a *scorer* (``(prompts, responses) -> DataFrame`` with one column per head; the
 project's reward models through :func:`ru_rlhf.scoring.rm_scorer`, a toy one in tests), so that a probe can be

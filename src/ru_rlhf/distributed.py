@@ -7,7 +7,7 @@ result, so the rest of the Kedro graph runs once, in the parent. Inputs and outp
 process boundary as files (safetensors weights, parquet, JSON) in a temporary work directory.
 
 In the workers the same training code runs unchanged: TRL's trainers (pre-training, SFT, CEM's
-SFT steps, DPO, IPO) distribute themselves under ``accelerate launch``; our PPO/REINFORCE loop
+SFT steps, DPO, IPO, GRPO, RLOO) distribute themselves under ``accelerate launch``; our PPO/REINFORCE loop
 (:func:`ru_rlhf.rl.loop.train`) and our reward-model loop
 (:func:`ru_rlhf.models.reward.train_reward_model`) wrap their model in ``accelerate.Accelerator``
 when ``WORLD_SIZE`` is above 1 (:func:`ru_rlhf.parallel.accelerator`: gradients are averaged; PPO's
@@ -169,6 +169,36 @@ def rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.
         (w / "kwargs.json").write_text(json.dumps(kwargs, default=str))
 
     workdir, _ = run("rl", p, write)
+    out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),
+           json.loads((workdir / "info.json").read_text()))
+    _cleanup(workdir, p)
+    return out
+
+
+def trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
+           probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
+    """:func:`ru_rlhf.rl.trl_online.run_trl_rl` (GRPO or RLOO with TRL's trainers; ``kwargs`` are its plain-valued
+    arguments): in this process, or on ``p.num_processes`` (TRL's trainer distributes itself under the launch)."""
+    from ru_rlhf.models.policy import load_policy
+
+    if p.num_processes <= 1:
+        from ru_rlhf.rl.trl_online import run_trl_rl
+
+        return run_trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts,
+                          **kwargs)
+
+    def write(w: Path) -> None:
+        sft_policy.save_pretrained(w / "policy")
+        reference_policy.save_pretrained(w / "reference")
+        tokenizer.save_pretrained(w / "tokenizer")
+        if reward_model is not None:
+            rm, rm_tok = reward_model
+            rm.save_pretrained(w / "reward_model", rm_tok)
+        train_prompts.to_parquet(w / "train_prompts.parquet")
+        probe_prompts.to_parquet(w / "probe_prompts.parquet")
+        (w / "kwargs.json").write_text(json.dumps(kwargs, default=str))
+
+    workdir, _ = run("trl_rl", p, write)
     out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),
            json.loads((workdir / "info.json").read_text()))
     _cleanup(workdir, p)

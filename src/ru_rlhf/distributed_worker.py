@@ -1,10 +1,10 @@
 """One worker of a distributed training step (started by ``accelerate launch``; see ``ru_rlhf.distributed``).
 
-    python -m ru_rlhf.distributed_worker {dpo|sft|rl|rm} WORKDIR
+    python -m ru_rlhf.distributed_worker {dpo|sft|rl|trl_rl|rm} WORKDIR
 
 Reads its inputs from WORKDIR, runs the project's own training function (unchanged), and writes:
 every rank ``rank_<i>.json`` (rank, world size, steps, last loss); rank 0 the trained model
-(``out/``, safetensors), ``history.parquet`` and, for ``rl``, ``info.json``.
+(``out/``, safetensors), ``history.parquet`` and, for ``rl`` and ``trl_rl``, ``info.json``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,16 @@ def main(task: str, workdir: str) -> None:
                                    load_reward_model(w / "reward_model"), pd.read_parquet(w / "train_prompts.parquet"),
                                    pd.read_parquet(w / "probe_prompts.parquet"),
                                    **json.loads((w / "kwargs.json").read_text()))
+    elif task == "trl_rl":
+        from ru_rlhf.models.reward import load_reward_model
+        from ru_rlhf.rl.trl_online import run_trl_rl
+
+        tok = load_tokenizer(w / "tokenizer")
+        rm = load_reward_model(w / "reward_model") if (w / "reward_model").exists() else None
+        model, hist, info = run_trl_rl(load_policy(w / "policy"), load_policy(w / "reference"), tok, rm,
+                                       pd.read_parquet(w / "train_prompts.parquet"),
+                                       pd.read_parquet(w / "probe_prompts.parquet"),
+                                       **json.loads((w / "kwargs.json").read_text()))
     else:
         raise SystemExit(f"unknown task {task!r}")
     steps = int(hist["step"].max()) if len(hist) and "step" in hist else 0

@@ -273,7 +273,7 @@ def _headline(name: str, d) -> str | None:
     if name == "alignment_summary":
         parts = []
         for m, v in d.items():
-            if m.startswith("_") or m == "sft" or not isinstance(v, dict):
+            if m.startswith("_") or m in ("sft", "frontier", "audit_runs") or not isinstance(v, dict):
                 continue
             ci = v.get("gold_gain_ci95") or [None, None]
             verdict = "beats SFT" if v.get("beats_sft") else "worse than SFT" if v.get("worse_than_sft") else "≈ SFT"

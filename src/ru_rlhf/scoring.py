@@ -2,7 +2,7 @@
 
 :func:`score_policy` is the one way the project measures a policy: alignment's test generations and CEM's
 samples, the probe set that chooses a grid point or an RL step (:func:`probe_policy`, also run by
-:mod:`ru_rlhf.rl.runner`), and the ethics audit's over-optimisation curves. A reward model takes part as a
+:mod:`ru_rlhf.rl.runner`), and the over-optimisation curves. A reward model takes part as a
 *scorer* (``(prompts, responses) -> DataFrame`` with one column per head and ``scalar``; :func:`rm_scorer`), so
 that the audit's probes can also be run on a toy scorer with a known bias.
 """
@@ -33,6 +33,36 @@ def rm_scorer(reward_model, weights: dict[str, float] | None = None) -> Scorer:
 
     def fn(prompts: list[str], responses: list[str]) -> pd.DataFrame:
         return score_prompts(rm, tok, prompts, responses, weights=weights)
+
+    return fn
+
+
+def gold_scorer(table: pd.DataFrame) -> Scorer:
+    """A scorer from the gold judges: each response's ``gold_<criterion>`` scores and ``scalar``, their equal-weight
+    mean (the oracle reward of Gao et al.'s setup). ``table`` holds the judge context of every prompt the scorer
+    will see (:func:`ru_rlhf.judges.context_table`'s columns and ``prompt``); a prompt is found by its text.
+
+    Raises:
+        ValueError: two rows of ``table`` with the same prompt text and different contexts (the text alone
+            would not say which context to judge by), or, when called, a prompt ``table`` does not have.
+    """
+    contexts = contexts_from_table(table)
+    by_text: dict[str, object] = {}
+    for pid, text in zip(table["prompt_id"], table["prompt"]):
+        ctx = contexts[pid]
+        if by_text.get(text, ctx) != ctx:
+            raise ValueError(f"gold_scorer: prompt {pid!r} has the text of another prompt with another judge "
+                             "context; the gold reward cannot tell them apart")
+        by_text[text] = ctx
+
+    def fn(prompts: list[str], responses: list[str]) -> pd.DataFrame:
+        missing = [p for p in prompts if p not in by_text]
+        if missing:
+            raise ValueError(f"gold_scorer: {len(missing)} prompt(s) without a judge context, e.g. {missing[0][:60]!r}")
+        scores = [score_all(by_text[p], r) for p, r in zip(prompts, responses)]
+        out = pd.DataFrame(scores, columns=list(CRITERIA))
+        out["scalar"] = [gold_reward(s) for s in scores]
+        return out
 
     return fn
 

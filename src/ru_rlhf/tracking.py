@@ -59,10 +59,14 @@ def _reward(d: dict) -> dict:
 def _alignment(d: dict) -> dict:
     out = {}
     for method, m in d.items():
-        if isinstance(m, dict) and method != "sft":
+        if isinstance(m, dict) and method not in ("sft", "frontier"):
             for key in ("gold_gain", "gold_gain_se", "kl", "gold", "seconds"):
                 out[f"{method}.{key}"] = m.get(key)
     out["sft.gold"] = d.get("sft", {}).get("gold")
+    for curve, fit in (d.get("frontier") or {}).items():  # Gao et al.'s fit of each over-optimisation curve
+        if isinstance(fit, dict):
+            for key in ("alpha", "beta", "peak_kl"):
+                out[f"frontier.{curve}.{key}"] = fit.get(key)
     return out
 
 

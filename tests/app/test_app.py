@@ -17,7 +17,7 @@ import pytest
 from tests.app.conftest import MODEL_IDS, free_port
 from tests.conftest import launch_chromium, require_chromium
 
-HIDDEN = re.compile(r"\b(sft|dpo|ipo|ppo|reinforce|cem)\b|06_models|policies/", re.IGNORECASE)
+HIDDEN = re.compile(r"\b(sft|dpo|ipo|ppo|reinforce|grpo|rloo|cem)\b|06_models|policies/", re.IGNORECASE)
 RATINGS = [5, 4, 5, 3, 4, 5, 2, 4, 5]  # A (H, T, S), B, C
 
 

@@ -91,10 +91,11 @@ def test_smoke_run_of_the_whole_default_pipeline(smoke_run):
                reports / "reward_model" / "reliability.png", reports / "reward_model" / "umap.png",
                reports / "alignment_summary.json", reports / "evaluation" / "comparison.md",
                reports / "evaluation" / "summary.json", reports / "ethics_appendix.md",
-               reports / "ethics" / "overoptimisation.png", reports / "training_emissions.jsonl",
+               reports / "ethics" / "overoptimisation.png", reports / "alignment" / "reward_kl_frontier.png",
+               reports / "alignment" / "reward_kl_frontier.parquet", reports / "training_emissions.jsonl",
                root / "09_publish" / "manifest.parquet",
                *[root / "07_model_output" / f"{m}.parquet"
-                 for m in ("sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem")]]
+                 for m in ("sft", "dpo", "ipo", "coh", "ppo", "reinforce", "grpo", "rloo", "cem")]]
     for out in outputs:
         assert out.exists(), out
     # the run ends with its summary: each stage's headline and where its report is
@@ -114,11 +115,11 @@ def test_smoke_run_of_the_whole_default_pipeline(smoke_run):
     metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
     assert {"multi_head", "distributional", "calibration"} <= set(metrics)
     summary = json.loads((reports / "alignment_summary.json").read_text(encoding="utf-8"))
-    for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
+    for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "grpo", "rloo", "cem"):
         assert {"gold_gain", "kl"} <= set(summary[method])
         assert (root / "06_models" / "policies" / method / "config.json").exists()
     comparison = pd.read_parquet(reports / "evaluation" / "comparison.parquet")
-    assert set(comparison["model"]) == {"sft", "dpo", "ipo", "coh", "ppo", "reinforce", "cem"}
+    assert set(comparison["model"]) == {"sft", "dpo", "ipo", "coh", "ppo", "reinforce", "grpo", "rloo", "cem"}
     # the smoke run writes its appendix under its own data root, never the base docs'
     assert (root / "docs" / "ethics_appendix.md").exists()
 

@@ -50,7 +50,7 @@ def test_the_smoke_run_is_recorded_in_mlflow(project_root, smoke_run):
         assert f"rm.multi_head.{c}.validation.accuracy_annotators" in m
     assert "rm.ece_before" in m and "rm.ece_after" in m
     summary = json.loads((smoke_run.root / "08_reporting" / "alignment_summary.json").read_text(encoding="utf-8"))
-    for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
+    for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "grpo", "rloo", "cem"):
         assert m[f"{method}.gold_gain"] == pytest.approx(summary[method]["gold_gain"])  # this run's numbers
         assert f"{method}.kl" in m and f"eval.{method}.win_rate_vs_sft" in m
         assert f"carbon.{method}.energy_kwh" in m and f"carbon.{method}.co2_kg" in m
@@ -76,7 +76,7 @@ def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_
         assert f"| {c} | {agreement['before'][c]:.3f} | {agreement['after'][c]:.3f} |" in ds_card
     rm_card = (pub / "reward-model" / "README.md").read_text(encoding="utf-8")
     assert f"{metrics['calibration']['ece_before']:.3f}" in rm_card and "Reward-hacking probes" in rm_card
-    for m in ("dpo", "ipo", "coh", "ppo", "reinforce", "cem"):
+    for m in ("dpo", "ipo", "coh", "ppo", "reinforce", "grpo", "rloo", "cem"):
         card = (pub / f"policy-{m}" / "README.md").read_text(encoding="utf-8")
         assert f"gain over SFT {summary[m]['gold_gain']:.3f}" in card
         assert "synthetic bundled corpus" in card and "Sycophancy" in card

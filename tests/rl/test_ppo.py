@@ -107,8 +107,11 @@ def test_a_reward_for_one_token_raises_its_probability(tiny_policy, tiny_tokeniz
 
     ref = copy.deepcopy(tiny_policy)
     before = _first_token_prob(tiny_policy, tok, probe, target_id)
+    # 4 new tokens cut most answers short: no penalty for that here, the reward alone is under test; the reward
+    # is a rare count (most batches have none), so it is whitened per batch: a batch without the token then
+    # gives no update, where a fixed (reference) normalisation would leave only the discount pattern of GAE
     cfg = replace(config, steps=30, batch_size=16, learning_rate=3e-3, max_new_tokens=4, init_kl_coef=0.0,
-                  target_kl=None, kl_budget=1e9, seed=0)
+                  target_kl=None, kl_budget=1e9, seed=0, missing_eos_penalty=0.0, reward_norm="batch")
     policy, log, info = train(tiny_policy, ref, tok, prompts, reward_fn, cfg, progress=False)
     after = _first_token_prob(policy, tok, probe, target_id)
     print(f"p(target first): {before:.4f} -> {after:.4f}")

@@ -1,4 +1,5 @@
 """Reinforcement learning from the reward model, our own PPO and REINFORCE: the shared loop (``loop.py``: rollouts,
 KL controller, evaluation, best state, early stops, resume), its rollouts (``rollout.py``) and losses
 (``losses.py``), each algorithm's config and update (``ppo.py``, ``reinforce.py``), the typed parameters
-(``params.py``) and one run against a reward model (``runner.py``)."""
+(``params.py``) and one run against a reward model (``runner.py``); and GRPO and RLOO with TRL's own trainers in
+the same evaluation frame (``trl_online.py``)."""

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from ru_rlhf.models.generation import stable_seed
+from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.parallel import accelerator
 from ru_rlhf.rl.losses import AdaptiveKLController, FixedKLController, masked_mean
 from ru_rlhf.rl.rollout import PolicyWithValue, Rollout, make_rollout
@@ -53,8 +54,11 @@ class RLConfig(ABC):
     kl_budget: float  # stop when the smoothed rollout KL leaves it
     kl_window: int  # steps in the smoothed (running-mean) KL
     best_max_kl: float | None  # a state is eligible as the best only while the smoothed KL is within it
-    whiten_rewards: bool
-    reward_scale: float
+    temperature: float  # rollouts are sampled at it, and every log-probability is of the logits divided by it
+    reward_norm: str  # "reference" / "reference_per_prompt": against the reference's samples; "batch"; "none"
+    norm_samples: int  # the reference's samples it is fitted on (reference_per_prompt: per training prompt)
+    reward_scale: float  # times the (normalised) score
+    missing_eos_penalty: float  # subtracted from the score of a response that never emitted end-of-sequence
     eval_every: int
     patience: int  # evaluations without a better probe score
     max_grad_norm: float
@@ -101,13 +105,15 @@ def check_finite(desc: str, step: int, **values: torch.Tensor) -> None:
 def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
           reward_fn: Callable[[list[str], list[str]], torch.Tensor], cfg: RLConfig, *,
           evaluate: Callable[[object], dict] | None = None, checkpoint_dir: str | Path | None = None,
-          desc: str = "ppo", progress: bool = True, resume: bool = True):
+          desc: str = "ppo", progress: bool = True, resume: bool = True, critic=None):
     """Run ``cfg``'s algorithm (PPO or REINFORCE) for at most ``cfg.steps`` rollouts.
 
     Args:
         train_prompts: ``prompt_id, prompt`` rows to sample rollouts from.
         reward_fn: ``(prompts, responses) -> tensor`` of sequence rewards (the RM's scalar).
         cfg: a :class:`ru_rlhf.rl.ppo.PPOConfig` or :class:`ru_rlhf.rl.reinforce.ReinforceConfig`.
+        critic: PPO's value model (:class:`ru_rlhf.rl.rollout.Critic`, e.g. from the reward model); None: a
+            zero-initialised value head on the policy's trunk.
         checkpoint_dir: each evaluated state is saved under ``step-NNNN`` and the best under ``best``.
         evaluate: called with the policy every ``eval_every`` steps (and before the first); returns
             a dict with ``score`` (higher is better, the expert panel's probe score) and anything
@@ -130,7 +136,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
-    model = PolicyWithValue(policy)
+    model = PolicyWithValue(policy, critic)
     ref_model.eval()
     for p in ref_model.parameters():
         p.requires_grad_(False)
@@ -151,6 +157,8 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
         if saved is not None:
             first_step, start = saved["step"] + 1, start - saved["seconds"]
             log.info("%s: resuming at step %d from %s", desc, first_step, resume_dir)
+    if first_step == 1:
+        run.fit_reward_norm(ref_model, tokenizer, records, reward_fn)
     if evaluate and first_step == 1:
         res = run.evaluate(0)
         run.logs.append({"step": 0, "expert_score": res["score"], **{k: v for k, v in res.items() if k != "score"},
@@ -208,6 +216,8 @@ class _Run:
                        else FixedKLController(cfg.init_kl_coef))
         self.update = cfg.make_update()
         self.logs: list[dict] = []
+        self.norm = (0.0, 1.0)  # the reference normalisation's mean and spread
+        self.prompt_mean: dict[str, float] = {}  # reference_per_prompt: each training prompt's reference mean
         self.best = {"score": -math.inf, "step": 0, "state": None}
         self.bad_evals = 0
 
@@ -217,19 +227,71 @@ class _Run:
         r = make_rollout(self.model, ref_model, tokenizer, [b.prompt for b in batch], [b.prompt_id for b in batch],
                          reward_fn, seeds=[stable_seed(cfg.seed, step, b.prompt_id, *([self.rank] if self.rank else []))
                                            for b in batch],
-                         max_new_tokens=cfg.max_new_tokens)
+                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
         raw_reward = float(r.scores.mean())  # the RM's own scale, before scaling or whitening
         check_finite(desc, step, reward=r.scores, kl=r.kl)
-        r.scores = r.scores * cfg.reward_scale
-        if cfg.whiten_rewards:
-            r.scores = (r.scores - r.scores.mean()) / (r.scores.std() + 1e-8)
+        r.scores = self.shape(r.scores, r.extra["ended"], r.prompt_ids)
         seq_kl = masked_mean(r.kl, r.mask, dim=1)  # per-token KL of each response
         mean_kl = float(seq_kl.mean())
         if acc is not None:  # every rank logs and decides on the mean over all ranks' rollouts
             both = acc.reduce(torch.tensor([raw_reward, mean_kl]), reduction="mean")
             raw_reward, mean_kl = float(both[0]), float(both[1])
         return r, {"step": step, "reward": raw_reward, "kl": mean_kl, "kl_coef": self.kl_ctl.value,
-                   "entropy": float(masked_mean(r.entropy, r.mask)), "response_tokens": float(r.mask.sum(1).mean())}
+                   "entropy": float(masked_mean(r.entropy, r.mask)), "response_tokens": float(r.mask.sum(1).mean()),
+                   "ended_share": float(r.extra["ended"].float().mean()), "shaped_reward": float(r.scores.mean())}
+
+    def fit_reward_norm(self, ref_model, tokenizer, records: list, reward_fn) -> None:
+        """Fit the normalisation of ``reward_norm`` on answers of the reference policy, sampled like the rollouts
+        (Huang et al. 2024; Ziegler et al. 2019), so a gain reads in the reference's standard deviations:
+
+        * ``reference``: the mean and spread of the reward on ``norm_samples`` answers to training prompts drawn
+          at random; every later score is z-scored against them;
+        * ``reference_per_prompt``: ``norm_samples`` answers to *every* training prompt; a later score has its
+          prompt's reference mean subtracted and is divided by the spread of the reference's scores around their
+          prompts' means. What a prompt makes easy or hard (most of the reward's variance across a batch of
+          different prompts) is then no longer a signal the update has to average out.
+        """
+        cfg = self.cfg
+        if cfg.reward_norm not in ("reference", "reference_per_prompt"):
+            return
+        from ru_rlhf.models.generation import generate_batch
+
+        if cfg.reward_norm == "reference":
+            rng = random.Random(cfg.seed + 104729)
+            batch = [rng.choice(records) for _ in range(cfg.norm_samples)]
+        else:
+            batch = [r for r in records for _ in range(cfg.norm_samples)]
+        prompts = [b.prompt for b in batch]
+        texts, _ = generate_batch(ref_model, tokenizer, [format_prompt(p) for p in prompts],
+                                  temperatures=[cfg.temperature] * len(batch), top_ps=[1.0] * len(batch),
+                                  seeds=[stable_seed(cfg.seed, "norm", i, b.prompt_id) for i, b in enumerate(batch)],
+                                  max_new_tokens=cfg.max_new_tokens, return_ids=True)
+        scores = reward_fn(prompts, texts).float()
+        if cfg.reward_norm == "reference_per_prompt":
+            frame = pd.DataFrame({"prompt_id": [b.prompt_id for b in batch], "score": scores.numpy()})
+            self.prompt_mean = frame.groupby("prompt_id")["score"].mean().to_dict()
+            resid = torch.tensor((frame["score"] - frame["prompt_id"].map(self.prompt_mean)).to_numpy())
+            self.norm = (0.0, float(resid.pow(2).mean().sqrt()))
+        else:
+            self.norm = (float(scores.mean()), float(scores.std()) if len(scores) > 1 else 1.0)
+        if not self.norm[1] > 1e-8:
+            raise ValueError(f"reward_norm: {cfg.reward_norm}: the reward of {len(scores)} reference answers does "
+                             f"not vary (spread {self.norm[1]:.3g}); use reward_norm: none or batch")
+        log.info("reward normalisation (%s) on %d reference answers: mean %.4f, spread %.4f (total std %.4f)",
+                 cfg.reward_norm, len(scores), float(scores.mean()), self.norm[1], float(scores.std()))
+
+    def shape(self, scores: torch.Tensor, ended: torch.Tensor, prompt_ids: list[str] | None = None) -> torch.Tensor:
+        """The rollout's sequence rewards: normalised (``reward_norm``), times ``reward_scale``, less
+        ``missing_eos_penalty`` for each response that never emitted end-of-sequence (a truncated answer)."""
+        cfg = self.cfg
+        if cfg.reward_norm == "reference":
+            scores = (scores - self.norm[0]) / self.norm[1]
+        elif cfg.reward_norm == "reference_per_prompt":
+            base = torch.tensor([self.prompt_mean[p] for p in prompt_ids], dtype=scores.dtype, device=scores.device)
+            scores = (scores - base) / self.norm[1]
+        elif cfg.reward_norm == "batch":
+            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+        return scores * cfg.reward_scale - cfg.missing_eos_penalty * (~ended.to(scores.device)).to(scores.dtype)
 
     def smoothed_kl(self) -> float:
         recent = [r["kl"] for r in self.logs[-self.cfg.kl_window:] if "kl" in r and r["kl"] == r["kl"]]
@@ -273,7 +335,8 @@ class _Run:
         if self.best["state"] is not None:
             save_file({k: v.contiguous() for k, v in self.best["state"].items()}, str(tmp / "best.safetensors"))
         meta = {"fingerprint": fingerprint, "step": step, "python_rng": self.rng.getstate(),
-                "kl_coef": self.kl_ctl.value, "baseline": self.update.baseline, "bad_evals": self.bad_evals,
+                "kl_coef": self.kl_ctl.value, "baseline": self.update.baseline, "norm": list(self.norm),
+                "prompt_mean": self.prompt_mean, "bad_evals": self.bad_evals,
                 "logs": self.logs, "best_score": self.best["score"], "best_step": self.best["step"], "seconds": seconds}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
         old = resume_dir.with_name(resume_dir.name + ".old")
@@ -303,6 +366,8 @@ class _Run:
         self.rng.setstate(_to_tuple(meta["python_rng"]))
         self.kl_ctl.value, self.update.baseline, self.bad_evals = meta["kl_coef"], meta["baseline"], meta["bad_evals"]
         self.logs = meta["logs"]
+        self.norm = tuple(meta.get("norm", (0.0, 1.0)))
+        self.prompt_mean = meta.get("prompt_mean", {})
         self.best.update(score=float(meta["best_score"]), step=meta["best_step"], state=best_state)
         return meta
 
@@ -317,6 +382,7 @@ class _Run:
         info = {"stop_reason": stop, "steps_run": last_step, "best_step": self.best["step"] if evaluated else last_step,
                 "best_score": self.best["score"] if evaluated else None,
                 "seconds": round(time.perf_counter() - start, 2), "final_kl_coef": self.kl_ctl.value,
-                "processes": self.acc.num_processes if self.acc else 1}
+                "processes": self.acc.num_processes if self.acc else 1,
+                "reward_norm": {"kind": self.cfg.reward_norm, "mean": self.norm[0], "std": self.norm[1]}}
         log.info("%s: %s", desc, info)
         return self.model.policy.eval(), pd.DataFrame(self.logs), info

@@ -11,7 +11,8 @@ from pydantic import Field, model_validator
 from ru_rlhf.params import Params
 
 # the fields one algorithm alone reads: a section gives those of its algorithm (None: not given)
-ALGORITHM_FIELDS = {"ppo": ("minibatch_size", "ppo_epochs", "gamma", "lam", "clip_ratio", "clip_value", "vf_coef"),
+ALGORITHM_FIELDS = {"ppo": ("minibatch_size", "ppo_epochs", "gamma", "lam", "clip_ratio", "clip_value", "vf_coef",
+                            "value_init"),
                     "reinforce": ("baseline_decay",)}
 
 
@@ -36,14 +37,19 @@ class RLParams(Params):
     clip_ratio: float | None = Field(None, gt=0)
     clip_value: float | None = Field(None, gt=0)
     vf_coef: float | None = Field(None, ge=0)
+    value_init: Literal["reward_model", "zero"] | None = None  # PPO's value model: a copy of the RM, or a zero head
     init_kl_coef: float = Field(ge=0)
     target_kl: float | None = Field(gt=0)  # None: a fixed KL coefficient
     kl_horizon: int = Field(gt=0)
     kl_budget: float = Field(gt=0)
     kl_window: int = Field(gt=0)
     best_max_kl: float | None = Field(gt=0)
-    whiten_rewards: bool
+    temperature: float = Field(gt=0)  # rollouts sampled at it; log-probabilities of the logits divided by it
+    # z-scored against the reference's samples (overall, or each prompt against its own), per batch, or not
+    reward_norm: Literal["reference", "reference_per_prompt", "batch", "none"]
+    norm_samples: int = Field(gt=0)  # the reference's answers it is fitted on (reference_per_prompt: per prompt)
     reward_scale: float = Field(gt=0)
+    missing_eos_penalty: float = Field(ge=0)  # subtracted from the score of an answer that never ended
     baseline_decay: float | None = Field(None, ge=0, lt=1)
     eval_every: int = Field(gt=0)
     patience: int = Field(gt=0)
@@ -54,6 +60,9 @@ class RLParams(Params):
         missing = [name for name in ALGORITHM_FIELDS[self.algorithm] if getattr(self, name) is None]
         if missing:
             raise ValueError(f"{self.algorithm} needs {', '.join(missing)}")
+        if self.reward_norm in ("reference", "reference_per_prompt") and self.norm_samples < 2:
+            raise ValueError(f"norm_samples is {self.norm_samples}: reward_norm {self.reward_norm} needs at least 2 "
+                             "reference answers (per prompt for reference_per_prompt) to have a spread")
         return self
 
     def config(self, seed: int):

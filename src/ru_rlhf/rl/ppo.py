@@ -2,12 +2,15 @@
 
 Follows InstructGPT / Ziegler et al. (2019):
 
-* rollouts sampled from the policy (temperature 1, no nucleus cut, so the sampled tokens' log-
-  probabilities are the policy's own; :mod:`ru_rlhf.rl.rollout`);
+* rollouts sampled from the policy at a temperature, no nucleus cut, every log-probability of the logits divided
+  by that temperature (:mod:`ru_rlhf.rl.rollout`), dropout off;
+* the sequence score normalised against the reference policy's own samples, less a penalty for an answer that
+  never ends (:meth:`ru_rlhf.rl.loop._Run.shape`);
 * the sequence reward is the multi-head reward model's weighted scalar, added at the last token;
   every token also pays ``−β·(log π − log π_ref)``, a KL penalty to the frozen reference, with
   β set by an adaptive controller aimed at a target KL (:class:`ru_rlhf.rl.losses.AdaptiveKLController`);
-* a value head on the policy's last hidden state; advantages by GAE(γ, λ) (:func:`ru_rlhf.rl.losses.gae`);
+* a value model initialised from the reward model (:class:`ru_rlhf.rl.rollout.Critic`; or a zero head on the
+  policy's trunk); advantages by GAE(γ, λ) (:func:`ru_rlhf.rl.losses.gae`), whitened per minibatch;
 * the clipped policy ratio (:func:`ru_rlhf.rl.losses.policy_loss`) and a clipped value loss
   (:func:`ru_rlhf.rl.losses.value_loss`); several minibatch epochs per rollout.
 
@@ -43,15 +46,16 @@ class PPOConfig(RLConfig):
     clip_ratio: float
     clip_value: float
     vf_coef: float
+    value_init: str  # "reward_model": a value model of its own, a copy of the reward model; "zero": a head on the policy
 
     def make_update(self) -> PPOUpdate:
         return PPOUpdate(self)
 
 
 class PPOUpdate:
-    """PPO's step on a rollout: per-token rewards with the KL penalty, GAE advantages (whitened), then
-    ``ppo_epochs`` passes over shuffled minibatches of the clipped policy loss plus ``vf_coef`` × the
-    clipped value loss."""
+    """PPO's step on a rollout: per-token rewards with the KL penalty, GAE advantages, then ``ppo_epochs`` passes
+    over shuffled minibatches of the clipped policy loss (advantages whitened within the minibatch) plus
+    ``vf_coef`` × the clipped value loss."""
 
     baseline = None  # the value head is PPO's baseline
 
@@ -63,7 +67,6 @@ class PPOUpdate:
         rewards = token_rewards(r, kl_coef)
         adv, returns = gae(rewards, r.values, r.mask, cfg.gamma, cfg.lam)
         adv_var = float(masked_var(adv, r.mask))
-        adv = whiten(adv, r.mask)
         n = len(r.responses)
         stats = {"loss": [], "policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": []}
         g = torch.Generator().manual_seed(cfg.seed)
@@ -71,7 +74,8 @@ class PPOUpdate:
             for idx in torch.randperm(n, generator=g).split(cfg.minibatch_size):
                 m = r.mask[idx]
                 logp, _, values = rescore(model, r, idx)
-                pg, st = policy_loss(logp, r.logprobs[idx], adv[idx], m, cfg.clip_ratio)
+                # advantages whitened per minibatch (Huang et al. 2024), over its real tokens
+                pg, st = policy_loss(logp, r.logprobs[idx], whiten(adv[idx], m), m, cfg.clip_ratio)
                 vf = value_loss(values, r.values[idx], returns[idx], m, cfg.clip_value)
                 loss = pg + cfg.vf_coef * vf
                 optimiser_step(model, opt, loss, cfg.max_grad_norm, acc)

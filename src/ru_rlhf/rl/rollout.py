@@ -2,8 +2,9 @@
 them (the sampled tokens' log-probabilities under the policy and the frozen reference, the exact per-token KL,
 entropy, values and the reward model's score), and the per-token rewards with the KL penalty.
 
-Rollouts are sampled at temperature 1 with no nucleus cut, so the sampled tokens' log-probabilities are the
-policy's own. KL is measured per token: the exact KL between the policy's and the reference's next-token
+Rollouts are sampled at a temperature with no nucleus cut, and every log-probability (the policy's, the
+reference's, the update's) is of the logits divided by that temperature, so the ratios and the KL are those of the
+distribution the tokens were drawn from (Huang et al. 2024). KL is measured per token: the exact KL between the policy's and the reference's next-token
 distributions at each response position; the per-token reward penalty uses the sampled token's log-ratio, whose
 expectation is that KL.
 """
@@ -20,25 +21,86 @@ from ru_rlhf.models.generation import generate_batch, left_pad
 from ru_rlhf.models.policy import format_prompt
 
 
-class PolicyWithValue(nn.Module):
-    """A causal LM plus a scalar value head on its last hidden state (the trunk is shared)."""
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout layer's probability to 0 (Huang et al. 2024: with dropout on, the log-probabilities of
+    the rollout and of the update differ by noise, and PPO's ratio is no longer 1 at its first minibatch)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if isinstance(getattr(getattr(model, "config", None), name, None), float):
+            setattr(model.config, name, 0.0)
+    return model
 
-    def __init__(self, policy):
+
+class Critic(nn.Module):
+    """A value model of its own: a backbone (``last_hidden_state`` per position) and a scalar head.
+
+    :meth:`from_reward_model` builds it from a reward model that reads the policy's tokens (Huang et al. 2024,
+    Ouyang et al. 2022: the value model starts as a copy of the reward model): its backbone copied, its head
+    the reward model's scalar (the heads' weighted z-scores) as one linear map, so the first values are the
+    reward model's judgement of each prefix.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear):
         super().__init__()
-        self.policy = policy
-        self.value_head = nn.Linear(policy.config.hidden_size, 1)
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.backbone, self.head = backbone, head
+
+    @classmethod
+    def from_reward_model(cls, reward_model, weights: dict[str, float] | None = None) -> Critic:
+        import copy
+
+        rm = reward_model
+        if rm.kind != "multi_head":
+            raise ValueError(f"a value model is initialised from a multi_head reward model, not {rm.kind!r}")
+        w = weights or rm.weights
+        k = len(rm.heads)
+        scale = torch.tensor([w.get(h, 0.0) / rm.norm_std[h] for h in rm.heads], dtype=rm.head.weight.dtype)
+        shift = torch.tensor([rm.norm_mean[h] for h in rm.heads], dtype=rm.head.weight.dtype)
+        head = nn.Linear(rm.head.in_features, 1).to(device=rm.head.weight.device, dtype=rm.head.weight.dtype)
+        with torch.no_grad():
+            head.weight.copy_((scale.to(rm.head.weight.device) @ rm.head.weight[:k]).unsqueeze(0))
+            head.bias.copy_((scale.to(rm.head.bias.device) * (rm.head.bias[:k] - shift.to(rm.head.bias.device)))
+                            .sum().reshape(1))
+        backbone = disable_dropout(copy.deepcopy(rm.encoder))
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+        return cls(backbone, head)
+
+    def forward(self, input_ids, attention_mask, position_ids) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state
+        return self.head(hidden).squeeze(-1)
+
+
+class PolicyWithValue(nn.Module):
+    """A causal LM and its values: a scalar head on the policy's last hidden state (the trunk shared), or a
+    :class:`Critic` of its own (``critic``, e.g. initialised from the reward model). Dropout is switched off."""
+
+    def __init__(self, policy, critic: Critic | None = None):
+        super().__init__()
+        self.policy = disable_dropout(policy)
+        self.critic = critic
         first = next(policy.parameters())  # the head lives where the trunk does (CUDA, bf16 on a GPU)
-        self.value_head.to(device=first.device, dtype=first.dtype)
+        if critic is None:
+            self.value_head = nn.Linear(policy.config.hidden_size, 1)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+            self.value_head.to(device=first.device, dtype=first.dtype)
+        else:
+            self.value_head = None
+            critic.to(device=first.device, dtype=first.dtype)
 
     def forward(self, input_ids, attention_mask, keep: int):
         """Logits and values of the last ``keep`` positions."""
         position = (attention_mask.cumsum(-1) - 1).clamp_min(0)
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position,
-                          output_hidden_states=True, logits_to_keep=keep)
-        hidden = out.hidden_states[-1][:, -keep:, :]
-        return out.logits[:, -keep:, :], self.value_head(hidden).squeeze(-1)
+                          output_hidden_states=self.critic is None, logits_to_keep=keep)
+        if self.critic is None:
+            values = self.value_head(out.hidden_states[-1][:, -keep:, :]).squeeze(-1)
+        else:
+            values = self.critic(input_ids, attention_mask, position)[:, -keep:]
+        return out.logits[:, -keep:, :], values
 
 
 def response_logits(model, input_ids, attention_mask, keep: int) -> torch.Tensor:
@@ -47,15 +109,17 @@ def response_logits(model, input_ids, attention_mask, keep: int) -> torch.Tensor
                  logits_to_keep=keep).logits[:, -keep:, :]
 
 
-def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None):
-    """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position."""
-    logp_all = torch.log_softmax(logits.float(), dim=-1)
+def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
+                temperature: float = 1.0):
+    """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position, all of
+    the distributions the tokens were sampled from: the logits (the reference's too) divided by ``temperature``."""
+    logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     p = logp_all.exp()
     entropy = -(p * logp_all).sum(-1)
     kl = None
     if ref_logits is not None:
-        ref_all = torch.log_softmax(ref_logits.float(), dim=-1)
+        ref_all = torch.log_softmax(ref_logits.float() / temperature, dim=-1)
         kl = (p * (logp_all - ref_all)).sum(-1)
     return logp, entropy, kl
 
@@ -101,11 +165,14 @@ def build_sequences(tokenizer, prompts: list[str], response_ids: list[list[int]]
 @torch.no_grad()
 def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str], prompt_ids: list[str],
                  reward_fn: Callable[[list[str], list[str]], torch.Tensor], *, seeds: list[int],
-                 max_new_tokens: int) -> Rollout:
-    """Sample one response per prompt from the policy and score it (RM, log-probs, KL, values)."""
+                 max_new_tokens: int, temperature: float = 1.0) -> Rollout:
+    """Sample one response per prompt from the policy at ``temperature`` (no nucleus cut) and score it (RM,
+    log-probabilities and KL of the tempered distributions, values). ``extra["ended"]`` marks the responses that
+    emitted the end-of-sequence token within ``max_new_tokens``."""
     texts, resp_ids = generate_batch(model.policy, tokenizer, [format_prompt(p) for p in prompts],
-                                     temperatures=[1.0] * len(prompts), top_ps=[1.0] * len(prompts), seeds=seeds,
-                                     max_new_tokens=max_new_tokens, return_ids=True)
+                                     temperatures=[temperature] * len(prompts), top_ps=[1.0] * len(prompts),
+                                     seeds=seeds, max_new_tokens=max_new_tokens, return_ids=True)
+    ended = torch.tensor([bool(r) and r[-1] == tokenizer.eos_token_id for r in resp_ids])
     resp_ids = [r if r else [tokenizer.eos_token_id] for r in resp_ids]  # an empty response still ends
     ids, attn, targets, mask, T = build_sequences(tokenizer, prompts, resp_ids)
     device = next(model.parameters()).device  # CPU here; CUDA in the hub env on a GPU
@@ -114,11 +181,12 @@ def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str
     # logits at position j predict token j+1: the response block's logits start one earlier
     logits, values = model(ids, attn, keep=T + 1)
     ref_logits = response_logits(ref_model, ids, attn, keep=T + 1)
-    logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1])
-    ref_logp, _, _ = token_stats(ref_logits[:, :-1], targets)
+    logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1], temperature)
+    ref_logp, _, _ = token_stats(ref_logits[:, :-1], targets, temperature=temperature)
     scores = reward_fn(prompts, texts).float().to(device)
     return Rollout(prompts, prompt_ids, texts, ids, attn, targets, mask, logp * mask, ref_logp * mask, kl * mask,
-                   entropy * mask, values[:, :-1] * mask, scores)
+                   entropy * mask, values[:, :-1] * mask, scores, extra={"ended": ended.to(device),
+                                                                          "temperature": temperature})
 
 
 def token_rewards(r: Rollout, kl_coef: float) -> torch.Tensor:
@@ -132,5 +200,5 @@ def rescore(model: PolicyWithValue, r: Rollout, idx: torch.Tensor):
     """The current model's log-probabilities, entropy and values of the rollout's rows ``idx`` (for an update)."""
     T = r.targets.shape[1]
     logits, values = model(r.input_ids[idx], r.attention_mask[idx], keep=T + 1)
-    logp, entropy, _ = token_stats(logits[:, :-1], r.targets[idx])
+    logp, entropy, _ = token_stats(logits[:, :-1], r.targets[idx], temperature=r.extra.get("temperature", 1.0))
     return logp, entropy, values[:, :-1]

@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from ru_rlhf.rl.params import RLParams
-from ru_rlhf.scoring import probe_policy, rm_scorer
+from ru_rlhf.scoring import Scorer, gold_scorer, probe_policy, rm_scorer
+
+REWARDS = ("rm", "gold")  # what an RL run optimises: the reward model's scalar, or the gold judges' (the oracle run)
 
 
-def reward_fn(reward_model, weights: dict[str, float] | None = None):
-    """The RL reward: ``(prompts, responses) -> tensor`` of the reward model's scalar (``weights`` over its heads;
-    None: its own)."""
-    scorer = rm_scorer(reward_model, weights)
+def reward_fn(scorer: Scorer):
+    """The RL reward: ``(prompts, responses) -> tensor`` of a scorer's ``scalar`` (:func:`ru_rlhf.scoring.rm_scorer`:
+    the reward model's weighted heads; :func:`ru_rlhf.scoring.gold_scorer`: the gold judges' mean)."""
 
     def fn(prompts: list[str], responses: list[str]):
         import torch
@@ -30,16 +31,38 @@ def reward_fn(reward_model, weights: dict[str, float] | None = None):
     return fn
 
 
+def make_critic(cfg, reward_model, policy_tokenizer, weights: dict[str, float] | None = None):
+    """PPO's value model for ``cfg`` (``value_init``): a :class:`ru_rlhf.rl.rollout.Critic` copied from the reward
+    model (``(RewardModel, tokenizer)``), or None (a zero head on the policy; REINFORCE needs none).
+
+    Raises:
+        ValueError: ``value_init: reward_model`` with a reward model that does not read the policy's tokens (another
+            tokenizer: a BERT encoder, say), naming the parameter.
+    """
+    from ru_rlhf.rl.rollout import Critic
+
+    if getattr(cfg, "value_init", None) != "reward_model":
+        return None
+    rm, rm_tok = reward_model
+    if rm_tok.get_vocab() != policy_tokenizer.get_vocab():
+        raise ValueError("value_init: reward_model needs a reward model with the policy's tokenizer (its backbone "
+                         f"reads the policy's tokens); this one has {type(rm_tok).__name__} with {len(rm_tok)} tokens "
+                         f"against the policy's {len(policy_tokenizer)}: set value_init: zero")
+    return Critic.from_reward_model(rm, weights)
+
+
 def run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
            probe_prompts: pd.DataFrame, *, method: str, rl: dict, seed: int, checkpoint_dir: str | Path,
-           reward_weights: dict[str, float] | None, max_new_tokens: int | Mapping[str, int], batch_size: int,
+           reward_weights: dict[str, float] | None, reward: str, max_new_tokens: int | Mapping[str, int], batch_size: int,
            desc: str):
     """PPO or REINFORCE (``rl``: :class:`ru_rlhf.rl.params.RLParams`'s fields) from ``sft_policy``.
 
     Rollouts are sampled from ``train_prompts``; every ``eval_every`` steps greedy answers on ``probe_prompts``
     are scored (:func:`ru_rlhf.scoring.probe_policy` with ``seed``, ``max_new_tokens`` and ``batch_size``) and
     the best state by the simulated expert panel's score is the output. Each evaluated state is saved under
-    ``checkpoint_dir``; ``method`` names the run in its log and info.
+    ``checkpoint_dir``; ``method`` names the run in its log and info. ``reward`` is ``rm`` (the reward model's
+    scalar, ``reward_weights`` over its heads) or ``gold`` (the gold judges' mean, from the judge context of
+    ``train_prompts``: the oracle run that tells the optimiser's share of a gap from the reward model's).
 
     Returns:
         ``(policy, step_log, info)``.
@@ -47,16 +70,20 @@ def run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts:
     from ru_rlhf.rl.loop import train as rl_train
 
     cfg = RLParams.of(rl).config(seed)
+    if reward not in REWARDS:
+        raise ValueError(f"{desc}: reward is {reward!r}; it must be one of {', '.join(REWARDS)}")
+    scorer = rm_scorer(reward_model, reward_weights) if reward == "rm" else gold_scorer(train_prompts)
     start = time.perf_counter()
     policy, step_log, info = rl_train(
-        sft_policy, reference_policy, tokenizer, train_prompts, reward_fn(reward_model, reward_weights), cfg,
+        sft_policy, reference_policy, tokenizer, train_prompts, reward_fn(scorer), cfg,
         evaluate=lambda m: probe_policy(m, tokenizer, probe_prompts, seed=seed, max_new_tokens=max_new_tokens,
                                         batch_size=batch_size)[0],
-        checkpoint_dir=Path(checkpoint_dir), desc=desc)
+        checkpoint_dir=Path(checkpoint_dir), desc=desc,
+        critic=make_critic(cfg, reward_model, tokenizer, reward_weights))
     step_log.insert(0, "method", method)
     first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
     best = step_log[step_log["step"] == info["best_step"]].iloc[0]
-    info.update({"method": method, "algorithm": cfg.algorithm, "seconds": round(time.perf_counter() - start, 1),
+    info.update({"method": method, "algorithm": cfg.algorithm, "reward": reward, "seconds": round(time.perf_counter() - start, 1),
                  "sft_probe_expert": float(first["expert_score"]) if first is not None else None,
                  "sft_probe_gold": float(first["probe_gold"]) if first is not None else None,
                  "best_probe_gold": float(best["probe_gold"]),

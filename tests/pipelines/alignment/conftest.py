@@ -43,18 +43,31 @@ def alignment_run(world_tables, variant_candidates, small_world, tmp_path_factor
     dpo = {"grid": [0.1, 0.5], "max_pairs": 24, "batch_size": 8, "max_length": 256}
     rl = {"steps": 4, "batch_size": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6, "eval_every": 2,
           "patience": 10}
+    trl = {"steps": 4, "batch_size": 4, "num_generations": 2, "max_new_tokens": 6, "eval_every": 2, "patience": 10}
     overrides = {
         "common": common, "dpo.train": dpo, "ipo.train": dpo,
         "coh.train": {"max_pairs": 24, "epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "max_length": 256,
                       "grid": [{"mask_share": 0.0, "plain_share": 0.0}, {"mask_share": 0.05, "plain_share": 0.5}]},
-        "ppo.train": rl, "reinforce.train": rl,
+        # this reward model reads BERT's tokens, not the policy's: PPO's value model cannot start from it
+        "ppo.train": {**rl, "value_init": "zero"}, "reinforce.train": rl, "grpo.train": trl, "rloo.train": trl,
+        # the audit's runs: the oracles (reward: gold) and PPO past its budget
+        "ppo_gold.train": {**rl, "value_init": "zero"}, "reinforce_gold.train": rl,
+        "ppo_long.train": {**rl, "value_init": "zero", "steps": 6},
+        "grpo_gold.train": trl, "rloo_gold.train": trl,
         "cem.train": {"iterations": 1, "prompts": 6, "samples": 3, "elite": 1, "max_new_tokens": 6, "batch_size": 4,
                       "max_length": 256},
+        # the over-optimisation curves and the reward–KL frontier (shared nodes after the methods)
+        "frontier": {"overopt_methods": ["ppo", "grpo"], "overopt_prompts": 4, "bon_prompts": 3, "bon_ns": [1, 2, 4],
+                     "max_new_tokens": 6, "batch_size": 16},
     }
     params = {f"params:alignment.{name}": base_params(f"alignment.{name}", over) for name, over in overrides.items()}
     keep = ["alignment_prompts", "sft_generations", "alignment_summary",
             *[f"alignment.{m}.{d}" for m in METHODS for d in ("policy", "step_log", "info", "curve", "generations")],
-            "alignment.dpo.grid", "alignment.ipo.grid", "alignment.coh.grid"]
+            "alignment.dpo.grid", "alignment.ipo.grid", "alignment.coh.grid", "alignment.grpo.checkpoints",
+            "alignment.ppo.checkpoints", "alignment.ppo_long.checkpoints", "alignment.ppo_gold.info",
+            "alignment.ppo_gold.generations",
+            "alignment.rloo.checkpoints", "overoptimisation_curves", "reward_kl_frontier", "reward_kl_frontier_fits",
+            "reward_kl_frontier_plot"]
     catalog = keep_catalog({"prompts": prompts, "facts": facts, "documents": docs, "sft_policy": policy,
                             "reference_policy": policy, "policy_tokenizer": tok, "reward_model": (rm, enc_tok),
                             "preference_pairs": _pairs(variant_candidates), **params}, keep=keep)

@@ -31,6 +31,26 @@ def test_summary_has_gold_gain_and_kl_per_method(alignment_run):
     assert s["sft"]["rows"] == 16
 
 
+def test_the_frontier_follows_the_saved_checkpoints_and_reaches_the_summary(alignment_run):
+    """The RL runs' saved states (here PPO's and GRPO's, steps 2 and 4) are the points of their curves; every method
+    is a point of the frontier; the fits are in the summary."""
+    curves = alignment_run.load("overoptimisation_curves")
+    for m in ("ppo", "grpo"):
+        saved = sorted(int(name.split("-")[1]) for name in alignment_run.load(f"alignment.{m}.checkpoints"))
+        assert sorted(curves.loc[curves["curve"] == m, "step_or_n"]) == [0, *saved], m  # the table is in KL order
+    assert sorted(curves.loc[curves["curve"] == "best_of_n", "step_or_n"]) == [1, 2, 4]
+    table = alignment_run.load("reward_kl_frontier")
+    assert list(table.loc[table["source"] == "method", "curve"]) == list(METHODS)
+    method_kl = table[table["source"] == "method"].set_index("curve")  # PPO is also a curve's name
+    for m in METHODS:  # the method points: mean sequence KL of the test generations
+        gen = alignment_run.load(f"alignment.{m}.generations")
+        assert method_kl.loc[m, "kl_seq"] == pytest.approx(gen["kl_sum"].mean())
+        assert method_kl.loc[m, "gold"] == pytest.approx(gen["gold"].mean())
+    fits = alignment_run.load("reward_kl_frontier_fits")
+    assert {"ppo", "grpo", "best_of_n"} <= set(fits)
+    assert alignment_run.load("alignment_summary")["frontier"] == fits
+
+
 def test_every_method_generates_on_the_same_prompts_and_samples(alignment_run):
     sft = alignment_run.load("sft_generations")
     assert sft["kl"].abs().max() < 1e-5  # the SFT policy is its own reference
@@ -67,6 +87,21 @@ def test_rl_logs_every_step_with_the_monitored_quantities(alignment_run):
     assert alignment_run.load("alignment.ppo.step_log")["value_loss"].iloc[1:].notna().all()
 
 
+def test_grpo_and_rloo_log_trl_metrics_and_save_their_evaluated_states(alignment_run):
+    """TRL's trainers, in the slice: every step's reward, KL and entropy as TRL logged them, the probe before
+    training and every eval_every steps, and the evaluated states as the checkpoints output (step-NNNN)."""
+    for m in ("grpo", "rloo"):
+        log = alignment_run.load(f"alignment.{m}.step_log")
+        steps = log[log["step"] > 0]
+        assert list(steps["step"]) == [1, 2, 3, 4]
+        for col in ("reward", "kl", "entropy", "loss", "kl_smoothed"):
+            assert steps[col].notna().all(), col
+        assert log["expert_score"].notna().sum() == 3  # before training and at steps 2 and 4
+        info = alignment_run.load(f"alignment.{m}.info")
+        assert info["algorithm"] == m and info["reward"] == "rm" and info["best_step"] in (0, 2, 4)
+        assert sorted(alignment_run.load(f"alignment.{m}.checkpoints")) == ["step-0002", "step-0004"]
+
+
 def test_cem_log(alignment_run):
     log = alignment_run.load("alignment.cem.step_log")
     it = log[log["step"] == 1].iloc[0]
@@ -89,15 +124,15 @@ def test_each_curve_has_a_panel_per_logged_quantity_and_a_line_per_grid_point(al
 
 
 def test_every_method_returns_a_policy_of_the_sft_architecture_moved_by_its_updates(alignment_run):
-    """DPO, IPO, CoH and CEM move the weights; PPO and REINFORCE return their best state on the probe, which at
-    these sizes may be step 0 (SFT's weights): then exactly SFT's, otherwise moved."""
+    """DPO, IPO, CoH and CEM move the weights; PPO, REINFORCE, GRPO and RLOO return their best state on the probe,
+    which at these sizes may be step 0 (SFT's weights): then exactly SFT's, otherwise moved."""
     sft = alignment_run.load("sft_policy").state_dict()
     for m in METHODS:
         policy = alignment_run.load(f"alignment.{m}.policy")
         weights = policy.state_dict()
         assert set(weights) == set(sft) and all(weights[k].shape == sft[k].shape for k in sft), m
         moved = max(float((weights[k].float() - sft[k].float()).abs().max()) for k in sft)
-        if m in ("ppo", "reinforce") and alignment_run.load(f"alignment.{m}.info")["best_step"] == 0:
+        if METHODS[m] in ("rl", "trl_rl") and alignment_run.load(f"alignment.{m}.info")["best_step"] == 0:
             assert moved == 0.0, m
         else:
             assert moved > 0.0, m

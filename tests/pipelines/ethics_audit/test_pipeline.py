@@ -1,8 +1,12 @@
-"""The ethics_audit pipeline as a slice on an in-memory catalog: tiny policies and reward model,
-two saved "PPO checkpoints", every section's table, plot and the appendix."""
+"""The ethics_audit pipeline as a slice on an in-memory catalog: tiny policies and reward model, every section's
+table, plot and the appendix; the over-optimisation curves and the reward–KL frontier come in through the catalog
+(the alignment pipeline measures them: tests/pipelines/alignment/test_frontier.py)."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.runner import SequentialRunner
@@ -16,20 +20,38 @@ ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "
            "max_position_embeddings": 256}
 
 
+def overoptimisation_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Curves as the alignment pipeline writes them: PPO with gold = 0.5 + d (0.3 − 0.2 log d) at d = 0, 0.5, 1, 2,
+    3 and best-of-n with gold = 0.4 + d (0.5 − 0.25 d) at n = 1, 2, 4, 8 (d = √KL), the proxy rising along both."""
+    from ru_rlhf.audit import best_of_n_kl, overoptimisation_flags
+
+    ppo = pd.DataFrame({"curve": "ppo", "step_or_n": [0, 10, 20, 30, 40], "sqrt_kl": [0.0, 0.5, 1.0, 2.0, 3.0]})
+    ppo["gold"] = [0.5 + (0.0 if d == 0 else d * (0.3 - 0.2 * math.log(d))) for d in ppo["sqrt_kl"]]
+    bon = pd.DataFrame({"curve": "best_of_n", "step_or_n": [1, 2, 4, 8]})
+    bon["sqrt_kl"] = [math.sqrt(best_of_n_kl(n)) for n in bon["step_or_n"]]
+    bon["gold"] = 0.4 + bon["sqrt_kl"] * (0.5 - 0.25 * bon["sqrt_kl"])
+    curves = []
+    for c in (ppo, bon):
+        c = c.assign(kl=c["sqrt_kl"] ** 2, kl_token=c["sqrt_kl"] ** 2 / 10, proxy=np.arange(len(c), dtype=float),
+                     gold_se=0.01, expert=3.0, items=6)
+        curves.append(overoptimisation_flags(c))
+    curves = pd.concat(curves, ignore_index=True)
+    return curves, curves[["curve", "step_or_n", "kl"]].assign(spearman_rm_expert=0.5, items=6)
+
+
 @pytest.fixture(scope="module")
 def audit_run(world_tables, tmp_path_factory):
-    from ru_rlhf.io.datasets import BiasProbesDataset, CheckpointsDataset
+    from ru_rlhf.io.datasets import BiasProbesDataset
     from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
     from ru_rlhf.models.policy import load_policy, train_tokenizer
     from ru_rlhf.models.reward import RewardModel
+    from ru_rlhf.pipelines.alignment.frontier_nodes import reward_kl_frontier
     from ru_rlhf.pipelines.alignment.nodes import generate_sft_outputs, select_alignment_prompts
 
     docs, facts, prompts = world_tables
     tok = train_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
     sft = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
     ckpt = tmp_path_factory.mktemp("ckpt")
-    for step, seed in ((2, 1), (4, 2)):  # stand-ins for PPO's saved states
-        load_policy(size=TINY_SIZE, tokenizer=tok, seed=seed).save_pretrained(ckpt / "ppo" / f"step-{step:04d}")
     enc_tok = train_wordpiece_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
     rm = (RewardModel(load_encoder(size=ENCODER, tokenizer=enc_tok, seed=0)), enc_tok)
     common = base_params("alignment.common", {
@@ -38,18 +60,20 @@ def audit_run(world_tables, tmp_path_factory):
     ap = select_alignment_prompts(prompts, facts, docs, common)
     sft_gen = generate_sft_outputs(sft, sft, tok, rm, ap, common)
     params = base_params("ethics_audit", {"seed": 1, "bias_policy_pairs": 8, "sycophancy_items": 6, "max_new_tokens": 6,
-                                          "hacking_responses": 6, "overopt_prompts": 6, "bon_prompts": 3,
-                                          "bon_ns": [1, 2, 4]})
+                                          "hacking_responses": 6})
+    curves, spearman = overoptimisation_tables()
+    frontier, fits = reward_kl_frontier(sft_gen, curves, **{m: sft_gen.assign(method=m) for m in METHODS})
     annotators = pd.DataFrame({"annotator_id": ["ann_01", "ann_02"], "careless": [False, True]})
-    keep = ["bias_summary", "bias_pair_scores", "avoidance_table", "overoptimisation_curves", "overoptimisation_spearman",
-            "reward_hacking_table", "sycophancy_table", "ethics_appendix", "ethics_appendix_docs", "audit_generations",
-            "bias_plot", "avoidance_plot", "overoptimisation_plot", "reward_hacking_plot", "sycophancy_plot"]
+    keep = ["bias_summary", "bias_pair_scores", "avoidance_table", "reward_hacking_table", "sycophancy_table",
+            "ethics_appendix", "ethics_appendix_docs", "audit_generations", "bias_plot", "avoidance_plot",
+            "reward_hacking_plot", "sycophancy_plot"]
     inputs = {"prompts": prompts, "facts": facts, "documents": docs, "bias_probes": BiasProbesDataset().load(),
               "policy_tokenizer": tok, "sft_policy": sft,
               "reference_policy": sft, **{f"alignment.{m}.policy": sft for m in METHODS}, "reward_model": rm,
               "alignment_prompts": ap, "sft_generations": sft_gen,
-              # the saved states as the catalog loads them (REINFORCE saved none here)
-              **{f"alignment.{m}.checkpoints": CheckpointsDataset(str(ckpt / m)).load() for m in ("ppo", "reinforce")},
+              # what the alignment pipeline wrote (hand-made curves here)
+              "overoptimisation_curves": curves, "overoptimisation_spearman": spearman,
+              "reward_kl_frontier": frontier, "reward_kl_frontier_fits": fits,
               "params:ethics_audit": params, "agreement": {"before": {"helpfulness": 0.5}, "after": {"helpfulness": 0.9},
                                                            "dropped": []},
               "curation_summary": {"pairs": 123}, "annotators": annotators}
@@ -77,16 +101,26 @@ def test_bias_tables(audit_run):
     assert len(pairs) == len(bias_pairs()) > 40  # every bundled pair goes through the RM
 
 
-def test_overoptimisation_follows_the_checkpoints_and_best_of_n(audit_run):
-    c = audit_run.load("overoptimisation_curves")
-    ppo = c[c["curve"] == "ppo"].sort_values("step_or_n")
-    assert list(ppo["step_or_n"]) == [0, 2, 4]
-    assert ppo.iloc[0]["kl"] == pytest.approx(0.0, abs=1e-6) and (ppo.iloc[1:]["kl"] > 0).all()
-    bon = c[c["curve"] == "best_of_n"].sort_values("step_or_n")
-    assert list(bon["step_or_n"]) == [1, 2, 4]
-    assert (bon["proxy"].diff().dropna() >= -1e-9).all()  # best-of-n by the proxy never lowers the proxy
-    assert "flag" in c.columns
-    assert len(audit_run.load("overoptimisation_spearman")) == 6
+def test_the_audit_reads_the_curves_and_the_frontier_and_writes_neither():
+    p = create_pipeline()
+    read = {"overoptimisation_curves", "overoptimisation_spearman", "reward_kl_frontier", "reward_kl_frontier_fits"}
+    assert read <= p.inputs()
+    assert not read & p.all_outputs() and "overoptimisation_plot" not in p.all_outputs()
+    assert not any(i.endswith(".checkpoints") for i in p.inputs())
+
+
+def test_the_appendix_reports_the_frontier_and_its_fits(audit_run):
+    text = audit_run.load("ethics_appendix")
+    assert "### The reward–KL frontier" in text
+    # PPO's hand-made curve: gold = 0.5 + d (0.3 − 0.2 log d) → α 0.3, β 0.2, peak at KL = e = 2.72 (gold 0.830)
+    assert "| ppo | rl | 0.3 | 0.2 | 2.72 | 0.830 | yes | 1.000 | 4 |" in text
+    # best-of-n: gold = 0.4 + d (0.5 − 0.25 d) → α 0.5, β 0.25, peak at KL 1, gold 0.650
+    assert "| best_of_n | bon | 0.5 | 0.25 | 1 | 0.650 | yes |" in text
+    assert "- ppo: measured gold highest at step 30 (KL 4), 0.323 above its start" in text
+    assert "gold changed by -0.082 while the proxy changed by 1.000. Fitted peak: KL 2.72." in text
+    assert "- best_of_n: measured gold highest at n = 8" in text
+    for m in METHODS:
+        assert f"| method | {m} |" in text
 
 
 def test_hacking_sycophancy_avoidance_and_appendix(audit_run):
@@ -115,15 +149,6 @@ def test_plots_draw_a_bar_or_point_per_row_of_their_tables(audit_run):
     assert bars(ax) == a["model"].nunique() * a["topic"].nunique()  # a bar per model and topic
     assert sorted(tick_labels(ax)) == sorted(a["model"].unique()) and ax.get_ylim() == (0, 1)
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(a["topic"].unique())
-
-    curves = audit_run.load("overoptimisation_curves")
-    axes = audit_run.load("overoptimisation_plot").axes
-    names = list(curves["curve"].unique())
-    assert len(axes) == 2 * len(names)  # a panel per curve, the gold reward on its twin axis
-    for name in names:
-        (proxy,) = next(ax for ax in axes if ax.get_title() == name).get_lines()
-        assert len(proxy.get_xdata()) == (curves["curve"] == name).sum()  # a point per KL step
-    assert sorted(ax.get_ylabel() for ax in axes) == sorted(["RM score", "gold reward"] * len(names))
 
     h = audit_run.load("reward_hacking_table")
     (ax,) = audit_run.load("reward_hacking_plot").axes

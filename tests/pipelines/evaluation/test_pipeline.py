@@ -51,8 +51,8 @@ def evaluation_run(world_tables, variant_candidates, tmp_path_factory):
     enc_tok.save_pretrained(enc_dir)
     rm = RewardModel(load_encoder(size=ENCODER, tokenizer=enc_tok, seed=1))
     # sft states a wrong fact, dpo gives the reference, ipo is rude, ppo answers nothing, reinforce
-    # refuses, cem flatters, coh hedges
-    variant_of = {"sft": 4, "dpo": 0, "ipo": 5, "coh": 1, "ppo": None, "reinforce": 3, "cem": 2}
+    # refuses, cem flatters, coh hedges, grpo gives the reference, rloo hedges
+    variant_of = {"sft": 4, "dpo": 0, "ipo": 5, "coh": 1, "ppo": None, "reinforce": 3, "grpo": 0, "rloo": 1, "cem": 2}
     gens = _generations(variant_candidates, prompts, facts, docs, variant_of)
     pairs = pd.DataFrame([{"pair_id": f"{c.prompt_id}|{h}", "prompt": c.prompt, "chosen": c.responses[0],
                            "rejected": c.responses[5], "criterion": h, "split": c.split}

@@ -1,5 +1,5 @@
-"""The alignment pipeline: DPO, IPO, Chain of Hindsight, PPO, REINFORCE and CEM (namespaced instances of one
-template)."""
+"""The alignment pipeline: DPO, IPO, Chain of Hindsight, PPO, REINFORCE, GRPO, RLOO and CEM (namespaced instances
+of one template)."""
 
 from ru_rlhf.pipelines.alignment.pipeline import create_pipeline
 

@@ -1,4 +1,5 @@
-"""Nodes of the alignment pipeline: DPO, IPO, Chain of Hindsight, PPO, REINFORCE and CEM from the SFT policy.
+"""Nodes of the alignment pipeline: DPO, IPO, Chain of Hindsight, PPO, REINFORCE, GRPO, RLOO and CEM from the SFT
+policy.
 
 Shared nodes (one set, reused by every method): the prompt roles (training prompts, a validation
 probe set, the test prompts), generation on the test prompts with the same seeds for every
@@ -22,9 +23,17 @@ from ru_rlhf import distributed
 from ru_rlhf.judges import context_table
 from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.models.training import StageParams
-from ru_rlhf.pipelines.alignment.params import CemParams, CohGuards, CohParams, CommonParams, DpoParams, RLTrainParams
+from ru_rlhf.pipelines.alignment.params import (
+    CemParams,
+    CohGuards,
+    CohParams,
+    CommonParams,
+    DpoParams,
+    RLTrainParams,
+    TrlRLParams,
+)
 from ru_rlhf.scoring import probe_policy, rm_scorer, score_policy
-from ru_rlhf.vocabulary import CRITERIA
+from ru_rlhf.vocabulary import AUDIT_RUNS, CRITERIA
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +357,15 @@ def train_coh(sft_policy, reference_policy, policy_tokenizer, preference_pairs: 
 # --------------------------------------------------------------------------- PPO / REINFORCE
 def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
              common: dict, train: dict):
-    """PPO (our own, ``ru_rlhf.rl.ppo``) or REINFORCE against the multi-head RM's weighted scalar.
+    """PPO (our own, ``ru_rlhf.rl.ppo``) or REINFORCE against the multi-head RM's weighted scalar (``reward: rm``)
+    or the gold judges' mean (``reward: gold``, the audit's oracle runs).
 
     Every ``eval_every`` steps the simulated expert panel scores greedy answers on the probe set;
     the best state by that score is the output. The run is :func:`ru_rlhf.rl.runner.run_rl`; with
     ``common.distributed.num_processes > 1`` it runs under ``accelerate launch`` (``ru_rlhf.distributed``).
     Returns ``(policy, step_log, info, checkpoints)``, ``checkpoints`` the ``{name: folder}`` of the evaluated
     states the trainer saved as it went (``step-NNNN`` under the checkpoint folder; the catalog's
-    ``alignment.<method>.checkpoints``, which the audit's over-optimisation curve follows).
+    ``alignment.<method>.checkpoints``, which the over-optimisation curves follow).
     """
     from ru_rlhf.io.datasets import saved_checkpoints
 
@@ -365,13 +375,42 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, align
     start = time.perf_counter()
     policy, step_log, info = distributed.rl(
         sft_policy, reference_policy, policy_tokenizer, reward_model, _role(alignment_prompts, "train"),
-        _role(alignment_prompts, "probe"), c.distributed, method=p.method, rl=p.model_dump(exclude={"method"}),
+        _role(alignment_prompts, "probe"), c.distributed, method=p.method,
+        rl=p.model_dump(exclude={"method", "reward"}), reward=p.reward,
         seed=c.seed, checkpoint_dir=str(Path(c.checkpoint_dir) / p.method), reward_weights=c.reward_weights,
         max_new_tokens=c.max_new_tokens_by_task, batch_size=c.batch_size, desc=f"alignment.{p.method}.train_rl")
     if c.distributed.num_processes > 1:
         info.update(processes=c.distributed.num_processes, seconds=round(time.perf_counter() - start, 1))
         policy = policy.eval()
     return policy, step_log, info, saved_checkpoints(Path(c.checkpoint_dir) / p.method)
+
+
+# --------------------------------------------------------------------------- GRPO / RLOO (TRL's trainers)
+def train_trl_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, alignment_prompts: pd.DataFrame,
+                 common: dict, train: dict):
+    """GRPO or RLOO with TRL's own trainers (``trl.GRPOTrainer`` / ``trl.RLOOTrainer``) against the multi-head RM's
+    weighted scalar (``reward: rm``) or the gold judges' mean (``reward: gold``).
+
+    The run is :func:`ru_rlhf.rl.trl_online.run_trl_rl`: TRL samples, scores (our reward function), computes the
+    advantages and the loss; our callback evaluates the probe set every ``eval_every`` steps, keeps the best state
+    (as PPO's) and saves each evaluated state. With ``common.distributed.num_processes > 1`` it runs under
+    ``accelerate launch`` (:func:`ru_rlhf.distributed.trl_rl`), where TRL's trainer distributes itself, as for the
+    other methods. Returns ``(policy, step_log, info, checkpoints)`` as :func:`train_rl` does.
+    """
+    from ru_rlhf.io.datasets import saved_checkpoints
+
+    c, p = CommonParams.of(common), TrlRLParams.of(train)
+    start = time.perf_counter()
+    folder = Path(c.checkpoint_dir) / p.method
+    policy, step_log, info = distributed.trl_rl(
+        sft_policy, reference_policy, policy_tokenizer, reward_model, _role(alignment_prompts, "train"),
+        _role(alignment_prompts, "probe"), c.distributed, method=p.method, trl=p.trl(), reward=p.reward, seed=c.seed,
+        checkpoint_dir=str(folder), reward_weights=c.reward_weights, max_new_tokens=c.max_new_tokens_by_task,
+        batch_size=c.batch_size, desc=f"alignment.{p.method}.train_trl_rl")
+    if c.distributed.num_processes > 1:
+        info.update(processes=c.distributed.num_processes, seconds=round(time.perf_counter() - start, 1))
+        policy = policy.eval()
+    return policy, step_log, info, saved_checkpoints(folder)
 
 
 # --------------------------------------------------------------------------- CEM
@@ -427,9 +466,10 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
 
 
 # --------------------------------------------------------------------------- summary
-def alignment_summary(sft_generations: pd.DataFrame, *parts) -> dict:
+def alignment_summary(sft_generations: pd.DataFrame, frontier_fits: dict, *parts) -> dict:
     """Per method: ``gold_gain`` (mean gold reward on the test generations minus the SFT policy's),
-    ``kl`` (mean per-token KL to the reference), and the numbers behind them.
+    ``kl`` (mean per-token KL to the reference), and the numbers behind them; under ``frontier``, Gao et al.'s fit
+    of each over-optimisation curve (``reward_kl_frontier_fits``: α, β, the KL where the fitted gold peaks …).
 
     ``beats_sft`` / ``worse_than_sft`` come from a test, not from the sign of the gain: the paired t-test of
     the per-response gold differences against SFT (same prompts and samples), two-sided, its p-values
@@ -457,10 +497,15 @@ def alignment_summary(sft_generations: pd.DataFrame, *parts) -> dict:
             "kl": float(f"{float(gen['kl'].mean()):.4g}"), "gold": round(float(gen["gold"].mean()), 4),
             "gold_by_criterion": {cr: round(float(gen[f"gold_{cr}"].mean()), 4) for cr in CRITERIA},
             "rm": round(float(gen["rm_scalar"].mean()), 4),
+            "kl_seq": float(f"{float(gen['kl_sum'].mean()):.4g}") if "kl_sum" in gen else None,
+            "ci95_above_zero": bool(t["ci_low"] > 0), "gain_over_2se": bool(t["mean"] > 2 * t["se"]),
             "seconds": info.get("seconds"), "rows": len(gen),
-            **{k: info[k] for k in ("chosen_value", "parameter", "inference_cue", "best_step", "steps_run", "stop_reason", "kl_at_best",
-                                    "sft_probe_expert", "best_score") if k in info},
+            **{k: info[k] for k in ("chosen_value", "parameter", "inference_cue", "reward", "best_step", "steps_run",
+                                    "stop_reason", "kl_at_best", "sft_probe_expert", "best_score") if k in info},
         }
+    # the audit's runs (oracles, PPO past its budget) are reported apart and are not in the methods' Holm family
+    audit_runs = {m: out.pop(m) for m in list(tests) if m in AUDIT_RUNS}
+    tests = {m: t for m, t in tests.items() if m not in AUDIT_RUNS}
     adjusted = dict(zip(tests, holm([t["p_value"] for t in tests.values()])))
     for method, t in tests.items():
         p_holm = adjusted[method]
@@ -471,5 +516,10 @@ def alignment_summary(sft_generations: pd.DataFrame, *parts) -> dict:
                     f"same test prompts and samples, two-sided, Holm-corrected across the {len(tests)} methods, "
                     f"alpha = {ALPHA}; gold_gain_ci95 is the 95 % t interval of the gain (uncorrected)")
     out["sft"]["gold_by_criterion"] = {cr: round(float(sft_generations[f"gold_{cr}"].mean()), 4) for cr in CRITERIA}
+    out["audit_runs"] = {"_note": "not in the method comparison: reward gold = the oracle run (the gold judges' mean "
+                                  "as the reward, Gao et al.'s setup); ppo_long = PPO past its KL budget (the "
+                                  "over-optimisation curve); gain_over_2se: gold_gain > 2 standard errors of the "
+                                  "paired difference", **audit_runs}
+    out["frontier"] = frontier_fits
     log.info("alignment_summary: %s", {k: v for k, v in out.items() if k != "_note"})
     return out

@@ -14,7 +14,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from ru_rlhf.distributed import DistributedParams
 from ru_rlhf.params import Params
 from ru_rlhf.rl.params import RLParams
-from ru_rlhf.vocabulary import METHODS
+from ru_rlhf.vocabulary import RUNS
 
 
 class CommonParams(Params):
@@ -101,10 +101,77 @@ class CemParams(Params):
 
 
 class RLTrainParams(RLParams):
-    """PPO or REINFORCE (``alignment.ppo.train``, ``alignment.reinforce.train``): the RL controls and the run's
-    name."""
+    """PPO or REINFORCE (``alignment.ppo.train``, ``alignment.reinforce.train`` and the audit's runs): the RL
+    controls, the run's name and what it optimises (``rm``: the reward model's scalar; ``gold``: the gold judges'
+    mean, an oracle run)."""
 
-    method: Literal["ppo", "reinforce"]
+    method: str = Field(min_length=1)
+    reward: Literal["rm", "gold"]
+
+
+class TrlRLParams(Params):
+    """GRPO or RLOO with TRL's own trainers (``alignment.grpo.train``, ``alignment.rloo.train``; run by
+    :func:`ru_rlhf.rl.trl_online.run_trl_rl`): TRL's controls we set, our evaluation frame (as PPO's), the run's
+    name and what it optimises. ``loss_type`` and ``scale_rewards`` are GRPO's alone, ``normalize_advantages``
+    RLOO's alone (:data:`ru_rlhf.rl.trl_online.ALGORITHM_FIELDS`): a section gives those of its algorithm."""
+
+    method: str = Field(min_length=1)
+    algorithm: Literal["grpo", "rloo"]
+    reward: Literal["rm", "gold"]  # the reward model's scalar, or the gold judges' mean (an oracle run)
+    steps: int = Field(gt=0)  # optimiser steps, one generation batch each
+    batch_size: int = Field(gt=0)  # completions per step: batch_size / num_generations prompts
+    num_generations: int = Field(ge=2)  # completions per prompt (GRPO's group, RLOO's leave-one-out)
+    learning_rate: float = Field(gt=0)
+    beta: float = Field(gt=0)  # KL coefficient, always set (TRL's GRPO default 0 would drop the reference and KL)
+    max_new_tokens: int = Field(gt=0)
+    temperature: float = Field(gt=0)
+    epsilon: float = Field(gt=0)  # the ratio clip
+    max_grad_norm: float = Field(gt=0)
+    eval_every: int = Field(gt=0)
+    patience: int = Field(gt=0)
+    best_max_kl: float | None = Field(gt=0)  # None: every evaluated state is eligible as the best
+    kl_window: int = Field(gt=0)  # steps in the smoothed KL that best_max_kl bounds
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] | None = None  # GRPO only
+    scale_rewards: Literal["group", "batch", "none"] | None = None  # GRPO only
+    normalize_advantages: bool | None = None  # RLOO only
+
+    @model_validator(mode="after")
+    def _fits_the_algorithm(self) -> TrlRLParams:
+        from ru_rlhf.rl.trl_online import ALGORITHM_FIELDS
+
+        missing = [f for f in ALGORITHM_FIELDS[self.algorithm] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"{self.algorithm} needs {', '.join(missing)}")
+        foreign = [f for a, fs in ALGORITHM_FIELDS.items() if a != self.algorithm for f in fs
+                   if getattr(self, f) is not None]
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)}: not an option of {self.algorithm}")
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of num_generations "
+                             f"({self.num_generations}): every prompt's completions are in one step")
+        return self
+
+    def trl(self) -> dict:
+        """The run's controls as :func:`ru_rlhf.rl.trl_online.run_trl_rl` takes them (plain values)."""
+        return self.model_dump(exclude={"method", "reward"})
+
+
+class FrontierParams(Params):
+    """The over-optimisation curves and the reward–KL frontier (``alignment.frontier``): proxy and gold along the
+    saved checkpoints of ``overopt_methods`` and along best-of-n from the SFT policy, on ``overopt_prompts`` of the
+    test prompts."""
+
+    seed: int
+    # whose saved checkpoints (the catalog's alignment.<method>.checkpoints) the curves follow; each must be a run
+    # whose trainer saves them (checked by the node); one that saved none gives its SFT point alone
+    overopt_methods: list[str] = Field(min_length=1)
+    overopt_prompts: int = Field(gt=0)  # test prompts the curves are measured on (a seeded sample)
+    bon_prompts: int = Field(gt=0)  # the first of those that best-of-n samples on
+    bon_ns: list[PositiveInt] = Field(min_length=1)
+    bon_temperature: float = Field(gt=0)
+    max_new_tokens: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    alpha: float = Field(gt=0, lt=1)  # the level of the curves' step tests (Holm across each curve's steps)
 
 
 class DpoSection(Params):
@@ -123,21 +190,35 @@ class CemSection(Params):
     train: CemParams
 
 
+class TrlRLSection(Params):
+    train: TrlRLParams
+
+
 class AlignmentParams(Params):
-    """Every method's section (``alignment.<method>.train``) and ``alignment.common``, checked before a run; a
+    """Every method's section (``alignment.<method>.train``), ``alignment.common`` and ``alignment.frontier``,
+    checked before a run; a
     section's ``method`` must be its name (it names the method's logs and checkpoints)."""
 
     common: CommonParams
+    frontier: FrontierParams
     dpo: DpoSection
     ipo: DpoSection
     coh: CohSection
     ppo: RLSection
     reinforce: RLSection
+    grpo: TrlRLSection
+    rloo: TrlRLSection
     cem: CemSection
+    # the audit's runs (ru_rlhf.vocabulary.AUDIT_RUNS): the oracles (reward: gold) and PPO past its budget
+    ppo_gold: RLSection
+    reinforce_gold: RLSection
+    grpo_gold: TrlRLSection
+    rloo_gold: TrlRLSection
+    ppo_long: RLSection
 
     @model_validator(mode="after")
     def _method_is_the_section(self) -> AlignmentParams:
-        for name in METHODS:
+        for name in RUNS:
             section = getattr(self, name)
             if section.train.method != name:
                 raise ValueError(f"{name}.train.method is {section.train.method!r}: a section's method must be "

@@ -1,5 +1,5 @@
-"""Nodes of the ethics_audit pipeline: counterfactual bias, avoidance, over-optimisation, reward
-hacking, sycophancy, and the Ethics Appendix written from their tables.
+"""Nodes of the ethics_audit pipeline: counterfactual bias, avoidance, reward hacking, sycophancy, and the Ethics
+Appendix written from their tables and from the alignment pipeline's over-optimisation curves and reward–KL frontier.
 
 The probes live in ``ru_rlhf.audit``; here they are run on the project's reward model and on the
 SFT policy and every aligned policy. Annotators and experts are SIMULATED (see docs/method.md); every
@@ -9,7 +9,6 @@ report says so.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -21,7 +20,7 @@ from ru_rlhf.judges import contexts_from_table, gold_reward, harmlessness, is_re
 from ru_rlhf.models.generation import generate
 from ru_rlhf.models.policy import policy_prompt
 from ru_rlhf.pipelines.ethics_audit.params import AuditParams
-from ru_rlhf.scoring import Scorer, rm_scorer, score_policy
+from ru_rlhf.scoring import rm_scorer
 from ru_rlhf.templates import render
 from ru_rlhf.text import words
 
@@ -153,76 +152,8 @@ def avoidance(generations: pd.DataFrame, hard_topics: pd.DataFrame) -> pd.DataFr
 
 
 # --------------------------------------------------------------------------- 3. over-optimisation
-def _score_set(policy, reference, tokenizer, scorer: Scorer, table: pd.DataFrame, temperature: float, seed: int,
-               max_new_tokens: int, batch_size: int, samples: int = 1) -> pd.DataFrame:
-    """Sample from ``policy`` on ``table``'s prompts (:func:`ru_rlhf.scoring.score_policy`: one generation call,
-    top-p 1); per answer ``rm`` (the RM's scalar), ``gold``, ``expert`` (Likert) and, with a reference,
-    ``kl_token`` and ``kl_seq``."""
-    scored = score_policy(policy, tokenizer, table, seed=seed, temperature=temperature, samples=samples,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size, gold=True, reward=scorer,
-                          expert=True, reference=reference)
-    return scored.rename(columns={"rm_scalar": "rm", "kl": "kl_token", "kl_sum": "kl_seq"})
-
-
-def overoptimisation(reward_model, policy_tokenizer, sft_policy, reference_policy, alignment_prompts: pd.DataFrame,
-                     params: dict, **checkpoints: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Proxy (RM) versus gold and expert scores along PPO's saved checkpoints and along best-of-n
-    sampling from the SFT policy (KL of best-of-n = log n − (n−1)/n).
-
-    ``checkpoints``: by RL method, the states its trainer saved (the catalog's ``alignment.<method>.checkpoints``:
-    ``{"step-NNNN": load}``, each loaded when its point of the curve is scored); ``overopt_methods`` says which.
-
-    Returns:
-        ``(curves, spearman)``: one row per point of each curve (``curve, step_or_n, kl, sqrt_kl,
-        proxy, gold, expert, flag, gold_from_peak``) and Spearman(RM, expert) per KL bucket.
-    """
-    from scipy.stats import spearmanr
-
-    p = AuditParams.of(params)
-    start = time.perf_counter()
-    scorer = rm_scorer(reward_model)
-    test = alignment_prompts[alignment_prompts["role"] == "test"]
-    rng = np.random.default_rng(p.seed)
-    sel = test.iloc[np.sort(rng.choice(len(test), min(p.overopt_prompts, len(test)), replace=False))]
-    curves, buckets = [], []
-    for method in p.overopt_methods:
-        saved = checkpoints.get(method) or {}
-        points = [(0, sft_policy)] + [(int(name.split("-")[1]), load) for name, load in sorted(saved.items())]
-        rows, items = [], {}
-        for step, model in points:
-            policy = model if step == 0 else model().to(device=sft_policy.device, dtype=sft_policy.dtype)
-            s = _score_set(policy, reference_policy, policy_tokenizer, scorer, sel, 1.0, p.seed, p.max_new_tokens,
-                           p.batch_size)
-            kl = float(s["kl_seq"].mean())
-            items[step] = s[["rm", "gold"]].rename(columns={"rm": "proxy"})  # the same prompts at every step
-            rows.append({"curve": method, "step_or_n": step, "kl": kl, "kl_token": float(s["kl_token"].mean()),
-                         "sqrt_kl": math.sqrt(max(kl, 0.0)), "proxy": float(s["rm"].mean()), "gold": float(s["gold"].mean()),
-                         "expert": float(s["expert"].mean()), "items": len(s)})
-            rho = spearmanr(s["rm"], s["expert"]).statistic if s["expert"].nunique() > 1 else float("nan")
-            buckets.append({"curve": method, "step_or_n": step, "kl": kl, "spearman_rm_expert": float(rho), "items": len(s)})
-        if len(rows) == 1:
-            log.warning("overoptimisation: no saved %s checkpoints (alignment.%s.checkpoints); run the alignment "
-                        "pipeline first", method, method)
-        curves.append(audit.overoptimisation_flags(pd.DataFrame(rows), items=items, key="step_or_n", alpha=p.alpha))
-    # best-of-n from the SFT policy
-    bon_sel = sel.iloc[: p.bon_prompts]
-    s = _score_set(sft_policy, None, policy_tokenizer, scorer, bon_sel, p.bon_temperature, p.seed + 1,
-                   p.max_new_tokens, p.batch_size, samples=max(p.bon_ns))
-    bon = audit.best_of_n(s, p.bon_ns, proxy="rm", columns=("gold", "expert")).rename(columns={"n": "step_or_n"})
-    bon_items = {}
-    for n in p.bon_ns:
-        sub = s[s["sample"] < n]
-        best = sub.loc[sub.groupby("prompt_id")["rm"].idxmax()].sort_values("prompt_id")
-        bon_items[n] = best[["rm", "gold"]].rename(columns={"rm": "proxy"})
-        rho = spearmanr(best["rm"], best["expert"]).statistic if best["expert"].nunique() > 1 else float("nan")
-        buckets.append({"curve": "best_of_n", "step_or_n": n, "kl": audit.best_of_n_kl(n),
-                        "spearman_rm_expert": float(rho), "items": len(best)})
-    bon = bon.assign(curve="best_of_n", items=bon["prompts"]).drop(columns="prompts")
-    curves.append(audit.overoptimisation_flags(bon, items=bon_items, key="step_or_n", alpha=p.alpha))
-    out = pd.concat(curves, ignore_index=True)
-    log.info("overoptimisation: %d points, %d flagged, %.1f s", len(out), int(out["flag"].sum()),
-             time.perf_counter() - start)
-    return out, pd.DataFrame(buckets)
+# The curves (proxy and gold along the RL runs' checkpoints and best-of-n) and the reward–KL frontier are measured
+# by the alignment pipeline (ru_rlhf.pipelines.alignment.frontier_nodes); the appendix reads them from the catalog.
 
 
 # --------------------------------------------------------------------------- 4. reward hacking
@@ -335,26 +266,6 @@ def plot_avoidance(table: pd.DataFrame):
     return fig
 
 
-def plot_overoptimisation(curves: pd.DataFrame):
-    plt = _plt()
-    names = list(curves["curve"].unique())
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.3), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        c = curves[curves["curve"] == name].sort_values("sqrt_kl")
-        ax.plot(c["sqrt_kl"], c["proxy"], marker="o", color="tab:orange", label="proxy (RM)")
-        ax.set_xlabel("√KL (nats, per sequence)")
-        ax.set_ylabel("RM score")
-        ax2 = ax.twinx()
-        ax2.plot(c["sqrt_kl"], c["gold"], marker="s", color="tab:green", label="gold")
-        ax2.set_ylabel("gold reward")
-        for _, r in c[c["flag"]].iterrows():
-            ax2.annotate("!", (r["sqrt_kl"], r["gold"]), color="red")
-        ax.set_title(name)
-        ax.locator_params(axis="x", nbins=4)
-    fig.tight_layout()
-    return fig
-
-
 def plot_hacking(table: pd.DataFrame):
     plt = _plt()
     piv = table.pivot(index="perturbation", columns="head", values="mean_delta")
@@ -385,6 +296,8 @@ def plot_sycophancy(table: pd.DataFrame):
 
 # --------------------------------------------------------------------------- 6. the appendix
 def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or x is pd.NA:
+        return "—"
     if isinstance(x, (bool, np.bool_)):
         return "yes" if x else "no"
     if isinstance(x, (int, np.integer)):
@@ -394,23 +307,58 @@ def _fmt(x: Any, nd: int = 3) -> str:
     return str(x)
 
 
-def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
+def _sig(x: Any) -> str:
+    """Three significant digits (KL and fitted constants span orders of magnitude); ``_fmt`` for anything else."""
+    if isinstance(x, (float, np.floating)) and np.isfinite(x) and x != 0:
+        return f"{x:.3g}"
+    return _fmt(x)
+
+
+def _md_table(df: pd.DataFrame, cols: list[str], sig: tuple[str, ...] = ()) -> str:
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in df[cols].itertuples(index=False):
-        out.append("| " + " | ".join(_fmt(v) for v in r) + " |")
+        out.append("| " + " | ".join((_sig if c in sig else _fmt)(v) for c, v in zip(cols, r)) + " |")
     return "\n".join(out)
 
 
+FIT_COLUMNS = ["curve", "form", "alpha", "beta", "peak_kl", "peak_gold", "peak_in_range", "r2", "n_points"]
+
+
+def frontier_summary(frontier: pd.DataFrame, fits: dict) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """The reward–KL frontier for the appendix: the SFT and method points and, per curve, its start, its highest
+    gold and its last point; the fits (one row per curve, :data:`FIT_COLUMNS`); and per curve what was measured
+    (where gold was highest, how much it fell after, how the proxy moved meanwhile) beside the fitted peak."""
+    keep = [frontier[frontier["source"].isin(["sft", "method"])]]
+    stories = []
+    for name, c in frontier[~frontier["source"].isin(["sft", "method"])].groupby("curve", sort=False):
+        c = c.sort_values("sqrt_kl")
+        top, first, last = c.loc[c["gold"].idxmax()], c.iloc[0], c.iloc[-1]
+        keep.append(c.loc[sorted({first.name, top.name, last.name}, key=list(c.index).index)])
+        fit = fits.get(name) or {}
+        stories.append({"curve": name, "points": len(c), "top_at": top["step_or_n"], "top_kl": top["kl_seq"],
+                        "rise": top["gold"] - first["gold"], "fall": last["gold"] - top["gold"],
+                        "proxy_after_top": last["proxy"] - top["proxy"], "last_kl": last["kl_seq"],
+                        "peak_kl": fit.get("peak_kl"), "no_peak": fit.get("no_peak"),
+                        "peak_in_range": fit.get("peak_in_range")})
+    points = pd.concat(keep, ignore_index=True)
+    fit_rows = pd.DataFrame([{"curve": k, **{c: v.get(c) for c in FIT_COLUMNS if c != "curve"}}
+                             for k, v in fits.items() if not k.startswith("_") and isinstance(v, dict)],
+                            columns=FIT_COLUMNS)
+    return points, fit_rows, stories
+
+
 def ethics_appendix(bias_summary: pd.DataFrame, avoidance_table: pd.DataFrame, overopt: pd.DataFrame,
-                    spearman: pd.DataFrame, hacking: pd.DataFrame, syco: pd.DataFrame, agreement: dict,
-                    curation: dict, annotators: pd.DataFrame, params: dict) -> tuple[str, str]:
+                    spearman: pd.DataFrame, frontier: pd.DataFrame, frontier_fits: dict, hacking: pd.DataFrame,
+                    syco: pd.DataFrame, agreement: dict, curation: dict, annotators: pd.DataFrame,
+                    params: dict) -> tuple[str, str]:
     """The Ethics Appendix in markdown (``templates/ethics_appendix.md.j2``), every number taken from the audit
-    tables (none typed here).
+    tables and the alignment pipeline's over-optimisation curves and reward–KL frontier (none typed here).
 
     Returns the text twice: for ``data/08_reporting/ethics_appendix.md`` and its copy in ``docs/``.
     """
     alpha = AuditParams.of(params).alpha
     a_before = agreement.get("before", {})
+    frontier_points, fit_rows, stories = frontier_summary(frontier, frontier_fits)
     avoidance = avoidance_table.groupby("model", sort=False).agg(
         refusal_rate=("refusal_rate", "mean"), refusal_vs_sft=("refusal_vs_sft", "mean"), length=("length", "mean"),
         length_vs_sft=("length_vs_sft", "mean")).reset_index()
@@ -431,6 +379,9 @@ def ethics_appendix(bias_summary: pd.DataFrame, avoidance_table: pd.DataFrame, o
                                           "gold_step_ci_high", "p_holm", "flag"]),
         overopt_tests=int(overopt["p_holm"].notna().sum()), overopt_flagged=int(overopt["flag"].sum()),
         spearman=list(zip(spearman["curve"], spearman["step_or_n"], spearman["spearman_rm_expert"])),
+        frontier_table=_md_table(frontier_points, ["source", "curve", "step_or_n", "kl_seq", "sqrt_kl", "gold",
+                                                   "gold_se", "proxy", "items"], sig=("kl_seq", "sqrt_kl")),
+        fits_table=_md_table(fit_rows, FIT_COLUMNS, sig=("alpha", "beta", "peak_kl")), stories=stories, sig=_sig,
         hacking_rows=len(hacking), hacking_flagged=int(hacking["flag"].sum()),
         hacked=sorted(set(hacking[hacking["flag"]]["perturbation"])),
         hacking_table=_md_table(hacking, ["perturbation", "head", "mean_delta", "delta_ci_low", "delta_ci_high",

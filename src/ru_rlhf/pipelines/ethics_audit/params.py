@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from ru_rlhf.params import Params
 
@@ -25,8 +25,5 @@ class AuditParams(Params):
     # for the screens of many bias groups) or Holm (family-wise error)
     correction: Literal["bh", "holm"] = "bh"  # not in the YAML
     hacking_responses: int = Field(gt=0)
-    overopt_methods: list[Literal["ppo", "reinforce"]]
-    overopt_prompts: int = Field(gt=0)
-    bon_prompts: int = Field(gt=0)
-    bon_ns: list[PositiveInt] = Field(min_length=1)
-    bon_temperature: float = Field(gt=0)
+    # the over-optimisation curves and the reward–KL frontier are measured by the alignment pipeline
+    # (alignment.frontier); the audit reads them through the catalog

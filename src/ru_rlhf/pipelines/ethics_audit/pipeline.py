@@ -7,11 +7,10 @@ from ru_rlhf.vocabulary import METHODS
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Probe sets → answers of every policy → bias, avoidance, over-optimisation, reward hacking,
-    sycophancy (tables and plots) → the Ethics Appendix."""
+    """Probe sets → answers of every policy → bias, avoidance, reward hacking, sycophancy (tables and plots) → the
+    Ethics Appendix, which also reports the over-optimisation curves and the reward–KL frontier (measured by the
+    alignment pipeline, read through the catalog)."""
     policies = {"sft_policy": "sft_policy", **{m: f"alignment.{m}.policy" for m in METHODS}}
-    # the states each RL method's trainer saved on the way: the over-optimisation curve follows them
-    checkpoints = {m: f"alignment.{m}.checkpoints" for m, kind in METHODS.items() if kind == "rl"}
     return Pipeline(
         [
             Node(nodes.build_probe_sets, ["prompts", "facts", "documents", "bias_probes", "params:ethics_audit"],
@@ -25,25 +24,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                                              "params:ethics_audit"],
                  ["bias_pair_scores", "bias_summary"], name="counterfactual_bias"),
             Node(nodes.avoidance, ["audit_generations", "audit_hard_topics"], "avoidance_table", name="avoidance"),
-            Node(nodes.overoptimisation,
-                 {"reward_model": "reward_model", "policy_tokenizer": "policy_tokenizer", "sft_policy": "sft_policy",
-                  "reference_policy": "reference_policy", "alignment_prompts": "alignment_prompts",
-                  "params": "params:ethics_audit", **checkpoints},
-                 ["overoptimisation_curves", "overoptimisation_spearman"], name="overoptimisation"),
             Node(nodes.reward_hacking, ["reward_model", "sft_generations", "alignment_prompts", "params:ethics_audit"],
                  "reward_hacking_table", name="reward_hacking"),
             Node(nodes.sycophancy, ["audit_generations", "audit_sycophancy_prompts"], "sycophancy_table",
                  name="sycophancy"),
             Node(nodes.plot_bias, "bias_summary", "bias_plot", name="plot_bias"),
             Node(nodes.plot_avoidance, "avoidance_table", "avoidance_plot", name="plot_avoidance"),
-            Node(nodes.plot_overoptimisation, "overoptimisation_curves", "overoptimisation_plot",
-                 name="plot_overoptimisation"),
             Node(nodes.plot_hacking, "reward_hacking_table", "reward_hacking_plot", name="plot_hacking"),
             Node(nodes.plot_sycophancy, "sycophancy_table", "sycophancy_plot", name="plot_sycophancy"),
             Node(nodes.ethics_appendix,
                  ["bias_summary", "avoidance_table", "overoptimisation_curves", "overoptimisation_spearman",
-                  "reward_hacking_table", "sycophancy_table", "agreement", "curation_summary", "annotators",
-                  "params:ethics_audit"],
+                  "reward_kl_frontier", "reward_kl_frontier_fits", "reward_hacking_table", "sycophancy_table",
+                  "agreement", "curation_summary", "annotators", "params:ethics_audit"],
                  ["ethics_appendix", "ethics_appendix_docs"], name="ethics_appendix"),
         ]
     )

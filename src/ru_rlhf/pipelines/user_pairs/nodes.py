@@ -248,6 +248,7 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, pairs
 
     from ru_rlhf.models.reward import score_prompts
     from ru_rlhf.rl.loop import train as rl_train
+    from ru_rlhf.rl.runner import make_critic
 
     p = UserPairsParams.of(params)
     r = p.rl
@@ -277,7 +278,8 @@ def train_rl(sft_policy, reference_policy, policy_tokenizer, reward_model, pairs
     policy, step_log, info = rl_train(copy.deepcopy(sft_policy), reference_policy, policy_tokenizer, train,
                                       reward_fn, cfg, evaluate=evaluate if len(probe) else None,
                                       checkpoint_dir=Path(p.checkpoint_dir) / r.algorithm,
-                                      desc=f"user_pairs.{r.algorithm}")
+                                      desc=f"user_pairs.{r.algorithm}",
+                                      critic=make_critic(cfg, reward_model, policy_tokenizer))
     step_log.insert(0, "method", r.algorithm)
     info.update({"trained": True, "algorithm": r.algorithm, "train_prompts": int(len(train)),
                  "probe_prompts": int(len(probe)), "seconds": round(time.perf_counter() - start, 1),
