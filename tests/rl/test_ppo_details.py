@@ -161,7 +161,7 @@ def test_per_prompt_normalisation_removes_what_the_prompt_explains(tiny_policy, 
     by_prompt = {p: [s for q, s in seen if q == p] for p in ("Первый?", "Второй вопрос?")}
     means = {p: sum(v) / len(v) for p, v in by_prompt.items()}
     resid = [s - means[p] for p, v in by_prompt.items() for s in v]
-    spread = math.sqrt(sum(x * x for x in resid) / len(resid))
+    spread = math.sqrt(sum(x * x for x in resid) / (len(resid) - 2))  # 2 prompts: 2 means estimated
     assert len(seen) == 6 and run.prompt_mean == pytest.approx({"a": means["Первый?"], "b": means["Второй вопрос?"]})
     shaped = run.shape(torch.tensor([means["Первый?"] + 1.0, means["Второй вопрос?"]]), torch.tensor([True, True]),
                        ["a", "b"])
@@ -173,3 +173,19 @@ def test_a_reference_normalisation_needs_two_answers():
 
     with pytest.raises(ValidationError, match="norm_samples is 1"):
         rl_config("alignment.ppo.train", reward_norm="reference_per_prompt", norm_samples=1)
+
+
+def test_the_value_model_is_put_on_the_normalised_rewards_scale():
+    """After the reward normalisation is fitted, the value model's first values are the reward model's scalar
+    normalised the same way (per prompt: less the mean of the prompts' reference means, over the spread)."""
+    from ru_rlhf.models.reward import RewardModel
+
+    torch.manual_seed(1)
+    rm = RewardModel(_Backbone(), pooling="last")
+    critic = Critic.from_reward_model(rm)
+    ids, attn, pos = torch.tensor([[4, 5]]), torch.ones(1, 2, dtype=torch.long), torch.arange(2).unsqueeze(0)
+    raw = critic(ids, attn, pos).detach().clone()
+    run = _run(reward_norm="reference_per_prompt", reward_scale=2.0)
+    run.prompt_mean, run.norm = {"a": 1.0, "b": 3.0}, (0.0, 0.5)
+    run.fold_norm_into_critic(critic)
+    assert critic(ids, attn, pos)[0].tolist() == pytest.approx(((raw - 2.0) / 0.5 * 2.0)[0].tolist(), rel=1e-5)

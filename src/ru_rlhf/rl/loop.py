@@ -158,7 +158,12 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             first_step, start = saved["step"] + 1, start - saved["seconds"]
             log.info("%s: resuming at step %d from %s", desc, first_step, resume_dir)
     if first_step == 1:
+        if checkpoint_dir and run.is_main:  # a fresh run: no earlier run's states mixed into this one's curve
+            for old in [*Path(checkpoint_dir).glob("step-*"), Path(checkpoint_dir) / "best"]:
+                shutil.rmtree(old, ignore_errors=True)
         run.fit_reward_norm(ref_model, tokenizer, records, reward_fn)
+        if critic is not None:
+            run.fold_norm_into_critic(critic)
     if evaluate and first_step == 1:
         res = run.evaluate(0)
         run.logs.append({"step": 0, "expert_score": res["score"], **{k: v for k, v in res.items() if k != "score"},
@@ -271,7 +276,9 @@ class _Run:
             frame = pd.DataFrame({"prompt_id": [b.prompt_id for b in batch], "score": scores.numpy()})
             self.prompt_mean = frame.groupby("prompt_id")["score"].mean().to_dict()
             resid = torch.tensor((frame["score"] - frame["prompt_id"].map(self.prompt_mean)).to_numpy())
-            self.norm = (0.0, float(resid.pow(2).mean().sqrt()))
+            # the pooled within-prompt standard deviation (one degree of freedom per prompt spent on its mean)
+            dof = max(1, len(resid) - len(self.prompt_mean))
+            self.norm = (0.0, float((resid.pow(2).sum() / dof).sqrt()))
         else:
             self.norm = (float(scores.mean()), float(scores.std()) if len(scores) > 1 else 1.0)
         if not self.norm[1] > 1e-8:
@@ -279,6 +286,21 @@ class _Run:
                              f"not vary (spread {self.norm[1]:.3g}); use reward_norm: none or batch")
         log.info("reward normalisation (%s) on %d reference answers: mean %.4f, spread %.4f (total std %.4f)",
                  cfg.reward_norm, len(scores), float(scores.mean()), self.norm[1], float(scores.std()))
+
+    def fold_norm_into_critic(self, critic) -> None:
+        """Put a value model that starts as the reward model on the scale of the normalised reward it will predict:
+        its head's output z-scored like the scores (the reference mean, per prompt: the mean of the prompts' means,
+        subtracted; divided by the spread; times ``reward_scale``), so its first values are not off by the
+        normalisation's offset."""
+        cfg = self.cfg
+        if cfg.reward_norm not in ("reference", "reference_per_prompt"):
+            return
+        centre = (sum(self.prompt_mean.values()) / len(self.prompt_mean) if cfg.reward_norm == "reference_per_prompt"
+                  else self.norm[0])
+        factor = cfg.reward_scale / self.norm[1]
+        with torch.no_grad():
+            critic.head.weight.mul_(factor)
+            critic.head.bias.sub_(centre).mul_(factor)
 
     def shape(self, scores: torch.Tensor, ended: torch.Tensor, prompt_ids: list[str] | None = None) -> torch.Tensor:
         """The rollout's sequence rewards: normalised (``reward_norm``), times ``reward_scale``, less

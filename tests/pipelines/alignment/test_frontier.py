@@ -18,7 +18,8 @@ from ru_rlhf.vocabulary import METHODS
 from tests.conftest import TINY_SIZE, keep_catalog
 from tests.params_helpers import base_params
 
-FRONTIER_NODES = ["overoptimisation", "plot_overoptimisation", "reward_kl_frontier", "plot_reward_kl_frontier",
+FRONTIER_NODES = ["overoptimisation", "plot_overoptimisation", "frontier_method_points", "reward_kl_frontier",
+                  "plot_reward_kl_frontier",
                   "alignment_summary"]
 
 
@@ -137,9 +138,12 @@ def frontier_run(world_tables, tmp_path_factory):
               # every run's test generations (the SFT answers, gold jittered) and info, as the summary reads them
               **{name: sft_gen.assign(method=name.split(".")[1], gold=sft_gen["gold"] + rng.normal(0, .05, len(sft_gen)))
                  for name in pipe.inputs() if name.endswith(".generations")},
-              **{name: {"method": name.split(".")[1]} for name in pipe.inputs() if name.endswith(".info")}}
+              **{name: {"method": name.split(".")[1]} for name in pipe.inputs() if name.endswith(".info")},
+              # every method's policy: the SFT policy here (the frontier measures each on the curves' axes)
+              **{name: sft for name in pipe.inputs() if name.endswith(".policy")}}
     assert set(pipe.inputs()) == set(inputs)  # the slice reads nothing else
     keep = ["overoptimisation_curves", "overoptimisation_spearman", "overoptimisation_plot", "reward_kl_frontier",
+            "reward_kl_frontier_points",
             "reward_kl_frontier_fits", "reward_kl_frontier_plot", "alignment_summary"]
     catalog = keep_catalog(inputs, keep=keep)
     SequentialRunner().run(pipe, catalog)
@@ -166,6 +170,17 @@ def test_the_frontier_has_sft_every_method_and_every_curve_point(frontier_run):
     assert (table["source"] == "sft").sum() == 1
     assert len(table) == 1 + len(METHODS) + len(curves)
     assert set(table.loc[table["source"] == "checkpoint", "curve"]) == {"ppo", "reinforce"}
+    # SFT and the methods are measured as the curves are (same prompts, temperature 1, same seeds): every
+    # policy here is the SFT policy, so each point is each curve's step-0 point; the test answers' values are kept
+    points = frontier_run.load("reward_kl_frontier_points").set_index("curve")
+    start = curves[(curves["curve"] == "ppo") & (curves["step_or_n"] == 0)].iloc[0]
+    for name in ("sft", *METHODS):
+        row = table[table["curve"] == name].iloc[0]
+        assert row["kl_seq"] == points.loc[name, "kl_seq"] == pytest.approx(start["kl"], abs=1e-6)
+        assert row["gold"] == points.loc[name, "gold"] == pytest.approx(start["gold"])
+    policies = table[table["source"].isin(["sft", "method"])]
+    assert policies[["test_gold", "test_kl_seq"]].notna().all().all()
+    assert table.loc[table["source"].isin(["checkpoint", "best_of_n"]), "test_gold"].isna().all()
     fits = frontier_run.load("reward_kl_frontier_fits")
     assert fits["ppo"]["form"] == "rl" and fits["best_of_n"]["form"] == "bon"
     assert fits["reinforce"]["alpha"] is None and fits["reinforce"]["n_points"] == 0  # nothing to fit
@@ -207,3 +222,5 @@ def test_the_curves_follow_every_run_that_saves_checkpoints():
     assert written <= set(node.inputs) and "params:alignment.frontier" in node.inputs
     frontier = next(n for n in pipe.nodes if n.name == "reward_kl_frontier")
     assert {f"alignment.{m}.generations" for m in METHODS} <= set(frontier.inputs)
+    points = next(n for n in pipe.nodes if n.name == "frontier_method_points")
+    assert {f"alignment.{m}.policy" for m in METHODS} | {"sft_policy"} <= set(points.inputs)

@@ -44,6 +44,41 @@ def _score_set(policy, reference, tokenizer, scorer: Scorer, table: pd.DataFrame
     return scored.rename(columns={"rm_scalar": "rm", "kl": "kl_token", "kl_sum": "kl_seq"})
 
 
+def curve_prompts(alignment_prompts: pd.DataFrame, p: FrontierParams) -> pd.DataFrame:
+    """The test prompts every point of the frontier's curves is measured on: ``overopt_prompts`` of them, a
+    sample seeded by ``frontier.seed``."""
+    test = alignment_prompts[alignment_prompts["role"] == "test"]
+    rng = np.random.default_rng(p.seed)
+    return test.iloc[np.sort(rng.choice(len(test), min(p.overopt_prompts, len(test)), replace=False))]
+
+
+def frontier_method_points(reward_model, policy_tokenizer, reference_policy, alignment_prompts: pd.DataFrame,
+                           frontier: dict, common: dict, **policies) -> pd.DataFrame:
+    """Each policy's point of the frontier measured as the curves' points are: one answer per curve prompt
+    (:func:`curve_prompts`) sampled at temperature 1 with top-p 1 and ``frontier.max_new_tokens``, the same seeds
+    as the curves; its mean sequence KL to the reference, gold and proxy. So a method sits on the same axes as
+    the checkpoint and best-of-n curves (its test generations use the test temperature, nucleus and budgets per
+    task, which give another KL). ``policies``: by name (``sft`` and each method), the policy.
+
+    Returns:
+        One row per policy: ``curve`` (its name), ``kl_seq``, ``sqrt_kl``, ``gold``, ``gold_se``, ``proxy``,
+        ``kl_token``, ``items``.
+    """
+    p, c = FrontierParams.of(frontier), CommonParams.of(common)
+    scorer = rm_scorer(reward_model, c.reward_weights)
+    sel = curve_prompts(alignment_prompts, p)
+    rows = []
+    for name, policy in policies.items():
+        s = _score_set(policy, reference_policy, policy_tokenizer, scorer, sel, 1.0, p.seed, p.max_new_tokens,
+                       p.batch_size)
+        kl = float(s["kl_seq"].mean())
+        rows.append({"curve": name, "kl_seq": kl, "sqrt_kl": math.sqrt(max(kl, 0.0)), "gold": float(s["gold"].mean()),
+                     "gold_se": _se(s["gold"]), "proxy": float(s["rm"].mean()), "kl_token": float(s["kl_token"].mean()),
+                     "items": len(s)})
+    log.info("frontier_method_points: %s", {r["curve"]: (round(r["kl_seq"], 3), round(r["gold"], 4)) for r in rows})
+    return pd.DataFrame(rows)
+
+
 def _load(saved):
     """A saved state: the catalog's loader (``CheckpointsDataset``), or the folder the trainer wrote (what a
     training node returns, as an in-memory run passes it on)."""
@@ -80,9 +115,7 @@ def overoptimisation(reward_model, policy_tokenizer, sft_policy, reference_polic
                          f"{sorted(checkpoints)}")
     start = time.perf_counter()
     scorer = rm_scorer(reward_model, c.reward_weights)
-    test = alignment_prompts[alignment_prompts["role"] == "test"]
-    rng = np.random.default_rng(p.seed)
-    sel = test.iloc[np.sort(rng.choice(len(test), min(p.overopt_prompts, len(test)), replace=False))]
+    sel = curve_prompts(alignment_prompts, p)
     curves, buckets = [], []
     for method in p.overopt_methods:
         saved = checkpoints.get(method) or {}
@@ -168,7 +201,7 @@ def _method_point(gen: pd.DataFrame, source: str, curve: str) -> dict:
             "kl_token": float(gen["kl"].mean()), "items": len(gen), "gold_fit": float("nan")}
 
 
-def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame,
+def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame, method_points: pd.DataFrame | None = None,
                        **generations: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Test gold against sequence KL to the reference for every policy and every curve, and Gao et al.'s fit of
     each curve (:func:`ru_rlhf.frontier.fit_gao`).
@@ -176,7 +209,10 @@ def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame,
     ``generations``: each method's test generations (``alignment.<method>.generations``); ``curves``: the
     over-optimisation curves (``overoptimisation_curves``). The SFT and method points are on every test prompt
     (at the test temperature); a curve is on ``frontier.overopt_prompts`` of them (at temperature 1) and starts at
-    its own SFT point (step 0 / n = 1), from which its gain is measured.
+    its own SFT point (step 0 / n = 1), from which its gain is measured. With ``method_points``
+    (:func:`frontier_method_points`) the SFT and method points are those instead, measured on the curves' prompts
+    at temperature 1 like the curves, and the test generations' KL and gold are kept as ``test_kl_seq`` and
+    ``test_gold``.
 
     Returns:
         ``(table, fits)``: one row per point (``source`` sft / method / checkpoint / best_of_n, ``curve``,
@@ -186,6 +222,14 @@ def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame,
     """
     rows = [_method_point(sft_generations, "sft", "sft")]
     rows += [_method_point(gen, "method", m) for m, gen in generations.items()]
+    if method_points is not None:  # the frontier's own measurement of each policy, on the curves' axes
+        measured = method_points.set_index("curve")
+        for r in rows:
+            r["test_kl_seq"], r["test_gold"] = r["kl_seq"], r["gold"]
+            if r["curve"] in measured.index:
+                m = measured.loc[r["curve"]]
+                r.update({k: float(m[k]) for k in ("kl_seq", "sqrt_kl", "gold", "gold_se", "proxy", "kl_token")},
+                         items=int(m["items"]))
     fits: dict = {"_note": "Gao et al. (2023) forms fitted by least squares (numpy.linalg.lstsq, no intercept) to "
                            "each curve's gold gain over its own start (step 0 / n = 1) against d = sqrt(KL), KL to "
                            "the reference in nats per sequence: best_of_n gain = d (alpha - beta d), RL gain = "
@@ -206,7 +250,8 @@ def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame,
                          "gold_se": float(getattr(r, "gold_se", float("nan"))), "proxy": float(r.proxy),
                          "kl_token": float(getattr(r, "kl_token", float("nan"))), "items": int(r.items),
                          "gold_fit": float(g)})
-    table = pd.DataFrame(rows, columns=FRONTIER_COLUMNS)
+    table = pd.DataFrame(rows, columns=FRONTIER_COLUMNS + (["test_kl_seq", "test_gold"] if method_points is not None
+                                                           else []))
     table["step_or_n"] = table["step_or_n"].astype("Int64")
     log.info("reward_kl_frontier: %d points; fits %s", len(table),
              {k: {x: v[x] for x in ("alpha", "beta", "peak_kl")} for k, v in fits.items() if not k.startswith("_")})
