@@ -147,45 +147,21 @@ def sft(model, tokenizer, dataset, stage_params, p: DistributedParams, **kwargs)
     return out
 
 
-def rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
-       probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
-    """:func:`ru_rlhf.rl.runner.run_rl` (PPO or REINFORCE; ``kwargs`` are its plain-valued arguments): in this
-    process, or on ``p.num_processes``."""
+def _online(task: str, sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
+            probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
+    """An online RL run (``task`` ``rl``: :func:`ru_rlhf.rl.runner.run_rl`; ``trl_rl``:
+    :func:`ru_rlhf.rl.trl_online.run_trl_rl`) in this process, or on ``p.num_processes`` (the workers get the
+    policies, the tokenizer, the reward model, the prompt tables and ``kwargs`` as files); returns
+    ``(policy, step_log, info)``."""
     from ru_rlhf.models.policy import load_policy
 
     if p.num_processes <= 1:
-        from ru_rlhf.rl.runner import run_rl
+        if task == "rl":
+            from ru_rlhf.rl.runner import run_rl as runner
+        else:
+            from ru_rlhf.rl.trl_online import run_trl_rl as runner
 
-        return run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts, **kwargs)
-
-    def write(w: Path) -> None:
-        sft_policy.save_pretrained(w / "policy")
-        reference_policy.save_pretrained(w / "reference")
-        tokenizer.save_pretrained(w / "tokenizer")
-        rm, rm_tok = reward_model
-        rm.save_pretrained(w / "reward_model", rm_tok)
-        train_prompts.to_parquet(w / "train_prompts.parquet")
-        probe_prompts.to_parquet(w / "probe_prompts.parquet")
-        (w / "kwargs.json").write_text(json.dumps(kwargs, default=str))
-
-    workdir, _ = run("rl", p, write)
-    out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),
-           json.loads((workdir / "info.json").read_text()))
-    _cleanup(workdir, p)
-    return out
-
-
-def trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
-           probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
-    """:func:`ru_rlhf.rl.trl_online.run_trl_rl` (GRPO or RLOO with TRL's trainers; ``kwargs`` are its plain-valued
-    arguments): in this process, or on ``p.num_processes`` (TRL's trainer distributes itself under the launch)."""
-    from ru_rlhf.models.policy import load_policy
-
-    if p.num_processes <= 1:
-        from ru_rlhf.rl.trl_online import run_trl_rl
-
-        return run_trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts,
-                          **kwargs)
+        return runner(sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts, **kwargs)
 
     def write(w: Path) -> None:
         sft_policy.save_pretrained(w / "policy")
@@ -198,11 +174,27 @@ def trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts:
         probe_prompts.to_parquet(w / "probe_prompts.parquet")
         (w / "kwargs.json").write_text(json.dumps(kwargs, default=str))
 
-    workdir, _ = run("trl_rl", p, write)
+    workdir, _ = run(task, p, write)
     out = (load_policy(workdir / "out"), pd.read_parquet(workdir / "history.parquet"),
            json.loads((workdir / "info.json").read_text()))
     _cleanup(workdir, p)
     return out
+
+
+def rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
+       probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
+    """:func:`ru_rlhf.rl.runner.run_rl` (PPO or REINFORCE; ``kwargs`` are its plain-valued arguments): in this
+    process, or on ``p.num_processes``."""
+    return _online("rl", sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts, p,
+                   **kwargs)
+
+
+def trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts: pd.DataFrame,
+           probe_prompts: pd.DataFrame, p: DistributedParams, **kwargs):
+    """:func:`ru_rlhf.rl.trl_online.run_trl_rl` (GRPO or RLOO with TRL's trainers; ``kwargs`` are its plain-valued
+    arguments): in this process, or on ``p.num_processes`` (TRL's trainer distributes itself under the launch)."""
+    return _online("trl_rl", sft_policy, reference_policy, tokenizer, reward_model, train_prompts, probe_prompts, p,
+                   **kwargs)
 
 
 def reward_model(rm, tokenizer, pairs: pd.DataFrame, p: DistributedParams, **kwargs):

@@ -15,6 +15,23 @@ ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "
            "max_position_embeddings": 256}
 
 
+def tiny_stack(docs: pd.DataFrame, checkpoint_dir) -> tuple:
+    """The tiny models and the alignment settings a slice downstream of the methods starts from: ``(tokenizer,
+    sft policy, reward model (a one-layer encoder and its tokenizer), alignment.common)``."""
+    from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
+    from ru_rlhf.models.policy import load_policy, train_tokenizer
+    from ru_rlhf.models.reward import RewardModel
+
+    tok = train_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
+    sft = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
+    enc_tok = train_wordpiece_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
+    rm = (RewardModel(load_encoder(size=ENCODER, tokenizer=enc_tok, seed=0)), enc_tok)
+    common = base_params("alignment.common", {
+        "seed": 1, "checkpoint_dir": str(checkpoint_dir), "train_prompts": 5, "probe_prompts": 3, "test_prompts": 10,
+        "test_samples": 1, "max_new_tokens_by_task": {"qa": 6, "dialogue": 6, "summarization": 6}})
+    return tok, sft, rm, common
+
+
 def _pairs(candidates: pd.DataFrame) -> pd.DataFrame:
     """Overall pairs: the reference answer over its rude and refusing variants (see the fixture)."""
     rows = []

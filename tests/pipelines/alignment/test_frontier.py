@@ -105,23 +105,15 @@ def test_frontier_plot_marks_sft_methods_curves_and_fits():
 @pytest.fixture(scope="module")
 def frontier_run(world_tables, tmp_path_factory):
     from ru_rlhf.io.datasets import CheckpointsDataset
-    from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
-    from ru_rlhf.models.policy import load_policy, train_tokenizer
-    from ru_rlhf.models.reward import RewardModel
+    from ru_rlhf.models.policy import load_policy
     from ru_rlhf.pipelines.alignment.nodes import generate_sft_outputs, select_alignment_prompts
-    from tests.pipelines.alignment.conftest import ENCODER
+    from tests.pipelines.alignment.conftest import tiny_stack
 
     docs, facts, prompts = world_tables
-    tok = train_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
-    sft = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
     ckpt = tmp_path_factory.mktemp("frontier_ckpt")
+    tok, sft, rm, common = tiny_stack(docs, ckpt)
     for step, seed in ((2, 1), (4, 2)):  # stand-ins for PPO's saved states
         load_policy(size=TINY_SIZE, tokenizer=tok, seed=seed).save_pretrained(ckpt / "ppo" / f"step-{step:04d}")
-    enc_tok = train_wordpiece_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
-    rm = (RewardModel(load_encoder(size=ENCODER, tokenizer=enc_tok, seed=0)), enc_tok)
-    common = base_params("alignment.common", {
-        "seed": 1, "checkpoint_dir": str(ckpt), "train_prompts": 5, "probe_prompts": 3, "test_prompts": 10,
-        "test_samples": 1, "max_new_tokens_by_task": {"qa": 6, "dialogue": 6, "summarization": 6}})
     frontier = base_params("alignment.frontier", {"seed": 1, "overopt_methods": ["ppo", "reinforce"],
                                                   "overopt_prompts": 6, "bon_prompts": 3, "bon_ns": [1, 2, 4],
                                                   "max_new_tokens": 6})

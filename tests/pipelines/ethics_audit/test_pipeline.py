@@ -13,7 +13,7 @@ from kedro.runner import SequentialRunner
 
 from ru_rlhf.pipelines.ethics_audit import create_pipeline
 from ru_rlhf.vocabulary import METHODS
-from tests.conftest import TINY_SIZE, bars, keep_catalog, tick_labels
+from tests.conftest import bars, keep_catalog, tick_labels
 from tests.params_helpers import base_params
 
 ENCODER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
@@ -42,21 +42,12 @@ def overoptimisation_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def audit_run(world_tables, tmp_path_factory):
     from ru_rlhf.io.datasets import BiasProbesDataset
-    from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
-    from ru_rlhf.models.policy import load_policy, train_tokenizer
-    from ru_rlhf.models.reward import RewardModel
     from ru_rlhf.pipelines.alignment.frontier_nodes import reward_kl_frontier
     from ru_rlhf.pipelines.alignment.nodes import generate_sft_outputs, select_alignment_prompts
+    from tests.pipelines.alignment.conftest import tiny_stack
 
     docs, facts, prompts = world_tables
-    tok = train_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
-    sft = load_policy(size=TINY_SIZE, tokenizer=tok, seed=0)
-    ckpt = tmp_path_factory.mktemp("ckpt")
-    enc_tok = train_wordpiece_tokenizer(docs["text"].tolist(), vocab_size=600, model_max_length=256)
-    rm = (RewardModel(load_encoder(size=ENCODER, tokenizer=enc_tok, seed=0)), enc_tok)
-    common = base_params("alignment.common", {
-        "seed": 1, "checkpoint_dir": str(ckpt), "train_prompts": 5, "probe_prompts": 3, "test_prompts": 10,
-        "test_samples": 1, "max_new_tokens_by_task": {"qa": 6, "dialogue": 6, "summarization": 6}})
+    tok, sft, rm, common = tiny_stack(docs, tmp_path_factory.mktemp("ckpt"))
     ap = select_alignment_prompts(prompts, facts, docs, common)
     sft_gen = generate_sft_outputs(sft, sft, tok, rm, ap, common)
     params = base_params("ethics_audit", {"seed": 1, "bias_policy_pairs": 8, "sycophancy_items": 6, "max_new_tokens": 6,
