@@ -279,9 +279,13 @@ def plot_reward_kl_frontier(table: pd.DataFrame, fits: dict):
         proxy_ax.plot(c["sqrt_kl"], c["proxy"], marker="o", color=color, label=label)
         fit = fits.get(name) or {}
         if fit.get("alpha") is not None:
-            top = max(float(c["sqrt_kl"].max()), fit["peak_d"] or 0.0) * 1.1
-            d = np.linspace(0.0, top, 100)
-            peak = f", peak KL {fit['peak_kl']:.3g}" if fit.get("peak_kl") is not None else ", no peak"
+            # drawn over the measured range (and to the peak when it lies within twice that range), never
+            # extrapolated to a peak far beyond what was measured
+            measured = float(c["sqrt_kl"].max())
+            peak_d = fit["peak_d"] if fit.get("peak_d") is not None and fit["peak_d"] <= 2 * measured else 0.0
+            d = np.linspace(0.0, max(measured, peak_d) * 1.05, 100)
+            peak = (", no peak" if fit.get("peak_kl") is None else f", peak KL {fit['peak_kl']:.3g}"
+                    + ("" if fit.get("peak_in_range") else " (beyond the measured range)"))
             gold_ax.plot(d, fit["base_gold"] + gao_gain(d, fit["alpha"], fit["beta"], fit["form"]), "--", color=color,
                          label=f"{name} fit: α={fit['alpha']:.3g}, β={fit['beta']:.3g}{peak}")
     points = table[table["source"].isin(["sft", "method"])]
@@ -298,12 +302,14 @@ def plot_reward_kl_frontier(table: pd.DataFrame, fits: dict):
     gold_ax.set_title("gold (the judges)", fontsize=10)
     proxy_ax.set_ylabel("proxy: reward-model scalar")
     proxy_ax.set_title("proxy (the reward model being optimised)", fontsize=10)
-    gold_ax.legend(fontsize=6.5, loc="best")
+    gold_ax.legend(fontsize=6.5, loc="lower right")
     sft = points[points["source"] == "sft"]
     curve_items = sorted({int(v) for v in on_curves["items"]})
-    fig.suptitle(f"Reward–KL frontier. SFT and methods: every test answer ({int(sft['items'].iloc[0]) if len(sft) else 0}); "
-                 f"curves: a subset of the test prompts ({', '.join(map(str, curve_items)) or 'none'} answers per "
-                 f"point),\neach from its own SFT point (step 0 / n = 1), so it may start off the ★; dashed: Gao et al.'s "
-                 f"fits", fontsize=8.5)
+    where = ("measured as the curves are (their prompts, temperature 1)" if "test_gold" in table.columns
+             else "every test answer")
+    fig.suptitle(f"Reward–KL frontier. SFT and methods: {where} ({int(sft['items'].iloc[0]) if len(sft) else 0} "
+                 f"answers);\ncurves: a subset of the test prompts ({', '.join(map(str, curve_items)) or 'none'} answers "
+                 f"per point), each from its own SFT point (step 0 / n = 1); dashed: Gao et al.'s fits over the "
+                 f"measured range", fontsize=8.5)
     fig.tight_layout()
     return fig
