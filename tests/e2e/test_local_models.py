@@ -120,6 +120,8 @@ def test_the_publish_dry_run_lists_the_local_architecture_bundles(local_run):
                          env={**os.environ, "RU_RLHF_MLFLOW": "off", "RU_RLHF_DATA_ROOT": str(root)})
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = pd.read_parquet(root / "09_publish" / "manifest.parquet")
-    assert f"would upload 9 repos, {len(manifest)} files" in res.stdout and "dry run: nothing uploaded" in res.stdout
+    assert manifest["bundle"].nunique() == 2 + 1 + len(METHODS)  # the dataset, the RM, SFT and every method
+    assert f"would upload {manifest['bundle'].nunique()} repos, {len(manifest)} files" in res.stdout
+    assert "dry run: nothing uploaded" in res.stdout
     assert {"tokenizer.json", "tokenizer_config.json", "model.safetensors", "README.md"} <= \
         set(manifest.loc[manifest["bundle"] == "policy-ppo", "file"])

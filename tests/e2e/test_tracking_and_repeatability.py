@@ -18,10 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ru_rlhf.vocabulary import METHODS
 from tests.conftest import env_context, run_kedro
 
 # keys whose values are wall-clock measurements, not results: excluded from the comparison
-TIMING = re.compile(r"(seconds|runtime|per_second|_per_s$|elapsed|timestamp|^time$|^started$|^finished$)")
+TIMING = re.compile(r"(seconds|runtime|per_second|_per_s$|elapsed|timestamp|(^|_)time$|^started$|^finished$)")
 
 
 def _tracked_run(project_root: Path, run_name: str, data_root: Path):
@@ -90,7 +91,9 @@ def test_cards_carry_this_runs_numbers_and_the_dry_run_lists_every_file(project_
                          env={**os.environ, "RU_RLHF_MLFLOW": "off", "RU_RLHF_DATA_ROOT": str(root)})
     assert res.returncode == 0, res.stderr[-2000:]
     manifest = pd.read_parquet(pub / "manifest.parquet")
-    assert f"would upload 9 repos, {len(manifest)} files" in res.stdout  # dataset, reward model, 7 policies
+    # the dataset, the reward model and every policy bundle (SFT and each method)
+    assert manifest["bundle"].nunique() == 2 + 1 + len(METHODS)
+    assert f"would upload {manifest['bundle'].nunique()} repos, {len(manifest)} files" in res.stdout
     for f in manifest.itertuples(index=False):
         assert f.bytes == (pub / f.bundle / f.file).stat().st_size
         assert f"      {f.file}  {f.bytes:,} B" in res.stdout

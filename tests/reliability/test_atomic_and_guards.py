@@ -137,8 +137,9 @@ def test_nan_reward_stops_ppo_at_that_step_and_saves_nothing(tmp_path, tiny_poli
         calls["n"] += 1
         return torch.tensor([float("nan") if calls["n"] >= 3 else 0.1] * len(rs))
 
+    # a constant reward has no spread to normalise against the reference's answers: normalised per batch here
     cfg = rl_config("alignment.ppo.train", steps=5, batch_size=2, minibatch_size=2, ppo_epochs=1, max_new_tokens=4,
-                    eval_every=2, kl_budget=100, best_max_kl=None, patience=100)
+                    eval_every=2, kl_budget=100, best_max_kl=None, patience=100, reward_norm="batch")
     with pytest.raises(NonFiniteError, match=r"alignment\.ppo\.train_rl: reward is not finite .* at step 3"):
         train(tiny_policy, ref, tiny_tokenizer, prompts, reward, cfg, evaluate=lambda m: {"score": 0.0},
               checkpoint_dir=tmp_path, desc="alignment.ppo.train_rl", progress=False)

@@ -42,10 +42,11 @@ def test_the_frontier_follows_the_saved_checkpoints_and_reaches_the_summary(alig
     table = alignment_run.load("reward_kl_frontier")
     assert list(table.loc[table["source"] == "method", "curve"]) == list(METHODS)
     method_kl = table[table["source"] == "method"].set_index("curve")  # PPO is also a curve's name
-    for m in METHODS:  # the method points: mean sequence KL of the test generations
+    for m in METHODS:  # beside each method's point on the curves' axes: its test generations' KL and gold
         gen = alignment_run.load(f"alignment.{m}.generations")
-        assert method_kl.loc[m, "kl_seq"] == pytest.approx(gen["kl_sum"].mean())
-        assert method_kl.loc[m, "gold"] == pytest.approx(gen["gold"].mean())
+        assert method_kl.loc[m, "test_kl_seq"] == pytest.approx(gen["kl_sum"].mean())
+        assert method_kl.loc[m, "test_gold"] == pytest.approx(gen["gold"].mean())
+        assert method_kl.loc[m, "items"] == alignment_run.load("overoptimisation_curves")["items"].iloc[0]
     fits = alignment_run.load("reward_kl_frontier_fits")
     assert {"ppo", "grpo", "best_of_n"} <= set(fits)
     assert alignment_run.load("alignment_summary")["frontier"] == fits

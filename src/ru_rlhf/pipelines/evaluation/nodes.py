@@ -451,7 +451,7 @@ def plot_shifts(behaviour: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    fig, axes = plt.subplots(1, 2, figsize=(max(9.0, 0.9 * len(behaviour)), 3.3))  # room for every model's name
     x = np.arange(len(behaviour))
     axes[0].bar(x, behaviour["length_shift"])
     axes[0].axhline(0, color="black", linewidth=0.5)
@@ -462,7 +462,7 @@ def plot_shifts(behaviour: pd.DataFrame):
     axes[1].set_ylabel("rate of answers")
     axes[1].legend(fontsize=8)
     for ax in axes:
-        ax.set_xticks(x, behaviour["model"], rotation=30, ha="right", fontsize=8)
+        ax.set_xticks(x, behaviour["model"], rotation=90, ha="center", fontsize=8)
         ax.set_xlabel("model")
         if not ax.patches or all(p.get_height() == 0 for p in ax.patches):
             ax.plot(x, [0] * len(x), "_", color="black", markersize=15)
