@@ -67,6 +67,22 @@ def gold_scorer(table: pd.DataFrame) -> Scorer:
     return fn
 
 
+REWARDS = ("rm", "gold")  # what an RL run optimises: the reward model's scalar, or the gold judges' (the oracle run)
+
+
+def reward_scorer(reward: str, reward_model, weights: dict[str, float] | None, prompts: pd.DataFrame,
+                  desc: str) -> Scorer:
+    """The scorer an RL run optimises: ``rm`` (:func:`rm_scorer`, ``weights`` over the heads) or ``gold``
+    (:func:`gold_scorer` on ``prompts``' judge context). Shared by PPO/REINFORCE and GRPO/RLOO.
+
+    Raises:
+        ValueError: another ``reward``, naming ``desc``.
+    """
+    if reward not in REWARDS:
+        raise ValueError(f"{desc}: reward is {reward!r}; it must be one of {', '.join(REWARDS)}")
+    return rm_scorer(reward_model, weights) if reward == "rm" else gold_scorer(prompts)
+
+
 def sample_answers(policy, tokenizer, table: pd.DataFrame, *, seed: int, key: tuple = (), temperature: float,
                    top_p: float = 1.0, samples: int = 1, max_new_tokens: int | Mapping[str, int], batch_size: int,
                    desc: str = "generate") -> pd.DataFrame:

@@ -14,9 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ru_rlhf.rl.params import RLParams
-from ru_rlhf.scoring import Scorer, gold_scorer, probe_policy, rm_scorer
-
-REWARDS = ("rm", "gold")  # what an RL run optimises: the reward model's scalar, or the gold judges' (the oracle run)
+from ru_rlhf.scoring import Scorer, probe_policy, reward_scorer
 
 
 def reward_fn(scorer: Scorer):
@@ -70,9 +68,7 @@ def run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts:
     from ru_rlhf.rl.loop import train as rl_train
 
     cfg = RLParams.of(rl).config(seed)
-    if reward not in REWARDS:
-        raise ValueError(f"{desc}: reward is {reward!r}; it must be one of {', '.join(REWARDS)}")
-    scorer = rm_scorer(reward_model, reward_weights) if reward == "rm" else gold_scorer(train_prompts)
+    scorer = reward_scorer(reward, reward_model, reward_weights, train_prompts, desc)
     start = time.perf_counter()
     policy, step_log, info = rl_train(
         sft_policy, reference_policy, tokenizer, train_prompts, reward_fn(scorer), cfg,

@@ -58,13 +58,12 @@ from pathlib import Path
 import pandas as pd
 
 from ru_rlhf.models.policy import format_prompt
-from ru_rlhf.scoring import Scorer, gold_scorer, probe_policy, rm_scorer
+from ru_rlhf.scoring import Scorer, probe_policy, reward_scorer
 
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("grpo", "rloo")
 REFERENCE_COPY = ".reference"  # under the checkpoint folder, while TRL builds its reference model
-REWARDS = ("rm", "gold")  # the reward model's scalar, or the gold judges' mean (the oracle run)
 # the options one algorithm alone has: a config gives those of its algorithm and leaves the other's None
 ALGORITHM_FIELDS = {"grpo": ("loss_type", "scale_rewards"), "rloo": ("normalize_advantages",)}
 # TRL's logged metrics kept in the step log (TRL's name -> ours), besides reward, kl, entropy and loss
@@ -330,10 +329,8 @@ def run_trl_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prom
         ``(policy, step_log, info)`` as :func:`ru_rlhf.rl.runner.run_rl` returns them (``info`` also has
         ``method``, ``algorithm``, ``reward``).
     """
-    if reward not in REWARDS:
-        raise ValueError(f"{desc}: reward is {reward!r}; it must be one of {', '.join(REWARDS)}")
     cfg = TrlOnlineConfig(**trl, seed=seed)
-    scorer = rm_scorer(reward_model, reward_weights) if reward == "rm" else gold_scorer(train_prompts)
+    scorer = reward_scorer(reward, reward_model, reward_weights, train_prompts, desc)
     policy, step_log, info = train(sft_policy, reference_policy, tokenizer, scorer, train_prompts, probe_prompts, cfg,
                                    checkpoint_dir=checkpoint_dir, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                    reward_name=reward, desc=desc)
