@@ -5,7 +5,7 @@ model and by the KL to the frozen reference, and hands it to the algorithm's upd
 config: a subclass of :class:`RLConfig` whose :meth:`~RLConfig.make_update` gives the optimisation step on a
 rollout (:class:`ru_rlhf.rl.ppo.PPOConfig`, :class:`ru_rlhf.rl.reinforce.ReinforceConfig`). Around the update
 the loop keeps the KL coefficient β (an adaptive controller aimed at a target KL), evaluates every
-``eval_every`` steps and keeps the best state, stops early (patience, KL budget), stops on a NaN or inf, saves
+``eval_every`` steps and keeps the best state (:class:`ru_rlhf.rl.selection.BestState`), stops early (patience, KL budget), stops on a NaN or inf, saves
 a resumable training state, and runs DDP through ``accelerate`` under ``accelerate launch``.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -31,6 +30,7 @@ from ru_rlhf.models.policy import format_prompt
 from ru_rlhf.parallel import accelerator
 from ru_rlhf.rl.losses import AdaptiveKLController, FixedKLController, masked_mean
 from ru_rlhf.rl.rollout import PolicyWithValue, Rollout, make_rollout
+from ru_rlhf.rl.selection import BestState
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,12 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             first_step, start = saved["step"] + 1, start - saved["seconds"]
             log.info("%s: resuming at step %d from %s", desc, first_step, resume_dir)
     if first_step == 1:
-        if checkpoint_dir and run.is_main:  # a fresh run: no earlier run's states mixed into this one's curve
-            for old in [*Path(checkpoint_dir).glob("step-*"), Path(checkpoint_dir) / "best"]:
-                shutil.rmtree(old, ignore_errors=True)
+        run.best.clear_earlier_run()  # a fresh run: no earlier run's states mixed into this one's curve
         run.fit_reward_norm(ref_model, tokenizer, records, reward_fn)
         if critic is not None:
             run.fold_norm_into_critic(critic)
     if evaluate and first_step == 1:
-        res = run.evaluate(0)
+        res = run.best.evaluate(model.policy, 0, run.logs)
         run.logs.append({"step": 0, "expert_score": res["score"], **{k: v for k, v in res.items() if k != "score"},
                          "seconds": 0.0})
     bar = tqdm(total=cfg.steps, initial=first_step - 1, desc=desc, unit="step", disable=not progress,
@@ -179,9 +177,9 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
         run.kl_ctl.update(row["kl"], cfg.batch_size)
         row["seconds"] = round(time.perf_counter() - start, 2)
         run.logs.append(row)
-        row["kl_smoothed"] = run.smoothed_kl()
+        row["kl_smoothed"] = run.best.smoothed_kl(run.logs)
         if evaluate and step % cfg.eval_every == 0:
-            res = run.evaluate(step)
+            res = run.best.evaluate(model.policy, step, run.logs)
             row["expert_score"] = res["score"]
             row.update({k: v for k, v in res.items() if k != "score"})
         bar.update(1)
@@ -209,11 +207,10 @@ def _to_tuple(x):
 
 class _Run:
     """One run's state from step to step: the sampler's RNG, the KL controller, the update (and its baseline),
-    the log, the best state by the evaluation's score and the evaluations since it last improved."""
+    the log, and the best state by the evaluation's score with the evaluations since it last improved (``best``)."""
 
     def __init__(self, cfg: RLConfig, model: PolicyWithValue, opt, acc, evaluate, checkpoint_dir):
         self.cfg, self.model, self.opt, self.acc = cfg, model, opt, acc
-        self.evaluate_fn, self.checkpoint_dir = evaluate, checkpoint_dir
         self.rank = acc.process_index if acc else 0
         self.is_main = acc is None or acc.is_main_process
         self.rng = random.Random(cfg.seed + 7919 * self.rank)
@@ -223,8 +220,8 @@ class _Run:
         self.logs: list[dict] = []
         self.norm = (0.0, 1.0)  # the reference normalisation's mean and spread
         self.prompt_mean: dict[str, float] = {}  # reference_per_prompt: each training prompt's reference mean
-        self.best = {"score": -math.inf, "step": 0, "state": None}
-        self.bad_evals = 0
+        self.best = BestState(evaluate, checkpoint_dir, best_max_kl=cfg.best_max_kl, kl_window=cfg.kl_window,
+                              patience=cfg.patience, is_main=self.is_main)
 
     def rollout(self, ref_model, tokenizer, batch: list, reward_fn, step: int, desc: str) -> tuple[Rollout, dict]:
         """The step's rollouts (rewards scaled, or whitened, as configured) and its log row of what they measured."""
@@ -315,32 +312,11 @@ class _Run:
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         return scores * cfg.reward_scale - cfg.missing_eos_penalty * (~ended.to(scores.device)).to(scores.dtype)
 
-    def smoothed_kl(self) -> float:
-        recent = [r["kl"] for r in self.logs[-self.cfg.kl_window:] if "kl" in r and r["kl"] == r["kl"]]
-        return sum(recent) / len(recent) if recent else 0.0
-
-    def evaluate(self, step: int) -> dict:
-        """Save and evaluate the policy; keep it as the best if it scores better within ``best_max_kl``."""
-        policy, ckpt = self.model.policy, self.checkpoint_dir
-        if ckpt and step > 0 and self.is_main:  # every evaluated state is kept (the audit scores them all)
-            policy.save_pretrained(Path(ckpt) / f"step-{step:04d}")
-        res = self.evaluate_fn(policy)
-        eligible = self.cfg.best_max_kl is None or self.smoothed_kl() <= self.cfg.best_max_kl
-        if eligible and res["score"] > self.best["score"] + 1e-9:
-            self.best.update(score=res["score"], step=step,
-                             state={k: v.detach().clone() for k, v in policy.state_dict().items()})
-            self.bad_evals = 0
-            if ckpt and self.is_main:
-                policy.save_pretrained(Path(ckpt) / "best")
-        else:
-            self.bad_evals += 1
-        return res
-
     def stop_reason(self, row: dict) -> str | None:
         """Why the run stops after this step (patience spent, or the smoothed KL out of its budget), or None."""
         cfg = self.cfg
-        if self.evaluate_fn and self.bad_evals >= cfg.patience:
-            return f"early stop: no better probe score in {cfg.patience} evaluations"
+        if reason := self.best.stop_reason():
+            return reason
         if row["kl_smoothed"] > cfg.kl_budget:
             return f"early stop: smoothed KL {row['kl_smoothed']:.4f} left its budget {cfg.kl_budget}"
         return None
@@ -354,12 +330,12 @@ class _Run:
         tmp.mkdir(parents=True)
         save_model(self.model, str(tmp / "model.safetensors"))  # handles the policy's tied embeddings
         torch.save(self.opt.state_dict(), tmp / "optimizer.pt")  # our own file; loaded with weights_only=True
-        if self.best["state"] is not None:
-            save_file({k: v.contiguous() for k, v in self.best["state"].items()}, str(tmp / "best.safetensors"))
+        if self.best.state is not None:
+            save_file({k: v.contiguous() for k, v in self.best.state.items()}, str(tmp / "best.safetensors"))
         meta = {"fingerprint": fingerprint, "step": step, "python_rng": self.rng.getstate(),
                 "kl_coef": self.kl_ctl.value, "baseline": self.update.baseline, "norm": list(self.norm),
-                "prompt_mean": self.prompt_mean, "bad_evals": self.bad_evals,
-                "logs": self.logs, "best_score": self.best["score"], "best_step": self.best["step"], "seconds": seconds}
+                "prompt_mean": self.prompt_mean, "bad_evals": self.best.bad_evals,
+                "logs": self.logs, "best_score": self.best.score, "best_step": self.best.step, "seconds": seconds}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
         old = resume_dir.with_name(resume_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -386,11 +362,13 @@ class _Run:
         best_state = load_file(str(resume_dir / "best.safetensors")) if (resume_dir / "best.safetensors").exists() \
             else None
         self.rng.setstate(_to_tuple(meta["python_rng"]))
-        self.kl_ctl.value, self.update.baseline, self.bad_evals = meta["kl_coef"], meta["baseline"], meta["bad_evals"]
+        self.kl_ctl.value, self.update.baseline = meta["kl_coef"], meta["baseline"]
         self.logs = meta["logs"]
         self.norm = tuple(meta.get("norm", (0.0, 1.0)))
         self.prompt_mean = meta.get("prompt_mean", {})
-        self.best.update(score=float(meta["best_score"]), step=meta["best_step"], state=best_state)
+        best = self.best
+        best.score, best.step, best.state, best.bad_evals = (float(meta["best_score"]), meta["best_step"], best_state,
+                                                             meta["bad_evals"])
         return meta
 
     def finish(self, resume_dir: Path | None, stop: str, start: float, desc: str):
@@ -398,11 +376,11 @@ class _Run:
         if resume_dir is not None and self.is_main:
             shutil.rmtree(resume_dir, ignore_errors=True)  # finished: a later run starts afresh
         last_step = self.logs[-1]["step"] if self.logs else 0
-        evaluated = self.evaluate_fn is not None
-        if evaluated and self.best["state"] is not None:
-            self.model.policy.load_state_dict(self.best["state"])
-        info = {"stop_reason": stop, "steps_run": last_step, "best_step": self.best["step"] if evaluated else last_step,
-                "best_score": self.best["score"] if evaluated else None,
+        evaluated = self.best.evaluate_fn is not None
+        if evaluated and self.best.state is not None:
+            self.model.policy.load_state_dict(self.best.state)
+        info = {"stop_reason": stop, "steps_run": last_step, "best_step": self.best.step if evaluated else last_step,
+                "best_score": self.best.score if evaluated else None,
                 "seconds": round(time.perf_counter() - start, 2), "final_kl_coef": self.kl_ctl.value,
                 "processes": self.acc.num_processes if self.acc else 1,
                 "reward_norm": {"kind": self.cfg.reward_norm, "mean": self.norm[0], "std": self.norm[1]}}

@@ -36,8 +36,9 @@ What is TRL's (1.16) and what is ours:
   catalog's ``alignment.<method>.checkpoints`` and the audit follow them), scores greedy answers on the probe set
   (:func:`ru_rlhf.scoring.probe_policy`), keeps the best state by the simulated expert panel's score among the
   states whose smoothed KL (the running mean of TRL's ``kl`` over ``kl_window`` steps) is within ``best_max_kl``
-  (the rule of :meth:`ru_rlhf.rl.loop._Run.evaluate`) and stops after ``patience`` evaluations without a better
-  one. A run starts afresh (there is no resume state): the ``step-*`` folders of an earlier run are removed first.
+  and stops after ``patience`` evaluations without a better one (PPO's rule: :class:`ru_rlhf.rl.selection.BestState`,
+  the probe run with TRL's sampling RNG and the policy's train mode left as they were). A run starts afresh (there
+  is no resume state): the ``step-*`` and ``best`` folders of an earlier run are removed first.
 
 Under ``accelerate launch`` (:func:`ru_rlhf.distributed.trl_rl`) TRL's trainers distribute themselves; every rank
 evaluates the probe on the same weights (so all take the same stop decision) and only the main process writes.
@@ -58,6 +59,7 @@ from pathlib import Path
 import pandas as pd
 
 from ru_rlhf.models.policy import format_prompt
+from ru_rlhf.rl.selection import BestState
 from ru_rlhf.scoring import Scorer, probe_policy, reward_scorer
 
 log = logging.getLogger(__name__)
@@ -162,40 +164,36 @@ def training_dataset(train_prompts: pd.DataFrame, tokenizer, context: int, max_n
                               "prompt_id": [r[2] for r in rows]})
 
 
+def _undisturbing(evaluate: Callable[[object], dict]) -> Callable[[object], dict]:
+    """``evaluate`` run so that it leaves TRL's sampling RNG (the probe's generation is seeded) and the policy's
+    train mode as they were."""
+
+    def fn(policy) -> dict:
+        import torch
+
+        was_training = policy.training
+        with torch.random.fork_rng():
+            res = evaluate(policy)
+        policy.train(was_training)
+        return res
+
+    return fn
+
+
 class _Evaluation:
-    """The run's frame around TRL's steps: its log, the probe evaluations, the best state and the stop."""
+    """The run's frame around TRL's steps: its log, the probe evaluations, the best state (``best``) and the stop."""
 
     def __init__(self, cfg: TrlOnlineConfig, evaluate: Callable[[object], dict], checkpoint_dir: Path, desc: str):
-        self.cfg, self.evaluate_fn, self.checkpoint_dir, self.desc = cfg, evaluate, checkpoint_dir, desc
+        self.cfg, self.desc = cfg, desc
         self.rows: list[dict] = []
-        self.best = {"score": -math.inf, "step": 0, "state": None}
-        self.bad_evals, self.stop, self.start = 0, "max_steps", time.perf_counter()
+        self.stop, self.start = "max_steps", time.perf_counter()
         self.is_main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only rank 0 writes
-
-    def smoothed_kl(self) -> float:
-        recent = [r["kl"] for r in self.rows[-self.cfg.kl_window:] if r.get("kl") is not None and r["kl"] == r["kl"]]
-        return sum(recent) / len(recent) if recent else 0.0
+        self.best = BestState(_undisturbing(evaluate), checkpoint_dir, best_max_kl=cfg.best_max_kl,
+                              kl_window=cfg.kl_window, patience=cfg.patience, is_main=self.is_main)
 
     def evaluate(self, policy, step: int) -> dict:
         """Save (step > 0) and score ``policy``; keep it as the best if it scores better within ``best_max_kl``."""
-        import torch
-
-        if step > 0 and self.is_main:  # every evaluated state is kept (the audit scores them all)
-            policy.save_pretrained(self.checkpoint_dir / f"step-{step:04d}")
-        was_training = policy.training
-        with torch.random.fork_rng():  # the probe's seeded generation leaves TRL's sampling RNG as it was
-            res = self.evaluate_fn(policy)
-        policy.train(was_training)
-        eligible = self.cfg.best_max_kl is None or self.smoothed_kl() <= self.cfg.best_max_kl
-        if eligible and res["score"] > self.best["score"] + 1e-9:
-            self.best.update(score=res["score"], step=step,
-                             state={k: v.detach().clone() for k, v in policy.state_dict().items()})
-            self.bad_evals = 0
-            if self.is_main:
-                policy.save_pretrained(self.checkpoint_dir / "best")
-        else:
-            self.bad_evals += 1
-        return res
+        return self.best.evaluate(policy, step, self.rows)
 
     def step(self, policy, step: int, logs: dict) -> bool:
         """Log TRL's metrics of ``step``, evaluate when due; True: stop (patience spent)."""
@@ -210,7 +208,7 @@ class _Evaluation:
         row["kl_coef"] = self.cfg.beta
         row["seconds"] = round(time.perf_counter() - self.start, 2)
         self.rows.append(row)
-        row["kl_smoothed"] = self.smoothed_kl()
+        row["kl_smoothed"] = self.best.smoothed_kl(self.rows)
         if step % self.cfg.eval_every == 0:
             res = self.evaluate(policy, step)
             row["expert_score"] = res["score"]
@@ -218,8 +216,8 @@ class _Evaluation:
             log.info("%s step %d: reward %.4f, kl %.4f, probe gold %.4f, expert %.3f", self.desc, step,
                      row["reward"] if row["reward"] is not None else float("nan"),
                      row["kl"] if row["kl"] is not None else float("nan"), row["probe_gold"], row["expert_score"])
-        if self.bad_evals >= self.cfg.patience:
-            self.stop = f"early stop: no better probe score in {self.cfg.patience} evaluations"
+        if reason := self.best.stop_reason():
+            self.stop = reason
             return True
         return False
 
@@ -267,9 +265,9 @@ def train(sft_policy, reference_policy, tokenizer, scorer: Scorer, train_prompts
     ckpt = Path(checkpoint_dir)
     run = _Evaluation(cfg, lambda m: probe_policy(m, tokenizer, probe_prompts, seed=cfg.seed,
                                                   max_new_tokens=max_new_tokens, batch_size=batch_size)[0], ckpt, desc)
-    if run.is_main:
-        for stale in [*ckpt.glob("step-*"), ckpt / "best", ckpt / REFERENCE_COPY]:  # an earlier run's must go
-            shutil.rmtree(stale, ignore_errors=True)
+    if run.is_main:  # an earlier run's states and reference copy must go
+        run.best.clear_earlier_run()
+        shutil.rmtree(ckpt / REFERENCE_COPY, ignore_errors=True)
         ckpt.mkdir(parents=True, exist_ok=True)
     context = getattr(sft_policy.config, "max_position_embeddings", None) or 10 ** 9
     dataset = training_dataset(train_prompts, tokenizer, context, cfg.max_new_tokens)
@@ -301,12 +299,12 @@ def train(sft_policy, reference_policy, tokenizer, scorer: Scorer, train_prompts
     model = trainer.accelerator.unwrap_model(trainer.model)
     if run.is_main:
         shutil.rmtree(ckpt / "trainer", ignore_errors=True)  # Trainer's output folder: nothing in it (save_strategy no)
-    if run.best["state"] is not None:
-        model.load_state_dict(run.best["state"])
+    if run.best.state is not None:
+        model.load_state_dict(run.best.state)
     step_log = pd.DataFrame(run.rows)
-    best = step_log[step_log["step"] == run.best["step"]].iloc[0]
+    best = step_log[step_log["step"] == run.best.step].iloc[0]
     info = {"algorithm": cfg.algorithm, "stop_reason": run.stop, "steps_run": int(step_log["step"].max()),
-            "best_step": int(run.best["step"]), "best_score": float(run.best["score"]),
+            "best_step": int(run.best.step), "best_score": float(run.best.score),
             "kl_at_best": float(best["kl"]) if "kl" in best and pd.notna(best["kl"]) else 0.0,
             "sft_probe_gold": float(base["probe_gold"]), "sft_probe_expert": float(base["probe_expert"]),
             "best_probe_gold": float(best["probe_gold"]), "beta": cfg.beta, "num_generations": cfg.num_generations,

@@ -116,7 +116,7 @@ def test_the_best_state_is_chosen_within_the_kl_bound_and_patience_stops_the_run
     run.evaluate(tiny_policy, 0)
     stops = [run.step(tiny_policy, step, {"reward": 0.1, "kl": kl, "loss": 0.0})
              for step, kl in ((1, 0.005), (2, 0.05), (3, 0.05))]
-    assert run.best["step"] == 1 and run.best["score"] == 3.5  # 4.0 came with a KL above the bound
+    assert run.best.step == 1 and run.best.score == 3.5  # 4.0 came with a KL above the bound
     assert stops == [False, False, True] and run.stop.startswith("early stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "step-0001", "step-0002", "step-0003"]
 
