@@ -189,3 +189,31 @@ def test_the_value_model_is_put_on_the_normalised_rewards_scale():
     run.prompt_mean, run.norm = {"a": 1.0, "b": 3.0}, (0.0, 0.5)
     run.fold_norm_into_critic(critic)
     assert critic(ids, attn, pos)[0].tolist() == pytest.approx(((raw - 2.0) / 0.5 * 2.0)[0].tolist(), rel=1e-5)
+
+
+def test_the_resume_fingerprint_includes_the_reward():
+    """A resume state trained on one reward is not resumed by a run on another: the gold judges, another reward
+    model's weights or other head weights all change the fingerprint; the same reward keeps it."""
+    from ru_rlhf.models.reward import RewardModel
+    from ru_rlhf.rl.loop import _fingerprint
+    from ru_rlhf.rl.runner import reward_identity
+
+    torch.manual_seed(0)
+    rm = RewardModel(_Backbone(), pooling="last")
+    rm.weights = {"helpfulness": 0.4, "truthfulness": 0.3, "harmlessness": 0.3}
+    other = RewardModel(_Backbone(), pooling="last")  # other random weights
+    other.weights = dict(rm.weights)
+    ids = {
+        "rm": reward_identity("rm", (rm, None), None),
+        "rm again": reward_identity("rm", (rm, None), None),
+        "other rm": reward_identity("rm", (other, None), None),
+        "other heads": reward_identity("rm", (rm, None), {"helpfulness": 1.0}),
+        "gold": reward_identity("gold", (rm, None), None),
+    }
+    assert ids["rm"] == ids["rm again"]
+    assert len({ids[k] for k in ("rm", "other rm", "other heads", "gold")}) == 4
+    cfg = rl_config("alignment.ppo.train")
+    records = [SimpleNamespace(prompt_id="p1", prompt="x")]
+    prints = {k: _fingerprint(cfg, records, "d", rm, None, v) for k, v in ids.items()}
+    assert prints["rm"] == prints["rm again"]
+    assert len({prints[k] for k in ("rm", "other rm", "other heads", "gold")}) == 4

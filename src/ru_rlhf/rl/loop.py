@@ -105,7 +105,7 @@ def check_finite(desc: str, step: int, **values: torch.Tensor) -> None:
 def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
           reward_fn: Callable[[list[str], list[str]], torch.Tensor], cfg: RLConfig, *,
           evaluate: Callable[[object], dict] | None = None, checkpoint_dir: str | Path | None = None,
-          desc: str = "ppo", progress: bool = True, resume: bool = True, critic=None):
+          desc: str = "ppo", progress: bool = True, resume: bool = True, critic=None, reward_id: str | None = None):
     """Run ``cfg``'s algorithm (PPO or REINFORCE) for at most ``cfg.steps`` rollouts.
 
     Args:
@@ -124,6 +124,8 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
             ``checkpoint_dir/resume``; a run started again with the same config, prompts and starting
             weights continues from there (a run killed with SIGKILL loses at most ``eval_every``
             steps). The resume state is removed when the run finishes.
+        reward_id: what identifies ``reward_fn`` (the reward model's weights and head weights, or the gold
+            judges): part of what a resume state must match, so a state trained on another reward is not resumed.
 
     Raises:
         NonFiniteError: a reward, KL or loss that is NaN or inf (names ``desc`` and the step);
@@ -152,7 +154,7 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     resume_dir = Path(checkpoint_dir) / "resume" if checkpoint_dir else None
     fingerprint = None
     if resume_dir is not None:
-        fingerprint = _fingerprint(cfg, records, desc, policy, evaluate)
+        fingerprint = _fingerprint(cfg, records, desc, policy, evaluate, reward_id)
         saved = run.load(resume_dir, fingerprint) if resume else None
         if saved is not None:
             first_step, start = saved["step"] + 1, start - saved["seconds"]
@@ -193,12 +195,14 @@ def train(policy, ref_model, tokenizer, train_prompts: pd.DataFrame,
     return run.finish(resume_dir, stop, start, desc)
 
 
-def _fingerprint(cfg: RLConfig, records: list, desc: str, policy, evaluate) -> str:
-    """What a resume state must match: the config, the prompts, ``desc``, the starting weights, evaluating or not."""
+def _fingerprint(cfg: RLConfig, records: list, desc: str, policy, evaluate, reward_id: str | None = None) -> str:
+    """What a resume state must match: the config, the prompts, ``desc``, the starting weights, evaluating or not,
+    and the reward (``reward_id``)."""
     from ru_rlhf.models.training import run_fingerprint, weights_fingerprint
 
     return run_fingerprint(cfg={"algorithm": cfg.algorithm, **asdict(cfg)}, prompts=[r.prompt_id for r in records],
-                           desc=desc, weights=weights_fingerprint(policy), evaluate=evaluate is not None)
+                           desc=desc, weights=weights_fingerprint(policy), evaluate=evaluate is not None,
+                           reward=reward_id)
 
 
 def _to_tuple(x):

@@ -29,6 +29,17 @@ def reward_fn(scorer: Scorer):
     return fn
 
 
+def reward_identity(reward: str, reward_model, weights: dict[str, float] | None) -> str:
+    """What a resume state must match about the reward: ``gold``, or the reward model's weights and the head
+    weights of its scalar (a state trained on another reward model is not resumed)."""
+    from ru_rlhf.models.training import run_fingerprint, weights_fingerprint
+
+    if reward != "rm":
+        return reward
+    rm = reward_model[0]  # (RewardModel, tokenizer), as rm_scorer takes it
+    return run_fingerprint(reward=reward, weights=weights_fingerprint(rm), heads=weights or rm.weights)
+
+
 def make_critic(cfg, reward_model, policy_tokenizer, weights: dict[str, float] | None = None):
     """PPO's value model for ``cfg`` (``value_init``): a :class:`ru_rlhf.rl.rollout.Critic` copied from the reward
     model (``(RewardModel, tokenizer)``), or None (a zero head on the policy; REINFORCE needs none).
@@ -75,7 +86,8 @@ def run_rl(sft_policy, reference_policy, tokenizer, reward_model, train_prompts:
         evaluate=lambda m: probe_policy(m, tokenizer, probe_prompts, seed=seed, max_new_tokens=max_new_tokens,
                                         batch_size=batch_size)[0],
         checkpoint_dir=Path(checkpoint_dir), desc=desc,
-        critic=make_critic(cfg, reward_model, tokenizer, reward_weights))
+        critic=make_critic(cfg, reward_model, tokenizer, reward_weights),
+        reward_id=reward_identity(reward, reward_model, reward_weights))
     step_log.insert(0, "method", method)
     first = step_log[step_log["step"] == 0].iloc[0] if (step_log["step"] == 0).any() else None
     best = step_log[step_log["step"] == info["best_step"]].iloc[0]
