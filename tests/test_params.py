@@ -84,6 +84,8 @@ BAD = [
     ("reward_modeling", ["cross_lingual"], "sometimes", "reward_modeling.cross_lingual: Input should be a valid boolean"),
     ("user_pairs", ["dpo", "beta"], 0, "user_pairs.dpo.beta: Input should be greater than 0"),
     ("user_pairs", ["rl", "minibatch_size"], MISSING, "user_pairs.rl: Value error, ppo needs minibatch_size"),
+    ("alignment", ["ppo", "train", "minibatch_size"], 8, "alignment.ppo.train: Value error, minibatch_size 8 is larger "
+     "than batch_size 4"),
     ("ingestion", ["prompts", "per_tsk"], 3, "ingestion.prompts.per_tsk: Extra inputs are not permitted"),
 ]
 

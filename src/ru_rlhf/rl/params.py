@@ -60,6 +60,9 @@ class RLParams(Params):
         missing = [name for name in ALGORITHM_FIELDS[self.algorithm] if getattr(self, name) is None]
         if missing:
             raise ValueError(f"{self.algorithm} needs {', '.join(missing)}")
+        if self.algorithm == "ppo" and self.minibatch_size > self.batch_size:
+            raise ValueError(f"minibatch_size {self.minibatch_size} is larger than batch_size {self.batch_size}: a "
+                             "minibatch is a part of one step's rollouts")
         if self.reward_norm in ("reference", "reference_per_prompt") and self.norm_samples < 2:
             raise ValueError(f"norm_samples is {self.norm_samples}: reward_norm {self.reward_norm} needs at least 2 "
                              "reference answers (per prompt for reference_per_prompt) to have a spread")
