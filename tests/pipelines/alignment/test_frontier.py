@@ -78,6 +78,12 @@ def test_frontier_table_and_fits_from_known_points():
     # d_max = √(log 8 − 7/8) = 1.11 > 1: the peak was measured
     assert b["peak_in_range"] is True and b["items"] == 3
     assert set(fits) == {"_note", "ppo", "best_of_n"}
+    # measured only up to d = 1 (before the peak at d = e^0.5): the fitted peak is beyond the range, no gold for it
+    early = _curves()
+    early = early[(early["curve"] != "ppo") | (early["sqrt_kl"] <= 1.0)]
+    _, early_fits = reward_kl_frontier(sft, early, dpo=dpo)
+    e = early_fits["ppo"]
+    assert e["peak_kl"] == pytest.approx(math.e) and e["peak_in_range"] is False and e["peak_gold"] is None
 
 
 def test_frontier_plot_marks_sft_methods_curves_and_fits():

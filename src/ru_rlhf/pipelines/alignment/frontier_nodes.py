@@ -218,7 +218,7 @@ def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame, meth
         ``(table, fits)``: one row per point (``source`` sft / method / checkpoint / best_of_n, ``curve``,
         ``step_or_n``, ``kl_seq``, ``sqrt_kl``, ``gold``, ``gold_se``, ``proxy``, ``kl_token``, ``items``,
         ``gold_fit``: the fitted curve's gold there), and per curve its fit (``form`` bon for best-of-n, rl for a
-        checkpoint curve; ``alpha``, ``beta``, ``peak_kl`` …) with ``base_gold`` (its start) and ``peak_gold``.
+        checkpoint curve; ``alpha``, ``beta``, ``peak_kl`` …) with ``base_gold`` (its start) and ``peak_gold`` (None unless the peak is in the measured range).
     """
     rows = [_method_point(sft_generations, "sft", "sft")]
     rows += [_method_point(gen, "method", m) for m, gen in generations.items()]
@@ -243,7 +243,9 @@ def reward_kl_frontier(sft_generations: pd.DataFrame, curves: pd.DataFrame, meth
         fitted = base + gao_gain(c["sqrt_kl"], fit["alpha"], fit["beta"], form) if fit["alpha"] is not None \
             else np.full(len(c), np.nan)
         fits[name] = {**fit, "source": source, "base_gold": base, "points": len(c), "items": int(c["items"].iloc[0]),
-                      "peak_gold": None if fit["peak_gain"] is None else base + fit["peak_gain"]}
+                      # a peak beyond the measured range is an extrapolation: its gold is not reported
+                      "peak_gold": base + fit["peak_gain"] if fit["peak_gain"] is not None and fit["peak_in_range"]
+                      else None}
         for r, g in zip(c.itertuples(index=False), fitted):
             rows.append({"source": source, "curve": name, "step_or_n": int(r.step_or_n), "kl_seq": float(r.kl),
                          "sqrt_kl": float(r.sqrt_kl), "gold": float(r.gold),

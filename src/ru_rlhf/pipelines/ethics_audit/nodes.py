@@ -341,10 +341,7 @@ def frontier_summary(frontier: pd.DataFrame, fits: dict) -> tuple[pd.DataFrame, 
                         "peak_kl": fit.get("peak_kl"), "no_peak": fit.get("no_peak"),
                         "peak_in_range": fit.get("peak_in_range")})
     points = pd.concat(keep, ignore_index=True)
-    # a fitted peak far beyond the measured range says only that the fitted gain still rises there: its gold is
-    # not shown (an extrapolation, not a measurement)
-    fit_rows = pd.DataFrame([{"curve": k, **{c: (None if c == "peak_gold" and v.get("peak_in_range") is False
-                                                 else v.get(c)) for c in FIT_COLUMNS if c != "curve"}}
+    fit_rows = pd.DataFrame([{"curve": k, **{c: v.get(c) for c in FIT_COLUMNS if c != "curve"}}
                              for k, v in fits.items() if not k.startswith("_") and isinstance(v, dict)],
                             columns=FIT_COLUMNS)
     return points, fit_rows, stories
