@@ -58,3 +58,93 @@ def test_curation_metrics_include_label_quality_per_criterion():
     assert metrics_of("curation_summary", summary) == {
         "curation.pairs": 10.0, "curation.quarantined_ratings": 2.0, "curation.helpfulness.gold_tied_share": 0.25,
         "curation.helpfulness.panel_agrees_with_gold": 0.6667, "curation.truthfulness.gold_tied_share": 1.0}
+
+
+# --------------------------------------------------------------------------- the cost of every node
+def _sleep(x):
+    import time
+
+    time.sleep(0.4)
+    return x
+
+
+def _spin(x):
+    import time
+
+    end = time.process_time() + 0.4  # 0.4 s of this thread's CPU
+    while time.process_time() < end:
+        pass
+    return x
+
+
+def _allocate(x):
+    block = bytearray(300 * 2**20)  # 300 MB, every page touched
+    block[::4096] = b"\x01" * len(block[::4096])
+    return x + len(block) * 0
+
+
+def _fail(x):
+    raise ValueError("no")
+
+
+def _timed_run(funcs):
+    """Run one node per function in a chain, with the hook called as a Kedro session calls it; the timings."""
+    from kedro.framework.hooks.manager import _create_hook_manager
+    from kedro.pipeline import Pipeline, node
+    from kedro.runner import SequentialRunner
+
+    from ru_rlhf.hooks import NodeTimingHook
+
+    manager = _create_hook_manager()
+    hook = NodeTimingHook()
+    manager.register(hook)
+    timings = MemoryDataset()
+    catalog = DataCatalog({"x0": MemoryDataset(1), "node_timings": timings})
+    pipe = Pipeline([node(f, f"x{i}", f"x{i + 1}", name=f.__name__.strip("_")) for i, f in enumerate(funcs)])
+    hook.before_pipeline_run({}, pipe, catalog)  # the session's calls around the runner's
+    try:
+        SequentialRunner().run(pipe, catalog, hook_manager=manager)
+    except Exception:
+        hook.on_pipeline_error(None, {}, pipe, catalog)
+        return timings.load().set_index("node")
+    hook.after_pipeline_run({}, pipe, catalog)
+    return timings.load().set_index("node")
+
+
+def test_node_timings_hold_wall_and_cpu_time_and_peak_memory_of_each_node():
+    t = _timed_run([_sleep, _spin, _allocate])
+    assert list(t.index) == ["sleep", "spin", "allocate"] and list(t["order"]) == [1, 2, 3]
+    assert (t["status"] == "ok").all() and (t["stage"] == "?").all()  # not a stage of this project
+    assert t.loc["sleep", "seconds"] >= 0.4 and t.loc["sleep", "compute_seconds"] >= 0.4
+    assert t.loc["sleep", "cpu_seconds"] < 0.15  # asleep: wall time without CPU time
+    assert t.loc["spin", "cpu_seconds"] >= 0.4 and t.loc["spin", "cores_busy"] > 0.7  # busy: CPU time ≈ wall time
+    assert (t["seconds"] >= t["compute_seconds"] + t["io_seconds"] - 1e-3).all()  # the parts within the whole
+    if (t["peak_rss_scope"] == "node").all():  # Linux: the peak is each node's own
+        assert t.loc["allocate", "peak_rss_gb"] - t.loc["spin", "peak_rss_gb"] > 0.25  # the 300 MB block
+
+
+def test_a_failed_node_is_recorded_as_failed_after_the_nodes_before_it():
+    t = _timed_run([_sleep, _fail])
+    assert list(t.index) == ["sleep", "fail"]
+    assert t.loc["sleep", "status"] == "ok" and t.loc["fail", "status"] == "failed: ValueError"
+
+
+# --------------------------------------------------------------------------- MLflow parameters, once per run
+def test_the_mlflow_hook_logs_each_parameter_once_in_one_batch_per_node(monkeypatch):
+    import mlflow
+
+    from ru_rlhf.tracking import project_mlflow_hook
+
+    batches, singles = [], []
+    monkeypatch.setattr(mlflow, "log_params", lambda d: batches.append(dict(d)))
+    monkeypatch.setattr(mlflow, "log_param", lambda k, v: singles.append(k))
+    monkeypatch.setattr(mlflow, "set_tag", lambda k, v: singles.append(k))
+    hook = project_mlflow_hook()
+    hook.run_id, hook._is_mlflow_enabled = None, True
+    hook.flatten, hook.recursive, hook.sep, hook.long_params_strategy = True, True, ".", "truncate"
+    stage = {"seed": 1, "train": {"lr": 0.1, "steps": 3}}
+    hook.before_node_run(None, None, {"params:sft": stage, "data": [1]}, False)
+    hook.before_node_run(None, None, {"params:sft": stage}, False)  # the same stage's next node: nothing new
+    hook.before_node_run(None, None, {"params:sft": stage, "params:rm": {"seed": 2, "note": "x" * 7000}}, False)
+    assert batches == [{"sft.seed": 1, "sft.train.lr": 0.1, "sft.train.steps": 3}, {"rm.seed": 2}]
+    assert singles == ["rm.note"]  # too long for MLflow: kedro-mlflow's strategy (truncated) for that one

@@ -401,3 +401,178 @@ class RunSummaryHook:
         # printed, not logged: the last thing on the screen, unwrapped, whatever the log level
         print(f"\n{text.rstrip()}\n\n(saved as {getattr(catalog.get('run_summary'), '_filepath', 'run_summary')})",
               flush=True)
+
+
+# --------------------------------------------------------------------------- cost of every node
+def _peak_rss_reset() -> bool:
+    """Reset this process's peak resident set size (Linux: ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM``), so
+    the next read of the peak is the peak since now. False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident set size (``VmHWM``) in GB (2**30 bytes), or the lifetime peak from
+    ``getrusage`` where ``/proc`` is not there."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+class NodeTimingHook:
+    """The cost of every node of a run, saved as ``node_timings`` (``08_reporting/node_timings.csv``, one row per node
+    of the latest run, rewritten as each node ends) and logged one line per node:
+
+    - ``seconds``: wall time from the start of loading the node's first input to the end of saving its last output
+      (the start of the next node; Kedro's sequential runner runs one node at a time);
+    - ``compute_seconds``: the node's function alone; ``io_seconds``: loading its inputs and saving its outputs;
+    - ``cpu_seconds``: CPU time of every thread of the process, and of any child process that ended, in that span;
+      ``cores_busy`` is ``cpu_seconds / seconds`` (2.0 on this project's 2-core target is all of it);
+    - ``peak_rss_gb``: the process's peak resident memory in that span (Linux's ``VmHWM``, reset as the node
+      starts); where the kernel does not allow the reset it is the run's peak so far and ``peak_rss_scope`` says so.
+
+    ``benchmarks/bench_e2e.py`` builds the per-stage table that opens ``docs/benchmarks.md`` from this file.
+    """
+
+    COLUMNS = ["order", "node", "stage", "status", "seconds", "compute_seconds", "io_seconds", "cpu_seconds",
+               "cores_busy", "peak_rss_gb", "peak_rss_scope"]
+
+    def __init__(self) -> None:
+        self._rows: list[dict] = []
+        self._current: dict | None = None
+        self._catalog = None
+        self._stages: dict | None = None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        self._rows, self._current, self._catalog = [], None, catalog
+
+    def _begin(self, node) -> dict:
+        """The open row of ``node``, opened now if it is not the node being timed (closing the previous one)."""
+        import resource
+        import time
+
+        if self._current is not None and self._current["node"] == node.name:
+            return self._current
+        self._close()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._current = {"node": node.name, "status": "running", "wall0": time.perf_counter(),
+                         "cpu0": time.process_time(), "child0": children.ru_utime + children.ru_stime,
+                         "reset": _peak_rss_reset(), "compute": 0.0, "io": 0.0, "t": None}
+        return self._current
+
+    def _close(self) -> None:
+        """Close the open row: its wall and CPU time up to now and its peak memory; save the table."""
+        import resource
+        import time
+
+        cur, self._current = self._current, None
+        if cur is None:
+            return
+        wall = time.perf_counter() - cur["wall0"]
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = time.process_time() - cur["cpu0"] + (children.ru_utime + children.ru_stime - cur["child0"])
+        row = {"order": len(self._rows) + 1, "node": cur["node"], "stage": self._stage(cur["node"]),
+               "status": cur["status"], "seconds": round(wall, 3), "compute_seconds": round(cur["compute"], 3),
+               "io_seconds": round(cur["io"], 3), "cpu_seconds": round(cpu, 3),
+               "cores_busy": round(cpu / wall, 2) if wall > 0 else None, "peak_rss_gb": round(_peak_rss_gb(), 3),
+               "peak_rss_scope": "node" if cur["reset"] else "run so far"}
+        self._rows.append(row)
+        log.info("cost: %s %.1f s wall (%.1f s in the function), %.1f s CPU, peak RSS %.2f GB", row["node"], wall,
+                 row["compute_seconds"], cpu, row["peak_rss_gb"])
+        if self._catalog is not None and "node_timings" in self._catalog:
+            try:
+                import pandas as pd
+
+                self._catalog.save("node_timings", pd.DataFrame(self._rows, columns=self.COLUMNS))
+            except Exception as err:  # noqa: BLE001 — cost accounting never fails a run
+                log.warning("cost: could not record %s: %s", row["node"], err)
+
+    @hook_impl
+    def before_dataset_loaded(self, dataset_name: str, node) -> None:
+        import time
+
+        cur = self._begin(node)  # first: it may close the previous node, which takes time of its own
+        cur["t"] = time.perf_counter()
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data, node) -> None:
+        self._add_io(node)
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str, data, node) -> None:
+        import time
+
+        if self._current is not None and self._current["node"] == node.name:
+            self._current["t"] = time.perf_counter()
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data, node) -> None:
+        self._add_io(node)
+
+    def _add_io(self, node) -> None:
+        import time
+
+        cur = self._current
+        if cur is not None and cur["node"] == node.name and cur["t"] is not None:
+            cur["io"] += time.perf_counter() - cur["t"]
+            cur["t"] = None
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async) -> None:
+        import time
+
+        cur = self._begin(node)
+        cur["c"] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node, catalog, inputs, outputs, is_async) -> None:
+        self._end_compute(node, "ok")
+
+    @hook_impl
+    def on_node_error(self, error, node, catalog, inputs, is_async) -> None:
+        self._end_compute(node, f"failed: {type(error).__name__}")
+        self._close()
+
+    def _end_compute(self, node, status: str) -> None:
+        import time
+
+        cur = self._current
+        if cur is not None and cur["node"] == node.name and "c" in cur:
+            cur["compute"] += time.perf_counter() - cur.pop("c")
+            cur["status"] = status
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        self._close()
+
+    @hook_impl
+    def on_pipeline_error(self, error, run_params: dict, pipeline, catalog) -> None:
+        self._close()
+
+    def _stage(self, name: str) -> str:
+        from ru_rlhf.pipeline_registry import ORDER
+
+        head = name.split(".")[0]
+        if head in ORDER:
+            return head
+        if self._stages is None:  # a --pipelines run names its nodes without the stage: look them up once
+            try:
+                self._stages = {n.name: stage for stage, pl in _all_pipelines().items() for n in pl.nodes}
+                self._stages.update({_stage_free(k): v for k, v in list(self._stages.items())})
+            except Exception:  # noqa: BLE001 — a cost row never fails a run
+                self._stages = {}
+        return self._stages.get(name, "?")

@@ -6,17 +6,23 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 import os
 from pathlib import Path
 
-from ru_rlhf.hooks import CarbonHook, MissingInputsHook, ParametersHook, RunSummaryHook  # noqa: E402
+from ru_rlhf.hooks import CarbonHook, MissingInputsHook, NodeTimingHook, ParametersHook, RunSummaryHook  # noqa: E402
 from ru_rlhf.logs import quiet_library_warnings  # noqa: E402
 from ru_rlhf.tracking import ReportTrackingHook  # noqa: E402
 
 quiet_library_warnings()
 # ParametersHook is last, so it runs first: bad parameters stop a run before anything else looks at it
-HOOKS = (MissingInputsHook(), ReportTrackingHook(), CarbonHook(), RunSummaryHook(), ParametersHook())
+HOOKS = (MissingInputsHook(), ReportTrackingHook(), NodeTimingHook(), CarbonHook(), RunSummaryHook(), ParametersHook())
 
-# kedro-mlflow's hooks register themselves; RU_RLHF_MLFLOW=off switches tracking off for a run
-# (as does `disable_tracking` in conf/<env>/mlflow.yml).
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",) if os.environ.get("RU_RLHF_MLFLOW", "on").lower() in ("off", "0", "false") else ()
+# MLflow tracking: kedro-mlflow's hook, as ru_rlhf.tracking.ProjectMlflowHook (the same records, each parameter
+# logged once per run instead of before every node). kedro-mlflow's own entry-point hook is therefore always
+# disabled (Kedro matches the distribution's name, `kedro_mlflow`). RU_RLHF_MLFLOW=off switches tracking off for a
+# run (as does `disable_tracking` in conf/<env>/mlflow.yml).
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
+if os.environ.get("RU_RLHF_MLFLOW", "on").lower() not in ("off", "0", "false"):
+    from ru_rlhf.tracking import project_mlflow_hook  # noqa: E402
+
+    HOOKS = (*HOOKS, project_mlflow_hook())  # last, so it runs first, as kedro-mlflow's entry point did
 # the SQLite tracking store lives in mlruns/ under the project (git-ignored)
 Path("mlruns").mkdir(exist_ok=True) if Path("pyproject.toml").exists() else None
 

@@ -79,6 +79,7 @@ def test_plots_tradeoff_and_model(reward_run):
         "perfect", f"raw σ(Δr), ECE {calibration['ece_before']:.3f}", f"Platt, ECE {calibration['ece_after']:.3f}"]
     assert all(0 <= x <= 1 for line in ax.get_lines() for x in line.get_xdata())
     umap = reward_run.load("reward_umap_plot")
+    assert umap._suptitle.get_text().startswith("UMAP of")  # base's projection (the smoke env's is PCA)
     panels = [ax for ax in umap.axes if ax.get_title()]  # the others are the colour bars
     assert [ax.get_title() for ax in panels] == ["gold helpfulness", "gold truthfulness", "gold harmlessness"]
     assert len(umap.axes) == 2 * len(panels)

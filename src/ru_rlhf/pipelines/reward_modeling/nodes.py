@@ -493,18 +493,25 @@ def calibrate(multi_head, pairs: pd.DataFrame, params: dict) -> tuple[dict, Any]
 
 # --------------------------------------------------------------------------- projection, trade-off
 def project_umap(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame, params: dict):
-    """UMAP of the reward model's pooled hidden states on test responses, coloured by each gold score."""
+    """UMAP (or PCA: ``projection``) of the reward model's pooled hidden states on test responses, coloured by
+    each gold score."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import umap
 
     p = RewardParams.of(params)
     test = gold_scores[gold_scores["split"] == "test"]
     test = test.sample(n=min(len(test), p.umap_points), random_state=p.seed)
     rs = _score_responses(multi_head, test, prompts, p, pooled=True)
-    emb = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=p.seed, n_jobs=1).fit_transform(rs.attrs["pooled"])
+    if p.projection == "umap":
+        import umap
+
+        emb = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=p.seed, n_jobs=1).fit_transform(rs.attrs["pooled"])
+    else:
+        from sklearn.decomposition import PCA
+
+        emb = PCA(n_components=2, random_state=p.seed).fit_transform(rs.attrs["pooled"])
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     for ax, h in zip(axes, CRITERIA):
         sc = ax.scatter(emb[:, 0], emb[:, 1], c=rs[h], cmap="viridis", s=6, vmin=0, vmax=1)
@@ -512,7 +519,7 @@ def project_umap(multi_head, gold_scores: pd.DataFrame, prompts: pd.DataFrame, p
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(sc, ax=ax, fraction=0.046)
-    fig.suptitle("UMAP of the multi-head reward model's pooled states (test responses)")
+    fig.suptitle(f"{p.projection.upper()} of the multi-head reward model's pooled states (test responses)")
     fig.tight_layout()
     return fig
 

@@ -83,5 +83,8 @@ class RewardParams(Params):
     debias: DebiasParams = Field(default_factory=DebiasParams)  # not in the YAML: off
     cross_lingual: bool
     umap_points: int = Field(gt=0)
+    # the 2-D map of the pooled states: UMAP, or PCA where UMAP's first call (numba compiling it, ~8 s) is too
+    # dear for the run (the smoke env)
+    projection: Literal["umap", "pca"]
     # num_processes > 1: each reward model's training loop runs under `accelerate launch` (DDP)
     distributed: DistributedParams
