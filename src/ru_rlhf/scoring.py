@@ -163,15 +163,17 @@ def score_policy(policy, tokenizer, table: pd.DataFrame, *, seed: int, key: tupl
 
 
 def probe_policy(policy, tokenizer, probe: pd.DataFrame, *, seed: int, max_new_tokens: int | Mapping[str, int],
-                 batch_size: int) -> tuple[dict, pd.DataFrame]:
+                 batch_size: int, reference=None) -> tuple[dict, pd.DataFrame]:
     """Greedy answers on a probe set (seed key ``probe``) and their gold scores, with the summary that chooses a
     grid point or an RL step: ``probe_gold`` (mean gold reward) and ``probe_expert`` (the simulated expert
-    panel's mean Likert score, also ``score``).
+    panel's mean Likert score, also ``score``). With ``reference``, the answers' KL to it as well
+    (:func:`score_policy`'s ``kl`` columns), from the same generation.
 
     Returns:
         ``(summary, answers)``: ``answers`` as :func:`score_policy` returns them.
     """
     answers = score_policy(policy, tokenizer, probe, seed=seed, key=("probe",), temperature=0.0, top_p=1.0,
-                           max_new_tokens=max_new_tokens, batch_size=batch_size, desc="probe", gold=True)
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, desc="probe", gold=True,
+                           reference=reference)
     panel = experts.panel_score(contexts_from_table(probe), list(answers["prompt_id"]), list(answers["response"]))
     return {"score": panel, "probe_gold": float(answers["gold"].mean()), "probe_expert": panel}, answers

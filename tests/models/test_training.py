@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ru_rlhf.models.policy import format_prompt
@@ -56,3 +57,44 @@ def test_warmup_stable_decay_takes_its_decay_from_a_share_of_the_steps():
     given = StageParams(lr_scheduler="warmup_stable_decay", lr_scheduler_kwargs={"num_decay_steps": 3})
     assert _scheduler_kwargs(given, n_rows=100)["num_decay_steps"] == 3
     assert _scheduler_kwargs(StageParams(lr_scheduler="cosine"), n_rows=100) == {}
+
+
+def test_dpo_reference_log_probs_are_computed_once_and_give_the_same_training(tiny_policy, tiny_tokenizer, tmp_path,
+                                                                              caplog):
+    """The reference's log-probabilities: precomputed once and reused by a later trainer on the same pairs (another
+    β, IPO) and the training they give is the one a reference forward pass in every step gives."""
+    import copy
+    import logging
+
+    import pandas as pd
+    from datasets import Dataset
+
+    from ru_rlhf.models import training
+
+    rows = [(f"Вопрос {i}: где школа?", f"В Казани, дом {i}.", "Не знаю.") for i in range(12)]
+    ds = Dataset.from_pandas(pd.DataFrame(rows, columns=["prompt", "chosen", "rejected"]).assign(
+        prompt=lambda d: d["prompt"].map(format_prompt)), preserve_index=False)
+    ref = copy.deepcopy(tiny_policy).eval()
+    training._REF_LOGPS.clear()
+
+    def run(name, loss_type="sigmoid", beta=0.1, precompute=True):
+        _, hist = training.run_dpo_trainer(copy.deepcopy(tiny_policy), ref, tiny_tokenizer, ds, beta=beta,
+                                           loss_type=loss_type, epochs=1, batch_size=4, learning_rate=1e-3,
+                                           max_length=64, seed=0, output_dir=tmp_path / name, max_steps=3,
+                                           logging_steps=1, resume=False, precompute_ref=precompute)
+        return hist
+
+    with caplog.at_level(logging.INFO, logger="ru_rlhf.models.training"):
+        first = run("a")
+        assert "reused" not in caplog.text and len(training._REF_LOGPS) == 1  # computed and kept
+        again = run("b", beta=0.5)
+        ipo = run("c", loss_type="ipo", beta=0.5)
+    assert caplog.text.count("reference log-probs for 12 train examples: reused") == 2
+    per_step = run("d", precompute=False)  # TRL's reference pass in every step
+    for h in (first, per_step):
+        assert h["loss"].iloc[0] == pytest.approx(0.6931, abs=1e-3)  # log 2: policy = reference at step 0
+    # the same reference numbers: the same steps
+    assert first["loss"].tolist() == pytest.approx(per_step["loss"].tolist(), abs=2e-4)
+    assert first["rewards/margins"].tolist() == pytest.approx(per_step["rewards/margins"].tolist(), abs=2e-4)
+    assert again["loss"].iloc[-1] != pytest.approx(first["loss"].iloc[-1], abs=1e-6)  # β 0.5 trains otherwise
+    assert ipo["loss"].iloc[0] == pytest.approx(1.0, abs=1e-3)  # IPO's (0 - 1/(2τ))² at step 0, τ = 0.5

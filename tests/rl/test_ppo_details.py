@@ -55,6 +55,45 @@ def test_reference_normalisation_is_fitted_on_the_reference_policys_answers(tiny
         run.fit_reward_norm(tiny_policy, tiny_tokenizer, records, lambda p, r: torch.ones(len(r)))
 
 
+def test_reference_answers_are_sampled_once_and_scored_by_each_run(tiny_policy, tiny_tokenizer, monkeypatch):
+    """Runs on the same reference, prompts and sampling settings (PPO, REINFORCE, their gold oracles) share the
+    reference's answers; each scores them with its own reward. Another temperature or other reference weights
+    sample again."""
+    import copy
+
+    from ru_rlhf.models import generation
+    from ru_rlhf.rl import loop
+
+    loop._REFERENCE_ANSWERS.clear()
+    calls, real = [], generation.generate_batch
+    monkeypatch.setattr(generation, "generate_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    records = list(pd.DataFrame({"prompt_id": ["a", "b"], "prompt": ["Первый вопрос?", "Второй вопрос?"]})
+                   .itertuples(index=False))
+    seen = {}
+
+    def scorer(name, factor):
+        def reward_fn(prompts, responses):
+            seen[name] = list(responses)
+            return torch.tensor([factor * len(r) for r in responses], dtype=torch.float)
+        return reward_fn
+
+    first, second = _run(reward_norm="reference", norm_samples=8, max_new_tokens=5), \
+        _run(reward_norm="reference", norm_samples=8, max_new_tokens=5)
+    first.fit_reward_norm(tiny_policy, tiny_tokenizer, records, scorer("rm", 1.0))
+    second.fit_reward_norm(tiny_policy, tiny_tokenizer, records, scorer("gold", 3.0))
+    assert len(calls) == 1 and seen["gold"] == seen["rm"]  # sampled once, scored twice
+    assert second.norm == pytest.approx((3 * first.norm[0], 3 * first.norm[1]))
+    _run(reward_norm="reference", norm_samples=8, max_new_tokens=5, temperature=0.7).fit_reward_norm(
+        tiny_policy, tiny_tokenizer, records, scorer("t", 1.0))
+    assert len(calls) == 2  # another temperature: other answers
+    other = copy.deepcopy(tiny_policy)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    _run(reward_norm="reference", norm_samples=8, max_new_tokens=5).fit_reward_norm(
+        other, tiny_tokenizer, records, scorer("w", 1.0))
+    assert len(calls) == 3  # another reference: other answers
+
+
 def test_log_probabilities_are_of_the_tempered_logits():
     logits = torch.tensor([[[2.0, 0.0, 0.0]]])
     ref = torch.tensor([[[0.0, 0.0, 0.0]]])

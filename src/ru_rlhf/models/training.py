@@ -246,15 +246,17 @@ def run_sft_trainer(model, tokenizer, dataset, stage_params: StageParams, *, see
 def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_type: str, epochs: float,
                     batch_size: int, learning_rate: float, max_length: int, seed: int, output_dir: str | Path,
                     max_steps: int = -1, logging_steps: int = 5, stage: str = "dpo", save_steps: int = 20,
-                    resume: bool = True) -> tuple[Any, pd.DataFrame]:
+                    resume: bool = True, precompute_ref: bool = True) -> tuple[Any, pd.DataFrame]:
     """Train ``model`` with TRL's DPOTrainer (``loss_type`` ``sigmoid`` for DPO, ``ipo`` for IPO; β is τ
     for IPO) on a ``prompt / chosen / rejected`` dataset against the frozen ``ref_model``.
     Checkpoints every ``save_steps`` (the last two kept); ``resume`` as in :func:`run_sft_trainer`.
+    ``precompute_ref``: the reference's log-probabilities computed once and cached (TRL's
+    ``precompute_ref_log_probs``), shared by every call on the same pairs and reference.
 
     Returns:
         ``(model, history)``: the trained model and its per-step table (loss, rewards/margins…).
     """
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     total = max_steps if max_steps > 0 else math.ceil(len(dataset) / batch_size * epochs)
     logging_steps = max(1, min(logging_steps, total // 2))  # a short run still logs its loss
@@ -263,6 +265,9 @@ def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_t
         max_steps=max_steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
         lr_scheduler_type="linear", warmup_steps=0.1, logging_steps=logging_steps, save_strategy="steps",
         save_steps=save_steps, save_total_limit=2, max_length=max_length, eval_strategy="no",
+        # the frozen reference's log-probabilities once, before training, instead of a reference forward pass in
+        # every step; _SharedRefDPOTrainer keeps them for every later grid point of DPO and of IPO on the same pairs
+        precompute_ref_log_probs=precompute_ref, precompute_ref_batch_size=max(32, 2 * batch_size),
     )
     fp = run_fingerprint(stage=stage, beta=beta, loss_type=loss_type, epochs=epochs, batch_size=batch_size,
                          learning_rate=learning_rate, max_length=max_length, seed=seed, max_steps=max_steps,
@@ -271,12 +276,61 @@ def run_dpo_trainer(model, ref_model, tokenizer, dataset, *, beta: float, loss_t
     done = finished_state(ckpt)
     if done is not None:
         return _load_finished(model, ckpt, stage), _log_table(done["log_history"], stage)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=[finite_loss_callback(stage)])
+    trainer = _shared_ref_dpo_trainer()(model=model, ref_model=ref_model, args=cfg, train_dataset=dataset,
+                                        processing_class=tokenizer, callbacks=[finite_loss_callback(stage)])
     with labelled_positions_only():
         result = trainer.train(resume_from_checkpoint=ckpt)
     log.info("%s (β=%s): %d steps, final loss %.4f", stage, beta, result.global_step, result.training_loss)
     return trainer.model, _log_table(trainer.state.log_history, stage)
+
+
+def _table_digest(dataset) -> str:
+    """SHA-256 of a ``datasets.Dataset``'s rows as they are (Arrow IPC bytes of the table, indices applied)."""
+    import pyarrow as pa
+
+    table = (dataset.flatten_indices() if dataset._indices is not None else dataset).data.table
+    table = table.replace_schema_metadata(None)  # datasets keeps its own state there, not the rows
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+# (processed rows' digest, reference weights' hash, truncation settings) -> the two reference log-prob columns
+_REF_LOGPS: dict = {}
+_REF_LOGPS_KEEP = 8
+
+
+def _shared_ref_dpo_trainer():
+    """TRL's DPOTrainer whose precomputed reference log-probabilities are shared across trainers in this process.
+
+    TRL (1.16) caches them in a file named after the dataset's fingerprint only when the dataset has cache files;
+    an in-memory dataset, as the alignment nodes build, gets a random file name, so every grid point computed them
+    again (checked: three trainers on one dataset computed them three times). Here they are kept in memory under
+    a digest of the rows as TRL has tokenised them (its own fingerprints of the tokenised dataset differ from one
+    trainer to the next), the reference weights' hash (TRL's own) and the truncation settings; a trainer with the
+    same ones reads them instead of running the reference.
+    Written here because TRL has no in-memory cache for them.
+    """
+    from datasets import concatenate_datasets
+    from trl import DPOTrainer
+
+    class _SharedRefDPOTrainer(DPOTrainer):
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            key = (_table_digest(dataset), self._precompute_model_hash, self.args.max_length,
+                   getattr(self.args, "truncation_mode", None), getattr(self.args, "padding_free", None))
+            cached = _REF_LOGPS.get(key)
+            if cached is not None and len(cached) == len(dataset):
+                log.info("reference log-probs for %d %s examples: reused (computed by an earlier trainer)",
+                         len(dataset), name)
+                return concatenate_datasets([dataset, cached], axis=1)
+            out = super()._precompute_ref_logps(dataset, name, batch_size)
+            while len(_REF_LOGPS) >= _REF_LOGPS_KEEP:
+                _REF_LOGPS.pop(next(iter(_REF_LOGPS)))
+            _REF_LOGPS[key] = out.select_columns(["ref_chosen_logps", "ref_rejected_logps"]).flatten_indices()
+            return out
+
+    return _SharedRefDPOTrainer
 
 
 def _log_table(log_history: list[dict], stage: str) -> pd.DataFrame:

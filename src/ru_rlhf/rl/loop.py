@@ -209,6 +209,25 @@ def _to_tuple(x):
     return tuple(_to_tuple(v) for v in x) if isinstance(x, list) else x
 
 
+# (reference weights, prompts, seeds, temperature, token budget) -> the reference's answers: every PPO and REINFORCE
+# run of a `kedro run` (the methods, their gold oracles, ppo_long) samples the same reference answers for its reward
+# normalisation; they are generated once and each run scores them with its own reward
+_REFERENCE_ANSWERS: dict = {}
+
+
+def reference_answers_key(ref_model, prompts: list[str], seeds: list[int], temperature: float,
+                          max_new_tokens) -> tuple:
+    """What the reference's sampled answers depend on: its weights, the prompts, the seeds, the temperature and the
+    token budget (a weights hash, :func:`ru_rlhf.models.training.weights_fingerprint`, and a hash of the prompts)."""
+    import hashlib
+
+    from ru_rlhf.models.training import weights_fingerprint
+
+    text = hashlib.sha256("\x1f".join(prompts).encode()).hexdigest()
+    budget = tuple(sorted(max_new_tokens.items())) if isinstance(max_new_tokens, dict) else max_new_tokens
+    return weights_fingerprint(ref_model), text, tuple(seeds), float(temperature), budget
+
+
 class _Run:
     """One run's state from step to step: the sampler's RNG, the KL controller, the update (and its baseline),
     the log, and the best state by the evaluation's score with the evaluations since it last improved (``best``)."""
@@ -268,10 +287,19 @@ class _Run:
         else:
             batch = [r for r in records for _ in range(cfg.norm_samples)]
         prompts = [b.prompt for b in batch]
-        texts, _ = generate_batch(ref_model, tokenizer, [format_prompt(p) for p in prompts],
-                                  temperatures=[cfg.temperature] * len(batch), top_ps=[1.0] * len(batch),
-                                  seeds=[stable_seed(cfg.seed, "norm", i, b.prompt_id) for i, b in enumerate(batch)],
-                                  max_new_tokens=cfg.max_new_tokens, return_ids=True)
+        seeds = [stable_seed(cfg.seed, "norm", i, b.prompt_id) for i, b in enumerate(batch)]
+        key = reference_answers_key(ref_model, prompts, seeds, cfg.temperature, cfg.max_new_tokens)
+        texts = _REFERENCE_ANSWERS.get(key)
+        if texts is None:
+            texts, _ = generate_batch(ref_model, tokenizer, [format_prompt(p) for p in prompts],
+                                      temperatures=[cfg.temperature] * len(batch), top_ps=[1.0] * len(batch),
+                                      seeds=seeds, max_new_tokens=cfg.max_new_tokens, return_ids=True)
+            while len(_REFERENCE_ANSWERS) >= 4:
+                _REFERENCE_ANSWERS.pop(next(iter(_REFERENCE_ANSWERS)))
+            _REFERENCE_ANSWERS[key] = texts
+        else:
+            log.info("reward normalisation: the %d reference answers of an earlier run in this process reused",
+                     len(texts))
         scores = reward_fn(prompts, texts).float()
         if cfg.reward_norm == "reference_per_prompt":
             frame = pd.DataFrame({"prompt_id": [b.prompt_id for b in batch], "score": scores.numpy()})

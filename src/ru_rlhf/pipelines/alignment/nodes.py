@@ -78,10 +78,11 @@ def _role(table: pd.DataFrame, role: str) -> pd.DataFrame:
     return table[table["role"] == role].reset_index(drop=True)
 
 
-def _probe(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> tuple[dict, pd.DataFrame]:
-    """Greedy answers on the probe set and their scores (:func:`ru_rlhf.scoring.probe_policy`)."""
+def _probe(policy, tokenizer, probe: pd.DataFrame, c: CommonParams, reference=None) -> tuple[dict, pd.DataFrame]:
+    """Greedy answers on the probe set and their scores (:func:`ru_rlhf.scoring.probe_policy`); with
+    ``reference``, their KL to it too."""
     return probe_policy(policy, tokenizer, probe, seed=c.seed, max_new_tokens=c.max_new_tokens_by_task,
-                        batch_size=c.batch_size)
+                        batch_size=c.batch_size, reference=reference)
 
 
 def probe_scores(policy, tokenizer, probe: pd.DataFrame, c: CommonParams) -> dict:
@@ -448,9 +449,7 @@ def train_cem(sft_policy, reference_policy, policy_tokenizer, reward_model, alig
         kwargs = {"seed": c.seed + it, "output_dir": Path(c.checkpoint_dir) / p.method / f"iter_{it}",
                   "stage": f"cem_{it}"}
         policy, hist = distributed.sft(policy, policy_tokenizer, ds, stage, c.distributed, **kwargs)
-        res = probe_scores(policy, policy_tokenizer, probe, c)
-        pg = score_policy(policy, policy_tokenizer, probe, seed=c.seed, key=("probe",), temperature=0.0, top_p=1.0,
-                          max_new_tokens=c.max_new_tokens_by_task, batch_size=c.batch_size, reference=reference_policy)
+        res, pg = _probe(policy, policy_tokenizer, probe, c, reference=reference_policy)  # one greedy generation
         rows.append({"method": p.method, "step": it, "reward": float(gen["rm_scalar"].mean()),
                      "elite_reward": float(elite["rm_scalar"].mean()), "elite": len(elite), "samples": len(gen),
                      "loss": float(hist["loss"].mean()), "probe_gold": res["probe_gold"],

@@ -1,0 +1,231 @@
+"""Repeated work removed (#28): each change's before and after, measured side by side in this one run.
+
+    python benchmarks/bench_repeated_work.py [--env base] [--dpo-pairs 256] [--norm-prompts 400]
+
+Uses the env's artifacts of an earlier `kedro run` (SFT policy, reference, reward model, preference pairs,
+alignment prompts) and writes one section to docs/benchmarks.md. Each row is one change:
+
+1. **MLflow parameters per node.** kedro-mlflow's ``before_node_run`` (reopen the run, log every leaf of every
+   parameter input, one SQL write each) against the project's hook (each parameter once per run, one batch), over
+   the node sequence of ``kedro run --env ENV`` with its real parameter inputs, each side on its own fresh SQLite
+   store.
+2. **DPO / IPO reference log-probabilities.** A grid of DPO β 0.05, 0.5 and IPO τ 0.5 on the same pairs: a reference
+   forward pass in every step (before) against the reference's log-probabilities precomputed once and shared by the
+   three trainers (after). Both sides' step losses are compared.
+3. **CEM's probe.** Per iteration, the greedy probe answers generated twice (gold, then KL) before, once after.
+4. **RL reward normalisation.** Two RL runs on the same reference: each sampled its own reference answers
+   (before); the second reuses the first's and only scores them (after). The base run has five such runs.
+5. **The smoke env's projection of the reward model's states.** UMAP (numba compiles it in every new process) against
+   PCA, each in a fresh process, on the smoke env's 200 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, append_result  # noqa: E402
+
+
+def _params(env: str) -> dict:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(ROOT)
+    with KedroSession.create(project_path=ROOT, env=env) as session:
+        ctx = session.load_context()
+        return ctx.params
+
+
+def bench_mlflow(env: str) -> tuple[str, float, float, str]:
+    """Seconds of kedro-mlflow's before_node_run against the project's, over one run's nodes."""
+    import mlflow
+    from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+
+    from ru_rlhf.hooks import _all_pipelines
+    from ru_rlhf.tracking import _mlflow_hook_class
+
+    params = _params(env)
+    nodes = [n for pl in _all_pipelines().values() for n in pl.nodes]
+
+    def inputs_of(node) -> dict:
+        out = {}
+        for name in node.inputs:
+            if name.startswith("params:"):
+                value = params
+                for part in name[7:].split("."):
+                    value = value[part]
+                out[name] = value
+        return out
+
+    def timed(cls) -> tuple[float, int]:
+        tmp = Path(tempfile.mkdtemp())
+        mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+        hook = cls()
+        hook.flatten, hook.recursive, hook.sep, hook.long_params_strategy = True, True, ".", "truncate"
+        hook._is_mlflow_enabled = True
+        hook.mlflow_config = SimpleNamespace(tracking=SimpleNamespace(run=SimpleNamespace(nested=True)))
+        run = mlflow.start_run()
+        hook.run_id = run.info.run_id
+        start = time.perf_counter()
+        for n in nodes:
+            hook.before_node_run(node=n, catalog=None, inputs=inputs_of(n), is_async=False)
+        seconds = time.perf_counter() - start
+        logged = len(mlflow.get_run(run.info.run_id).data.params)
+        mlflow.end_run()
+        return seconds, logged
+
+    before, n_before = timed(MlflowHook)
+    after, n_after = timed(_mlflow_hook_class())
+    assert n_before == n_after, (n_before, n_after)
+    return (f"MLflow parameters before each of the {len(nodes)} nodes of `kedro run --env {env}`", before, after,
+            f"the same {n_after} parameters recorded on both sides")
+
+
+def bench_dpo(data: Path, params: dict, pairs_n: int) -> tuple[str, float, float, str]:
+    from datasets import Dataset
+
+    from ru_rlhf.models import training
+    from ru_rlhf.models.policy import format_prompt, load_policy, load_tokenizer
+
+    dpo = params["alignment"]["dpo"]["train"]
+    seed = params["alignment"]["common"]["seed"]
+    pairs = pd.read_parquet(data / "03_primary" / "preference_pairs.parquet")
+    pairs = pairs[(pairs["criterion"] == "overall") & (pairs["split"] == "train")].sample(n=pairs_n, random_state=seed)
+    ds = Dataset.from_pandas(pd.DataFrame({"prompt": pairs["prompt"].map(format_prompt), "chosen": pairs["chosen"],
+                                           "rejected": pairs["rejected"]}), preserve_index=False)
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
+    grid = [("sigmoid", 0.05), ("sigmoid", 0.5), ("ipo", 0.5)]
+    losses = {}
+
+    def side(precompute: bool) -> float:
+        training._REF_LOGPS.clear()
+        start = time.perf_counter()
+        for loss_type, beta in grid:
+            with tempfile.TemporaryDirectory() as out:
+                _, hist = training.run_dpo_trainer(
+                    copy.deepcopy(sft), ref, tok, ds, beta=beta, loss_type=loss_type, epochs=1,
+                    batch_size=dpo["batch_size"], learning_rate=dpo["learning_rate"], max_length=512, seed=seed,
+                    output_dir=out, resume=False, precompute_ref=precompute, logging_steps=1)
+            losses[(precompute, loss_type, beta)] = hist["loss"].to_numpy()
+        return time.perf_counter() - start
+
+    before, after = side(False), side(True)
+    diff = max(float(abs(losses[(True, lt, b)] - losses[(False, lt, b)]).max()) for lt, b in grid)
+    steps = len(losses[(True, "sigmoid", 0.05)])
+    return (f"DPO β 0.05, 0.5 and IPO τ 0.5 on {pairs_n} pairs ({steps} steps each, batch {dpo['batch_size']})",
+            before, after, f"largest difference of a step's loss between the sides {diff:.1e}")
+
+
+def bench_cem_probe(data: Path, params: dict) -> tuple[str, float, float, str]:
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.scoring import probe_policy, score_policy
+
+    c = params["alignment"]["common"]
+    prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
+    probe = prompts[prompts["role"] == "probe"].reset_index(drop=True)
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    policy, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
+    kw = dict(seed=c["seed"], max_new_tokens=c["max_new_tokens_by_task"], batch_size=c["batch_size"])
+    start = time.perf_counter()
+    res_b, _ = probe_policy(policy, tok, probe, **kw)
+    kl_b = score_policy(policy, tok, probe, key=("probe",), temperature=0.0, top_p=1.0, reference=ref, **kw)["kl"]
+    before = time.perf_counter() - start
+    start = time.perf_counter()
+    res_a, answers = probe_policy(policy, tok, probe, reference=ref, **kw)
+    after = time.perf_counter() - start
+    same = res_a["probe_gold"] == res_b["probe_gold"] and bool((answers["kl"].to_numpy() == kl_b.to_numpy()).all())
+    return (f"CEM's probe per iteration ({len(probe)} prompts, greedy, gold and KL)", before, after,
+            "the same probe gold and KL on both sides" if same else "DIFFERENT results")
+
+
+def bench_reference_answers(data: Path, params: dict, n_prompts: int) -> tuple[str, float, float, str]:
+    import torch
+
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.models.reward import load_reward_model, score_prompts
+    from ru_rlhf.rl import loop
+    from ru_rlhf.rl.params import RLParams
+
+    prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
+    train = prompts[prompts["role"] == "train"].head(n_prompts).reset_index(drop=True)
+    records = list(train[["prompt_id", "prompt"]].itertuples(index=False))
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    ref = load_policy(data / "06_models" / "reference_policy")
+    rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
+    ppo = params["alignment"]["ppo"]["train"]
+    cfg = RLParams.of({k: v for k, v in ppo.items() if k != "method"}).config(seed=params["alignment"]["common"]["seed"])
+
+    def reward(ps, rs):
+        return torch.tensor(score_prompts(rm, rm_tok, ps, rs)["scalar"].to_numpy())
+
+    def two_runs(share: bool) -> tuple[float, list]:
+        loop._REFERENCE_ANSWERS.clear()
+        norms, start = [], time.perf_counter()
+        for _ in range(2):
+            if not share:
+                loop._REFERENCE_ANSWERS.clear()
+            run = loop._Run(cfg, model=None, opt=None, acc=None, evaluate=None, checkpoint_dir=None)
+            run.fit_reward_norm(ref, tok, records, reward)
+            norms.append(run.norm)
+        return time.perf_counter() - start, norms
+
+    before, nb = two_runs(False)
+    after, na = two_runs(True)
+    return (f"RL reward normalisation of two runs ({len(records) * cfg.norm_samples} reference answers each)",
+            before, after, "the same normalisation on both sides" if nb == na else f"DIFFERENT: {nb} vs {na}")
+
+
+def bench_projection() -> tuple[str, float, float, str]:
+    code = ("import time, numpy as np; x = np.random.RandomState(0).randn(200, 192).astype('float32'); "
+            "t = time.perf_counter(); {fit}; print(time.perf_counter() - t)")
+    umap = code.format(fit="import umap; umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0, n_jobs=1)"
+                           ".fit_transform(x)")
+    pca = code.format(fit="from sklearn.decomposition import PCA; PCA(n_components=2, random_state=0).fit_transform(x)")
+
+    def fresh(src: str) -> float:
+        out = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        return float(out.stdout.strip().splitlines()[-1])
+
+    return ("2-D map of 200 pooled states in a fresh process (import and fit)", fresh(umap), fresh(pca),
+            "smoke env: `projection: pca`; base keeps UMAP")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--env", default="base")
+    ap.add_argument("--dpo-pairs", type=int, default=256)
+    ap.add_argument("--norm-prompts", type=int, default=400)
+    args = ap.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    data = ROOT / "data" / ("" if args.env == "base" else args.env)
+    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_alignment.yml").read_text())
+    rows = []
+    for fn in (lambda: bench_mlflow(args.env), lambda: bench_cem_probe(data, params),
+               lambda: bench_reference_answers(data, params, args.norm_prompts),
+               lambda: bench_dpo(data, params, args.dpo_pairs), bench_projection):
+        what, before, after, check = fn()
+        rows.append((what, before, after, check))
+        print(f"{what}: before {before:.2f} s, after {after:.2f} s, ratio {after / before:.3f}; {check}", flush=True)
+    md = ["| change | before, s | after, s | after / before | check |", "|---|---:|---:|---:|---|"]
+    md += [f"| {w} | {b:.2f} | {a:.2f} | {a / b:.3f} | {c} |" for w, b, a, c in rows]
+    notes = ("Each row's two sides ran one after the other in this process (the projection's in two fresh "
+             "processes), on the env's artifacts of an earlier run, with nothing else running.")
+    append_result(f"Repeated work removed, env {args.env}", [], notes, markdown="\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
