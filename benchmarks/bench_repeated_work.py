@@ -56,6 +56,7 @@ def bench_mlflow(env: str) -> tuple[str, float, float, str]:
     from ru_rlhf.hooks import _all_pipelines
     from ru_rlhf.tracking import _mlflow_hook_class
 
+    os.environ["RU_RLHF_MLFLOW"] = "off"  # reading the parameters must not open a run of its own
     params = _params(env)
     nodes = [n for pl in _all_pipelines().values() for n in pl.nodes]
 
@@ -76,14 +77,15 @@ def bench_mlflow(env: str) -> tuple[str, float, float, str]:
         hook.flatten, hook.recursive, hook.sep, hook.long_params_strategy = True, True, ".", "truncate"
         hook._is_mlflow_enabled = True
         hook.mlflow_config = SimpleNamespace(tracking=SimpleNamespace(run=SimpleNamespace(nested=True)))
-        run = mlflow.start_run()
+        run = mlflow.start_run(experiment_id=mlflow.set_experiment("bench").experiment_id)
         hook.run_id = run.info.run_id
         start = time.perf_counter()
         for n in nodes:
             hook.before_node_run(node=n, catalog=None, inputs=inputs_of(n), is_async=False)
         seconds = time.perf_counter() - start
         logged = len(mlflow.get_run(run.info.run_id).data.params)
-        mlflow.end_run()
+        while mlflow.active_run() is not None:  # kedro-mlflow's reopening stacks the run once per node
+            mlflow.end_run()
         return seconds, logged
 
     before, n_before = timed(MlflowHook)
@@ -166,7 +168,7 @@ def bench_reference_answers(data: Path, params: dict, n_prompts: int) -> tuple[s
     ref = load_policy(data / "06_models" / "reference_policy")
     rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
     ppo = params["alignment"]["ppo"]["train"]
-    cfg = RLParams.of({k: v for k, v in ppo.items() if k != "method"}).config(seed=params["alignment"]["common"]["seed"])
+    cfg = RLParams.of({k: v for k, v in ppo.items() if k not in ("method", "reward")}).config(seed=params["alignment"]["common"]["seed"])
 
     def reward(ps, rs):
         return torch.tensor(score_prompts(rm, rm_tok, ps, rs)["scalar"].to_numpy())

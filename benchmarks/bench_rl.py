@@ -40,7 +40,7 @@ def main() -> None:
     rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
     params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_alignment.yml").read_text())["alignment"]
     cfg = RLParams.of(
-        {**{k: v for k, v in params["ppo"]["train"].items() if k != "method"}, "steps": args.steps, "eval_every": 10**9}
+        {**{k: v for k, v in params["ppo"]["train"].items() if k not in ("method", "reward")}, "steps": args.steps, "eval_every": 10**9}
     ).config(seed=0)
 
     def reward(ps, rs):

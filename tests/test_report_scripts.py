@@ -67,3 +67,11 @@ def test_the_benchmarks_file_opens_with_the_newest_run_of_each_benchmark():
     assert heads == ["# Benchmarks", "## Current figures", "### E2E (2026-12-06 10:00 UTC)",
                      "### Gen (2026-11-22 10:00 UTC)", "## History", "### E2E (2026-11-21 10:00 UTC)"]
     assert bench.render(bench._sections(text)) == text
+
+
+def test_the_base_env_end_to_end_budget_opens_the_benchmarks_file_whatever_its_date():
+    sections = [("End to end, env base", "2026-11-21 10:00 UTC", "base\n"), ("Gen", "2026-12-06 10:00 UTC", "gen\n"),
+                ("Note", "", "undated\n"), ("End to end, env smoke", "2026-12-07 10:00 UTC", "smoke\n")]
+    heads = [line for line in bench.render(sections).splitlines() if line.startswith("### ")]
+    assert heads == ["### End to end, env base (2026-11-21 10:00 UTC)", "### End to end, env smoke (2026-12-07 10:00 UTC)",
+                     "### Gen (2026-12-06 10:00 UTC)", "### Note"]
