@@ -115,7 +115,7 @@ def budget_tables(nodes: pd.DataFrame, total: float, peak_gb: float, env: str) -
              "| stage | nodes | wall, s | share | CPU, s | cores busy | loading and saving, s | peak RSS, GB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for stage, r in stages.iterrows():
-        lines.append(f"| {stage} | {r['nodes']} | {r['seconds']:.1f} | {100 * r['seconds'] / total:.1f} % | "
+        lines.append(f"| {stage} | {int(r['nodes'])} | {r['seconds']:.1f} | {100 * r['seconds'] / total:.1f} % | "
                      f"{r['cpu']:.1f} | {r['cpu'] / max(r['seconds'], 1e-9):.2f} | {r['io']:.1f} | {r['peak']:.2f} |")
     lines.append(f"| start-up and end of run | | {total - in_nodes:.1f} | {100 * (total - in_nodes) / total:.1f} % "
                  "| | | | |")

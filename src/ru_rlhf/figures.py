@@ -53,10 +53,12 @@ def _overlaps(labels, vertical: bool) -> int:
     return sum(1 for a, b in zip(boxes, boxes[1:]) if (b.y0 < a.y1 - 0.5 if vertical else b.x0 < a.x1 - 0.5))
 
 
-def figure_problems(fig, name: str = "figure") -> list[str]:
+def figure_problems(fig, name: str = "figure", drawn: bool = False) -> list[str]:
     """What is wrong with ``fig`` for a report: per panel, a missing axis label, nothing drawn (and no
-    :func:`no_data` note), overlapping or tiny tick labels, or a rate / share axis outside [0, 1]."""
-    fig.canvas.draw()
+    :func:`no_data` note), overlapping or tiny tick labels, or a rate / share axis outside [0, 1].
+    ``drawn``: the figure has just been drawn (saved), so its ticks and text are laid out already."""
+    if not drawn:
+        fig.canvas.draw()
     problems = []
     for i, ax in enumerate(fig.axes):
         if not ax.get_visible() or ax.get_label() == "<colorbar>":

@@ -75,3 +75,32 @@ def test_a_folder_dataset_loads_the_path_and_writes_nothing(tmp_path):
         FolderDataset(str(tmp_path / "missing")).load()
     with pytest.raises(DatasetError, match="read-only"):
         ds.save(tmp_path)
+
+
+def test_a_saved_figure_is_checked_once_it_is_laid_out(tmp_path, caplog):
+    """The figure check runs on the figure the save has drawn: its problems (overlapping tick labels, an unlabelled
+    axis) are still found and named with the file, and a clean figure gives no warning."""
+    import logging
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ru_rlhf.io.datasets import AtomicMatplotlibDataset
+
+    bad, ax = plt.subplots(figsize=(2, 2))
+    ax.bar([f"a long category name {i}" for i in range(12)], range(12))  # 12 long labels on a 2-inch axis
+    ax.set_ylabel("count")
+    good, ax2 = plt.subplots(figsize=(6, 3))
+    ax2.plot([0, 1, 2], [1, 0, 1])
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("gold")
+    with caplog.at_level(logging.WARNING, logger="ru_rlhf.io.datasets"):
+        AtomicMatplotlibDataset(filepath=str(tmp_path / "bad.png"), save_args={"dpi": 110}).save(bad)
+        AtomicMatplotlibDataset(filepath=str(tmp_path / "good.png"), save_args={"dpi": 110}).save(good)
+    assert (tmp_path / "bad.png").stat().st_size > 0 and (tmp_path / "good.png").stat().st_size > 0
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("bad.png" in w and "overlapping x tick labels" in w for w in warned), warned
+    assert any("bad.png" in w and "the x axis has no label" in w for w in warned), warned
+    assert not any("good.png" in w for w in warned)

@@ -609,20 +609,21 @@ def strict_json(value):
 
 
 class _CheckedFigure:
-    """Before a figure is saved, :func:`ru_rlhf.figures.figure_problems` is asked what is wrong with it (an
+    """When a figure is saved, :func:`ru_rlhf.figures.figure_problems` is asked what is wrong with it (an
     unlabelled axis, an empty panel, overlapping tick labels, a rate off [0, 1]); each problem is a warning
-    naming the file. The figure is saved either way."""
+    naming the file. The figure is saved either way; it is checked after the save, which has laid it out, so it
+    is drawn once (checking first drew it twice: a third of the save's time)."""
 
     def save(self, data) -> None:
         import logging
 
         from ru_rlhf.figures import figure_problems
 
-        figures = data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data]
-        for fig in figures:
-            for problem in figure_problems(fig, str(self._filepath)):
-                logging.getLogger(__name__).warning("plot: %s", problem)
+        figures = list(data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data])
         super().save(data)
+        for fig in figures:
+            for problem in figure_problems(fig, str(self._filepath), drawn=True):
+                logging.getLogger(__name__).warning("plot: %s", problem)
 
 
 class _StrictJSON:
