@@ -3,9 +3,9 @@
     python benchmarks/bench_e2e.py --env smoke            # target: total <= 60 s
     python benchmarks/bench_e2e.py --env base --profile   # targets: total <= 30 min, peak RSS <= 6 GB
 
-Runs the whole loop once as one `kedro run --env ENV` (the number the targets are about) from an empty data folder
-(the env's outputs are moved aside first and put back after, unless ``--keep-outputs``; the bundled raw data stays),
-so nothing is resumed or loaded from an earlier run. The per-stage and per-node table comes from the project's
+Runs the whole loop once as one `kedro run --env ENV` (the number the targets are about) with every output written to
+an empty data root (``RU_RLHF_DATA_ROOT``, a fresh ``/tmp/ru_rlhf_bench_<env>`` unless ``--data-root``; the bundled raw
+data is read where it is), so nothing is resumed or loaded from an earlier run. The per-stage and per-node table comes from the project's
 NodeTimingHook (``08_reporting/node_timings.csv``: each node's wall time, CPU time and peak RSS, its inputs' loading
 and outputs' saving included); the whole process tree's RSS is also sampled every 0.2 s. With ``--profile`` the run is
 sampled by py-spy (20 Hz, out of process) and the project's and libraries' functions that took the most of each of

@@ -32,7 +32,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, append_result  # noqa: E402
@@ -48,7 +47,7 @@ def _params(env: str) -> dict:
         return ctx.params
 
 
-def bench_mlflow(env: str) -> tuple[str, float, float, str]:
+def bench_mlflow(env: str, params: dict) -> tuple[str, float, float, str]:
     """Seconds of kedro-mlflow's before_node_run against the project's, over one run's nodes."""
     import mlflow
     from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
@@ -56,8 +55,6 @@ def bench_mlflow(env: str) -> tuple[str, float, float, str]:
     from ru_rlhf.hooks import _all_pipelines
     from ru_rlhf.tracking import _mlflow_hook_class
 
-    os.environ["RU_RLHF_MLFLOW"] = "off"  # reading the parameters must not open a run of its own
-    params = _params(env)
     nodes = [n for pl in _all_pipelines().values() for n in pl.nodes]
 
     def inputs_of(node) -> dict:
@@ -214,9 +211,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = ROOT / "data" / ("" if args.env == "base" else args.env)
-    params = yaml.safe_load((ROOT / "conf" / "base" / "parameters_alignment.yml").read_text())
+    os.environ["RU_RLHF_MLFLOW"] = "off"  # reading the parameters must not open a run of its own
+    params = _params(args.env)  # the env's own, resolved
     rows = []
-    for fn in (lambda: bench_mlflow(args.env), lambda: bench_cem_probe(data, params),
+    for fn in (lambda: bench_mlflow(args.env, params), lambda: bench_cem_probe(data, params),
                lambda: bench_reference_answers(data, params, args.norm_prompts),
                lambda: bench_dpo(data, params, args.dpo_pairs), bench_projection):
         what, before, after, check = fn()

@@ -444,7 +444,14 @@ class NodeTimingHook:
     - ``peak_rss_gb``: the process's peak resident memory in that span (Linux's ``VmHWM``, reset as the node
       starts); where the kernel does not allow the reset it is the run's peak so far and ``peak_rss_scope`` says so.
 
-    ``benchmarks/bench_e2e.py`` builds the per-stage table that opens ``docs/benchmarks.md`` from this file.
+    ``benchmarks/bench_e2e.py`` builds the per-stage table that opens ``docs/benchmarks.md`` from this file; a tracked
+    run also gets the file as an MLflow artifact. The rows assume one node at a time: under the parallel or thread
+    runner, or with ``--async`` loading, the hook records nothing and says so.
+
+    The hook's own calls are ordered around the other hooks' (pluggy runs the last registered first): it starts a
+    node's function clock after their ``before_node_run`` (CodeCarbon's tracker start) and stops it before their
+    ``after_node_run``, and it closes the last row before the other hooks' end of the run (the run summary, MLflow's
+    ``end_run``), so ``compute_seconds`` is the node's function and the run's end is not charged to its last node.
     """
 
     COLUMNS = ["order", "node", "stage", "status", "seconds", "compute_seconds", "io_seconds", "cpu_seconds",
@@ -459,12 +466,18 @@ class NodeTimingHook:
     @hook_impl
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
         self._rows, self._current, self._catalog = [], None, catalog
+        runner = str(run_params.get("runner") or "")
+        self._off = "Parallel" in runner or "Thread" in runner
+        if self._off:
+            log.info("cost: node timings need one node at a time; not recorded under %s", runner)
 
-    def _begin(self, node) -> dict:
+    def _begin(self, node) -> dict | None:
         """The open row of ``node``, opened now if it is not the node being timed (closing the previous one)."""
         import resource
         import time
 
+        if getattr(self, "_off", False):
+            return None
         if self._current is not None and self._current["node"] == node.name:
             return self._current
         self._close()
@@ -506,7 +519,8 @@ class NodeTimingHook:
         import time
 
         cur = self._begin(node)  # first: it may close the previous node, which takes time of its own
-        cur["t"] = time.perf_counter()
+        if cur is not None:
+            cur["t"] = time.perf_counter()
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data, node) -> None:
@@ -531,18 +545,22 @@ class NodeTimingHook:
             cur["io"] += time.perf_counter() - cur["t"]
             cur["t"] = None
 
-    @hook_impl
+    @hook_impl(trylast=True)
     def before_node_run(self, node, catalog, inputs, is_async) -> None:
         import time
 
+        if is_async and not getattr(self, "_off", False):
+            self._off, self._current = True, None
+            log.info("cost: node timings need one load at a time; not recorded with --async")
         cur = self._begin(node)
-        cur["c"] = time.perf_counter()
+        if cur is not None:
+            cur["c"] = time.perf_counter()
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def after_node_run(self, node, catalog, inputs, outputs, is_async) -> None:
         self._end_compute(node, "ok")
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def on_node_error(self, error, node, catalog, inputs, is_async) -> None:
         self._end_compute(node, f"failed: {type(error).__name__}")
         self._close()
@@ -555,13 +573,31 @@ class NodeTimingHook:
             cur["compute"] += time.perf_counter() - cur.pop("c")
             cur["status"] = status
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def after_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
         self._close()
+        self._log_artifact()
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def on_pipeline_error(self, error, run_params: dict, pipeline, catalog) -> None:
+        if self._current is not None:  # the node whose input or output failed to load or save
+            self._current["status"] = f"failed: {type(error).__name__}"
         self._close()
+        self._log_artifact()
+
+    def _log_artifact(self) -> None:
+        """The table to the active MLflow run, if any (it is saved outside the runner, so the report tracking hook
+        does not see it)."""
+        if not self._rows or self._catalog is None or "node_timings" not in self._catalog:
+            return
+        try:
+            import mlflow
+
+            path = getattr(self._catalog.get("node_timings"), "_filepath", None)
+            if mlflow.active_run() is not None and path is not None:
+                mlflow.log_artifact(str(path), artifact_path="08_reporting")
+        except Exception as err:  # noqa: BLE001 — tracking never fails a run
+            log.warning("cost: could not log node_timings to MLflow: %s", err)
 
     def _stage(self, name: str) -> str:
         from ru_rlhf.pipeline_registry import ORDER
@@ -569,7 +605,7 @@ class NodeTimingHook:
         head = name.split(".")[0]
         if head in ORDER:
             return head
-        if self._stages is None:  # a --pipelines run names its nodes without the stage: look them up once
+        if self._stages is None:  # the alignment stage's shared nodes have no stage prefix: look them up once
             try:
                 self._stages = {n.name: stage for stage, pl in _all_pipelines().items() for n in pl.nodes}
                 self._stages.update({_stage_free(k): v for k, v in list(self._stages.items())})

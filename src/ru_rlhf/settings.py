@@ -11,7 +11,8 @@ from ru_rlhf.logs import quiet_library_warnings  # noqa: E402
 from ru_rlhf.tracking import ReportTrackingHook  # noqa: E402
 
 quiet_library_warnings()
-# ParametersHook is last, so it runs first: bad parameters stop a run before anything else looks at it
+# pluggy runs the last registered first: ParametersHook runs first of these, so bad parameters stop a run before
+# anything else looks at it (only the MLflow hook, appended below, runs before it, as kedro-mlflow's always did)
 HOOKS = (MissingInputsHook(), ReportTrackingHook(), NodeTimingHook(), CarbonHook(), RunSummaryHook(), ParametersHook())
 
 # MLflow tracking: kedro-mlflow's hook, as ru_rlhf.tracking.ProjectMlflowHook (the same records, each parameter

@@ -171,10 +171,13 @@ def _mlflow_hook_class():
         new ones in one batch (``mlflow.log_params``). What ends up in MLflow is the same.
         """
 
+        # an override is a hook only with the marker of its own (pluggy reads it from the subclass's function)
+        @hook_impl
         def before_pipeline_run(self, run_params, pipeline, catalog):  # noqa: D102 — kedro-mlflow's, plus a reset
             self._logged_params: dict = {}
             return super().before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
 
+        @hook_impl
         def before_node_run(self, node, catalog, inputs, is_async):  # noqa: D102 — see the class
             import mlflow
 

@@ -308,8 +308,8 @@ def _shared_ref_dpo_trainer():
     an in-memory dataset, as the alignment nodes build, gets a random file name, so every grid point computed them
     again (checked: three trainers on one dataset computed them three times). Here they are kept in memory under
     a digest of the rows as TRL has tokenised them (its own fingerprints of the tokenised dataset differ from one
-    trainer to the next), the reference weights' hash (TRL's own) and the truncation settings; a trainer with the
-    same ones reads them instead of running the reference.
+    trainer to the next), the reference weights' hash (TRL's own), its config, the truncation settings, LD-DPO's
+    ``ld_alpha`` and the mixed precision; a trainer with the same ones reads them instead of running the reference.
     Written here because TRL has no in-memory cache for them.
     """
     from datasets import concatenate_datasets
@@ -317,8 +317,12 @@ def _shared_ref_dpo_trainer():
 
     class _SharedRefDPOTrainer(DPOTrainer):
         def _precompute_ref_logps(self, dataset, name, batch_size):
+            ref = self.ref_model or self.model
+            config = getattr(ref, "config", None)
             key = (_table_digest(dataset), self._precompute_model_hash, self.args.max_length,
-                   getattr(self.args, "truncation_mode", None), getattr(self.args, "padding_free", None))
+                   getattr(self.args, "truncation_mode", None), getattr(self.args, "padding_free", None),
+                   getattr(self.args, "ld_alpha", None), str(self.accelerator.mixed_precision),
+                   hashlib.sha256(config.to_json_string().encode()).hexdigest() if config is not None else None)
             cached = _REF_LOGPS.get(key)
             if cached is not None and len(cached) == len(dataset):
                 log.info("reference log-probs for %d %s examples: reused (computed by an earlier trainer)",

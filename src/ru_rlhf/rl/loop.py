@@ -217,15 +217,31 @@ _REFERENCE_ANSWERS: dict = {}
 
 def reference_answers_key(ref_model, prompts: list[str], seeds: list[int], temperature: float,
                           max_new_tokens) -> tuple:
-    """What the reference's sampled answers depend on: its weights, the prompts, the seeds, the temperature and the
-    token budget (a weights hash, :func:`ru_rlhf.models.training.weights_fingerprint`, and a hash of the prompts)."""
+    """What the reference's sampled answers depend on besides the tokenizer (:func:`tokenizer_fingerprint`): its
+    weights, dtype, device and config (the context length cuts the prompt), the prompts, the seeds, the temperature
+    and the token budget (a weights hash, :func:`ru_rlhf.models.training.weights_fingerprint`, and a hash of the
+    prompts)."""
     import hashlib
 
     from ru_rlhf.models.training import weights_fingerprint
 
     text = hashlib.sha256("\x1f".join(prompts).encode()).hexdigest()
     budget = tuple(sorted(max_new_tokens.items())) if isinstance(max_new_tokens, dict) else max_new_tokens
-    return weights_fingerprint(ref_model), text, tuple(seeds), float(temperature), budget
+    first = next(ref_model.parameters())
+    config = getattr(ref_model, "config", None)
+    config = hashlib.sha256(config.to_json_string().encode()).hexdigest() if config is not None else None
+    return (weights_fingerprint(ref_model), str(first.dtype), str(first.device), config, text, tuple(seeds),
+            float(temperature), budget)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of what a tokenizer encodes and decodes with: its vocabulary and its special tokens."""
+    import hashlib
+
+    h = hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr((tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id,
+                   getattr(tokenizer, "model_max_length", None))).encode())
+    return h.hexdigest()
 
 
 class _Run:
@@ -289,15 +305,17 @@ class _Run:
         prompts = [b.prompt for b in batch]
         seeds = [stable_seed(cfg.seed, "norm", i, b.prompt_id) for i, b in enumerate(batch)]
         key = reference_answers_key(ref_model, prompts, seeds, cfg.temperature, cfg.max_new_tokens)
-        texts = _REFERENCE_ANSWERS.get(key)
-        if texts is None:
+        key = (*key, tokenizer_fingerprint(tokenizer))
+        cached = _REFERENCE_ANSWERS.get(key)
+        if cached is None:
             texts, _ = generate_batch(ref_model, tokenizer, [format_prompt(p) for p in prompts],
                                       temperatures=[cfg.temperature] * len(batch), top_ps=[1.0] * len(batch),
                                       seeds=seeds, max_new_tokens=cfg.max_new_tokens, return_ids=True)
             while len(_REFERENCE_ANSWERS) >= 4:
                 _REFERENCE_ANSWERS.pop(next(iter(_REFERENCE_ANSWERS)))
-            _REFERENCE_ANSWERS[key] = texts
+            _REFERENCE_ANSWERS[key] = tuple(texts)
         else:
+            texts = list(cached)  # a copy: a reward function that edits its input cannot change the next run's
             log.info("reward normalisation: the %d reference answers of an earlier run in this process reused",
                      len(texts))
         scores = reward_fn(prompts, texts).float()
