@@ -17,6 +17,8 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
    (before); the second reuses the first's and only scores them (after). The base run has five such runs.
 5. **The smoke env's projection of the reward model's states.** UMAP (numba compiles it in every new process) against
    PCA, each in a fresh process, on the smoke env's 200 points.
+6. **Report figures.** Checked before the save (a draw of their own, then the save's) against checked after the
+   save has drawn them.
 """
 
 from __future__ import annotations
@@ -203,6 +205,46 @@ def bench_projection() -> tuple[str, float, float, str]:
             "smoke env: `projection: pca`; base keeps UMAP")
 
 
+def bench_figures(n: int = 12) -> tuple[str, float, float, str]:
+    """Saving report figures: checked before the save (a draw of its own, then the save's) against checked after
+    the save has drawn them (the project's ``_CheckedFigure`` now)."""
+    import logging
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ru_rlhf.figures import figure_problems
+    from ru_rlhf.io.datasets import AtomicMatplotlibDataset, _CheckedFigure
+
+    def figure():
+        fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+        for ax in axes:
+            ax.plot(np.arange(100), np.random.default_rng(0).random(100))
+            ax.set_xlabel("step")
+            ax.set_ylabel("gold")
+        fig.tight_layout()
+        return fig
+
+    logging.getLogger("ru_rlhf.io.datasets").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        for i in range(n):
+            fig = figure()
+            figure_problems(fig, "before")  # the old order: check (its own draw), then the same atomic save
+            ds = AtomicMatplotlibDataset(filepath=f"{out}/b{i}.png", save_args={"dpi": 110})
+            super(_CheckedFigure, ds).save(fig)
+        before = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(n):
+            AtomicMatplotlibDataset(filepath=f"{out}/a{i}.png", save_args={"dpi": 110}).save(figure())
+        after = time.perf_counter() - start
+    return (f"saving {n} checked 4-panel report figures (dpi 110)", before, after,
+            "both sides run the same checks; after: one draw per figure")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="base")
@@ -216,7 +258,7 @@ def main() -> None:
     rows = []
     for fn in (lambda: bench_mlflow(args.env, params), lambda: bench_cem_probe(data, params),
                lambda: bench_reference_answers(data, params, args.norm_prompts),
-               lambda: bench_dpo(data, params, args.dpo_pairs), bench_projection):
+               lambda: bench_dpo(data, params, args.dpo_pairs), bench_projection, bench_figures):
         what, before, after, check = fn()
         rows.append((what, before, after, check))
         print(f"{what}: before {before:.2f} s, after {after:.2f} s, ratio {after / before:.3f}; {check}", flush=True)
