@@ -77,7 +77,9 @@ def main() -> None:
     t.join()
     log_path = root.parent / f"ru_rlhf_bench_e2e_{args.env}.log"
     log_path.write_text("".join(log_lines), encoding="utf-8")
-    if proc.returncode != 0:
+    # with --profile the exit status is py-spy's, which is 0 even when the run was killed: Kedro's own last words
+    finished = any("Pipeline execution completed successfully" in line for line in log_lines)
+    if proc.returncode != 0 or not finished:
         sys.stdout.write("".join(log_lines[-60:]))
         raise SystemExit(f"kedro run --env {args.env} failed (exit {proc.returncode}); log: {log_path}")
     nodes = pd.read_csv(root / "08_reporting" / "node_timings.csv")
