@@ -105,6 +105,13 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of what a tokenizer encodes and decodes with: its vocabulary and its special tokens."""
+    return run_fingerprint(vocab=sorted(tokenizer.get_vocab().items()), eos=tokenizer.eos_token_id,
+                           pad=tokenizer.pad_token_id, bos=tokenizer.bos_token_id,
+                           max_length=getattr(tokenizer, "model_max_length", None))
+
+
 def resume_checkpoint(output_dir: str | Path, fingerprint: str) -> str | None:
     """The last Trainer checkpoint under ``output_dir`` if the same run wrote it, else ``None``.
 
@@ -322,7 +329,7 @@ def _shared_ref_dpo_trainer():
             key = (_table_digest(dataset), self._precompute_model_hash, self.args.max_length,
                    getattr(self.args, "truncation_mode", None), getattr(self.args, "padding_free", None),
                    getattr(self.args, "ld_alpha", None), str(self.accelerator.mixed_precision),
-                   hashlib.sha256(config.to_json_string().encode()).hexdigest() if config is not None else None)
+                   run_fingerprint(config=config.to_dict()) if config is not None else None)
             cached = _REF_LOGPS.get(key)
             if cached is not None and len(cached) == len(dataset):
                 log.info("reference log-probs for %d %s examples: reused (computed by an earlier trainer)",

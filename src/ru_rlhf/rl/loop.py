@@ -215,33 +215,19 @@ def _to_tuple(x):
 _REFERENCE_ANSWERS: dict = {}
 
 
-def reference_answers_key(ref_model, prompts: list[str], seeds: list[int], temperature: float,
+def reference_answers_key(ref_model, tokenizer, prompts: list[str], seeds: list[int], temperature: float,
                           max_new_tokens) -> tuple:
-    """What the reference's sampled answers depend on besides the tokenizer (:func:`tokenizer_fingerprint`): its
-    weights, dtype, device and config (the context length cuts the prompt), the prompts, the seeds, the temperature
-    and the token budget (a weights hash, :func:`ru_rlhf.models.training.weights_fingerprint`, and a hash of the
-    prompts)."""
-    import hashlib
+    """What the reference's sampled answers depend on: its weights, dtype, device and config (the context length
+    cuts the prompt), the tokenizer, the prompts, the seeds, the temperature and the token budget (hashes from
+    :mod:`ru_rlhf.models.training`'s fingerprints)."""
+    from ru_rlhf.models.training import run_fingerprint, tokenizer_fingerprint, weights_fingerprint
 
-    from ru_rlhf.models.training import weights_fingerprint
-
-    text = hashlib.sha256("\x1f".join(prompts).encode()).hexdigest()
-    budget = tuple(sorted(max_new_tokens.items())) if isinstance(max_new_tokens, dict) else max_new_tokens
     first = next(ref_model.parameters())
     config = getattr(ref_model, "config", None)
-    config = hashlib.sha256(config.to_json_string().encode()).hexdigest() if config is not None else None
-    return (weights_fingerprint(ref_model), str(first.dtype), str(first.device), config, text, tuple(seeds),
-            float(temperature), budget)
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash of what a tokenizer encodes and decodes with: its vocabulary and its special tokens."""
-    import hashlib
-
-    h = hashlib.sha256(repr(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(repr((tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id,
-                   getattr(tokenizer, "model_max_length", None))).encode())
-    return h.hexdigest()
+    budget = sorted(max_new_tokens.items()) if isinstance(max_new_tokens, dict) else max_new_tokens
+    return (weights_fingerprint(ref_model), str(first.dtype), str(first.device),
+            run_fingerprint(config=config.to_dict() if config is not None else None), tokenizer_fingerprint(tokenizer),
+            run_fingerprint(prompts=prompts, seeds=seeds, temperature=float(temperature), budget=budget))
 
 
 class _Run:
@@ -304,8 +290,7 @@ class _Run:
             batch = [r for r in records for _ in range(cfg.norm_samples)]
         prompts = [b.prompt for b in batch]
         seeds = [stable_seed(cfg.seed, "norm", i, b.prompt_id) for i, b in enumerate(batch)]
-        key = reference_answers_key(ref_model, prompts, seeds, cfg.temperature, cfg.max_new_tokens)
-        key = (*key, tokenizer_fingerprint(tokenizer))
+        key = reference_answers_key(ref_model, tokenizer, prompts, seeds, cfg.temperature, cfg.max_new_tokens)
         cached = _REFERENCE_ANSWERS.get(key)
         if cached is None:
             texts, _ = generate_batch(ref_model, tokenizer, [format_prompt(p) for p in prompts],
