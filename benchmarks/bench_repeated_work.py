@@ -19,6 +19,10 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
    PCA, each in a fresh process, on the smoke env's 200 points.
 6. **Report figures.** Checked before the save (a draw of their own, then the save's) against checked after the
    save has drawn them.
+7. **Reward-model batches.** The multi-head reward model's first training steps on the env's training pairs:
+   uniformly random batches, each padded to its longest pair (before), against length-grouped batches (after;
+   ``reward_modeling.train.group_by_length``). Both sides start from the same weights and seed; the check column
+   gives the share of padding in the batches each side saw.
 """
 
 from __future__ import annotations
@@ -245,20 +249,72 @@ def bench_figures(n: int = 12) -> tuple[str, float, float, str]:
             "both sides run the same checks; after: one draw per figure")
 
 
+def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
+    import random
+
+    import numpy as np
+    import torch
+
+    from ru_rlhf.models import reward
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+    from ru_rlhf.vocabulary import CRITERIA
+
+    p = RewardParams.of(params["reward_modeling"])
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    backbone = reward.backbone_of(load_policy(data / "06_models" / "sft_policy"))
+    pairs = _training_pairs(pd.read_parquet(data / "03_primary" / "preference_pairs.parquet"), p)
+    t = p.train
+    epochs = steps * t.batch_size / len(pairs)
+    lengths = (pairs["prompt"].str.len() + np.maximum(pairs["chosen"].str.len(), pairs["rejected"].str.len())
+               ).to_numpy()
+    pad = {}
+
+    def side(grouped: bool) -> float:
+        batches = reward.epoch_batches(list(range(len(pairs))), t.batch_size, random.Random(p.seed),
+                                       lengths if grouped else None)[:steps]
+        widths = [int(lengths[b].max()) * len(b) for b in batches]
+        pad[grouped] = 1 - sum(int(lengths[b].sum()) for b in batches) / sum(widths)
+        torch.manual_seed(p.seed)
+        rm = reward.RewardModel(copy.deepcopy(backbone), CRITERIA, "multi_head", p.n_bins, p.weights,
+                                pooling=p.pooling, max_length=t.max_length, match_feature=p.match_feature)
+        rm.encoder.config.use_cache = False
+        start = time.perf_counter()
+        _, log = reward.train_reward_model(rm, tok, pairs, epochs=epochs, batch_size=t.batch_size,
+                                           learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
+                                           balance_criteria=t.balance_criteria, group_by_length=grouped)
+        return time.perf_counter() - start
+
+    before, after = side(False), side(True)
+    return (f"multi-head reward model, first {steps} steps of {t.batch_size} pairs ({len(pairs)} training pairs)",
+            before, after, f"padding share of the batches (characters): {pad[False]:.2f} before, {pad[True]:.2f} after")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="base")
     ap.add_argument("--dpo-pairs", type=int, default=256)
     ap.add_argument("--norm-prompts", type=int, default=400)
+    ap.add_argument("--rm-steps", type=int, default=60)
+    ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
+    ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
+                                                 "figures,rm (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
-    data = ROOT / "data" / ("" if args.env == "base" else args.env)
+    data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
     os.environ["RU_RLHF_MLFLOW"] = "off"  # reading the parameters must not open a run of its own
     params = _params(args.env)  # the env's own, resolved
     rows = []
-    for fn in (lambda: bench_mlflow(args.env, params), lambda: bench_cem_probe(data, params),
-               lambda: bench_reference_answers(data, params, args.norm_prompts),
-               lambda: bench_dpo(data, params, args.dpo_pairs), bench_projection, bench_figures):
+    benches = {"mlflow": lambda: bench_mlflow(args.env, params), "cem": lambda: bench_cem_probe(data, params),
+               "norm": lambda: bench_reference_answers(data, params, args.norm_prompts),
+               "dpo": lambda: bench_dpo(data, params, args.dpo_pairs), "projection": bench_projection,
+               "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps)}
+    only = args.only.split(",") if args.only else list(benches)
+    unknown = sorted(set(only) - set(benches))
+    if unknown:
+        raise SystemExit(f"--only: unknown rows {unknown}; known: {sorted(benches)}")
+    for fn in (benches[k] for k in only):
         what, before, after, check = fn()
         rows.append((what, before, after, check))
         print(f"{what}: before {before:.2f} s, after {after:.2f} s, ratio {after / before:.3f}; {check}", flush=True)

@@ -15,6 +15,7 @@ from ru_rlhf.models.reward import (
     RewardModel,
     bradley_terry_loss,
     distributional_loss,
+    epoch_batches,
     load_reward_model,
     pair_accuracy,
     preference_probability,
@@ -84,6 +85,28 @@ def test_training_learns_a_simple_preference(tiny_rm_parts):
     s = score(rm, tok, ["Вопрос", "Вопрос"], ["Спасибо за вопрос!", "Вопрос глупый."])
     assert s.loc[0, "harmlessness"] > s.loc[1, "harmlessness"]
     assert log["loss"].iloc[-1] < log["loss"].iloc[0]
+
+
+def test_length_grouped_batches_cover_every_row_once_and_pad_less():
+    """Without lengths the batches are the shuffled order cut in turn (the old loop); with them every row still comes
+    once an epoch, each batch's rows come from one sorted mega-batch, and the padding falls."""
+    import random
+
+    lengths = np.array([(7 * i) % 97 + 1 for i in range(200)])
+    plain = epoch_batches(list(range(200)), 8, random.Random(3))
+    order = list(range(200))
+    random.Random(3).shuffle(order)
+    assert plain == [order[b:b + 8] for b in range(0, 200, 8)]
+    grouped = epoch_batches(list(range(200)), 8, random.Random(3), lengths, mega_batches=5)
+    assert sorted(i for b in grouped for i in b) == list(range(200))
+    assert all(list(lengths[b]) == sorted(lengths[b], reverse=True) for b in grouped)
+
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches)
+
+    assert padded(grouped) < 0.5 * padded(plain)
+    # a different draw gives a different order of batches (the epoch is still shuffled)
+    assert epoch_batches(list(range(200)), 8, random.Random(4), lengths, mega_batches=5) != grouped
 
 
 def test_pairwise_metrics_and_ece_on_synthetic_data():

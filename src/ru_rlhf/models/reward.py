@@ -419,13 +419,35 @@ def pair_accuracy(rm: RewardModel, tokenizer, pairs: pd.DataFrame, max_length: i
     return out
 
 
+def epoch_batches(order: list[int], batch_size: int, rng: random.Random,
+                  lengths: np.ndarray | None = None, mega_batches: int = 50) -> list[list[int]]:
+    """One epoch's batches of the row indices in ``order`` (shuffled in place with ``rng``).
+
+    With ``lengths`` (one per row), batches are grouped by length as transformers' ``LengthGroupedSampler``
+    groups them: the shuffled rows are cut into mega-batches of ``mega_batches`` batches, each sorted by length
+    and cut into batches, and the batches are then shuffled, so a batch pads to a length close to its own rows'
+    while the epoch's order stays random. We write it out rather than use the sampler because this loop
+    batches (prompt, chosen, rejected) pairs itself and draws one order on every rank.
+    """
+    rng.shuffle(order)
+    if lengths is None:
+        return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    size = batch_size * mega_batches
+    batches = []
+    for m in range(0, len(order), size):
+        mega = sorted(order[m:m + size], key=lambda i: -lengths[i])
+        batches += [mega[b:b + batch_size] for b in range(0, len(mega), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epochs: float = 2.0, batch_size: int = 32,
                        learning_rate: float = 2e-4, max_length: int = 256, seed: int = 0,
                        checkpoint_dir: str | Path | None = None, save_steps: int = 500,
                        desc: str = "reward model", validation: pd.DataFrame | None = None,
                        evals_per_epoch: int = 1, patience: int = 2, train_eval_pairs: int = 600,
-                       debias_weight: float = 1.0, balance_criteria: bool = False
-                       ) -> tuple[RewardModel, pd.DataFrame]:
+                       debias_weight: float = 1.0, balance_criteria: bool = False,
+                       group_by_length: bool = False) -> tuple[RewardModel, pd.DataFrame]:
     """Train on ``pairs`` (``prompt, chosen, rejected, criterion``), each pair on its criterion's head.
 
     With ``validation`` pairs the model is evaluated ``evals_per_epoch`` times an epoch (per-head accuracy
@@ -436,6 +458,8 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     ``balance_criteria``: each batch's loss is the mean over its criteria of their mean loss (:func:`balanced_mean`).
     A model with a bias head is trained on P(chosen ≻ rejected) = σ(Δr_c + Δbias) plus ``debias_weight`` ×
     :func:`decorrelation_penalty` of the quality heads against :func:`bias_features`.
+
+    ``group_by_length``: batches of pairs of similar length (:func:`epoch_batches`), so less of each batch is padding.
 
     Under ``accelerate launch`` with N processes every rank draws the same shuffled order (same
     seed) and takes every N-th pair of each global batch of ``batch_size``; DDP averages the
@@ -499,13 +523,13 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
                  val, tr, " (best)" if improved else "")
         return since_best >= patience
 
+    lengths = (data["prompt"].str.len() + np.maximum(data["chosen"].str.len(), data["rejected"].str.len())
+               ).to_numpy() if group_by_length else None
     stop = False
     while step < total and not stop:
-        rng.shuffle(order)
-        for b in range(0, len(order), batch_size):
+        for batch in epoch_batches(order, batch_size, rng, lengths):
             if step >= total:
                 break
-            batch = order[b:b + batch_size]
             if len(batch) < world:  # a tail too short to give every rank a pair (only with several ranks)
                 continue
             rows = data.iloc[batch[rank::world]]

@@ -103,10 +103,14 @@ def _backbone(p: RewardParams, encoder, policy, backbone: str | None = None):
 
 
 def _secondary(p: RewardParams) -> RewardParams:
-    """The parameters of a comparison model: the multi-head model's, with the secondary pair budget."""
-    cap = p.train.secondary_max_pairs_per_criterion
-    return p if cap is None else p.model_copy(update={"train": p.train.model_copy(
-        update={"max_pairs_per_criterion": cap})})
+    """The parameters of a comparison model: the multi-head model's, with the secondary pair budgets (training
+    pairs per criterion, validation pairs)."""
+    update = {}
+    if p.train.secondary_max_pairs_per_criterion is not None:
+        update["max_pairs_per_criterion"] = p.train.secondary_max_pairs_per_criterion
+    if p.train.secondary_validation_pairs is not None:
+        update["validation_pairs"] = p.train.secondary_validation_pairs
+    return p.model_copy(update={"train": p.train.model_copy(update=update)}) if update else p
 
 
 def _train(kind: str, pairs: pd.DataFrame, backbone, p: RewardParams, name: str, lang: str | None = None):
@@ -134,7 +138,7 @@ def _train(kind: str, pairs: pd.DataFrame, backbone, p: RewardParams, name: str,
               "max_length": t.max_length, "seed": p.seed, "checkpoint_dir": Path(p.checkpoint_dir) / name,
               "save_steps": t.save_steps, "desc": name, "validation": val if len(val) else None,
               "evals_per_epoch": t.evals_per_epoch, "patience": t.patience, "debias_weight": p.debias.weight,
-              "balance_criteria": t.balance_criteria}
+              "balance_criteria": t.balance_criteria, "group_by_length": t.group_by_length}
     rm, history = distributed.reward_model(rm, tok, data, p.distributed, **kwargs)  # here, or N processes
     norm = normalise_heads(rm, tok, data, p)
     log.info("%s: head normalisation %s", name, norm)
