@@ -19,13 +19,15 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test lint world bench browser
 
-# --no-compile: Python compiles a module when it is first imported; byte-compiling all 38 000 files of the
-# 2.9 GB environment up front took about a minute of the install (compileall with 2 workers: 41 s)
+# pip byte-compiles the environment as it installs (about a minute). Keep it: where PYTHONDONTWRITEBYTECODE is set
+# (as on the machines this project is tested on) Python never caches a compiled module itself, so without it every
+# process (each `kedro run`, each test's subprocess) compiles torch, transformers and the rest again at import
+# (benchmarks/bench_startup.py measures both)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --no-compile "torch==2.13.0"
-	$(PY) -m pip install -q --no-compile -e ".[dev]" -c constraints.txt
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]" -c constraints.txt
 	@touch $@
 
 install: $(VENV)/.installed

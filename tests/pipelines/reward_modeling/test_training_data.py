@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs, reward_metrics_report
+from ru_rlhf.pipelines.reward_modeling.nodes import _secondary, _training_pairs, reward_metrics_report
 from ru_rlhf.pipelines.reward_modeling.params import RewardParams
 from tests.params_helpers import base_params
 
@@ -56,3 +56,15 @@ def test_cross_lingual_false_saves_a_not_trained_marker_instead_of_a_model():
 
     model, log = train_russian_only_rm(_pairs(), None, None, None, base_params("reward_modeling", {"cross_lingual": False}))
     assert isinstance(model, NotTrained) and "cross_lingual is false" in model.reason and log.empty
+
+
+def test_comparison_models_stay_within_both_budgets():
+    """The secondary budgets bound the comparison models, and never give them more than the multi-head model."""
+    base = _params({"train": {"max_pairs_per_criterion": None, "validation_pairs": 1500,
+                              "secondary_max_pairs_per_criterion": 1000, "secondary_validation_pairs": 500}})
+    assert (_secondary(base).train.max_pairs_per_criterion, _secondary(base).train.validation_pairs) == (1000, 500)
+    small = _params({"train": {"max_pairs_per_criterion": 200, "validation_pairs": 100,
+                               "secondary_max_pairs_per_criterion": 1000, "secondary_validation_pairs": 500}})
+    assert (_secondary(small).train.max_pairs_per_criterion, _secondary(small).train.validation_pairs) == (200, 100)
+    off = _params({"train": {"secondary_max_pairs_per_criterion": None, "secondary_validation_pairs": None}})
+    assert _secondary(off) == off

@@ -103,14 +103,16 @@ def _backbone(p: RewardParams, encoder, policy, backbone: str | None = None):
 
 
 def _secondary(p: RewardParams) -> RewardParams:
-    """The parameters of a comparison model: the multi-head model's, with the secondary pair budgets (training
-    pairs per criterion, validation pairs)."""
+    """The parameters of a comparison model: the multi-head model's, within the secondary pair budgets (training
+    pairs per criterion, validation pairs); never more than the multi-head model's own."""
+    t = p.train
+    cap, val = t.secondary_max_pairs_per_criterion, t.secondary_validation_pairs
     update = {}
-    if p.train.secondary_max_pairs_per_criterion is not None:
-        update["max_pairs_per_criterion"] = p.train.secondary_max_pairs_per_criterion
-    if p.train.secondary_validation_pairs is not None:
-        update["validation_pairs"] = p.train.secondary_validation_pairs
-    return p.model_copy(update={"train": p.train.model_copy(update=update)}) if update else p
+    if cap is not None:
+        update["max_pairs_per_criterion"] = cap if t.max_pairs_per_criterion is None else min(cap, t.max_pairs_per_criterion)
+    if val is not None:
+        update["validation_pairs"] = min(val, t.validation_pairs)
+    return p.model_copy(update={"train": t.model_copy(update=update)}) if update else p
 
 
 def _train(kind: str, pairs: pd.DataFrame, backbone, p: RewardParams, name: str, lang: str | None = None):
