@@ -273,7 +273,8 @@ def validate_reward_models(multi_head, distributional, russian_only, other_backb
         tt = pairs[(pairs["split"] == "test") & (pairs["lang"] == "tt") & pairs["criterion"].isin(CRITERIA)]
         metrics["cross_lingual"] = {"trained_on": "ru pairs only", "evaluated_on": "tt test pairs"}
         for name, model in (("russian_only", russian_only), ("multi_head", multi_head)):
-            sc = _score_pairs(model, tt, p)
+            # the multi-head model's test pairs are scored above: its Tatar ones are read from there
+            sc = scored_test[scored_test["lang"] == "tt"] if name == "multi_head" else _score_pairs(model, tt, p)
             metrics["cross_lingual"][name] = {
                 h: pairwise_metrics(sc.loc[sc["criterion"] == h, f"{h}_chosen"]
                                     - sc.loc[sc["criterion"] == h, f"{h}_rejected"],
