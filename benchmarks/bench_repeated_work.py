@@ -322,7 +322,8 @@ def main() -> None:
     md += [f"| {w} | {b:.2f} | {a:.2f} | {a / b:.3f} | {c} |" for w, b, a, c in rows]
     notes = ("Each row's two sides ran one after the other in this process (the projection's in two fresh "
              "processes), on the env's artifacts of an earlier run, with nothing else running.")
-    append_result(f"Repeated work removed, env {args.env}", [], notes, markdown="\n".join(md))
+    title = f"Repeated work removed, env {args.env}" + (f", rows {args.only}" if args.only else "")
+    append_result(title, [], notes, markdown="\n".join(md))
 
 
 if __name__ == "__main__":

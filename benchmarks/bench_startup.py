@@ -28,8 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, append_result  # noqa: E402
 
-IMPORTS = ("import kedro.framework.session, torch, transformers, trl; "
-           "from ru_rlhf.pipeline_registry import register_pipelines; register_pipelines()")
+IMPORTS = ("import torch, transformers, trl; from kedro.framework.project import configure_project; "
+           "configure_project('ru_rlhf'); from ru_rlhf.pipeline_registry import register_pipelines; "
+           "register_pipelines()")
 
 
 def timed(cmd: list[str], env: dict) -> float:
