@@ -252,7 +252,6 @@ def bench_figures(n: int = 12) -> tuple[str, float, float, str]:
 def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
     import random
 
-    import numpy as np
     import torch
 
     from ru_rlhf.models import reward
@@ -267,8 +266,7 @@ def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, 
     pairs = _training_pairs(pd.read_parquet(data / "03_primary" / "preference_pairs.parquet"), p)
     t = p.train
     epochs = steps * t.batch_size / len(pairs)
-    lengths = (pairs["prompt"].str.len() + np.maximum(pairs["chosen"].str.len(), pairs["rejected"].str.len())
-               ).to_numpy()
+    lengths = reward.pair_lengths(pairs)
     pad = {}
 
     def side(grouped: bool) -> float:
@@ -281,9 +279,9 @@ def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, 
                                 pooling=p.pooling, max_length=t.max_length, match_feature=p.match_feature)
         rm.encoder.config.use_cache = False
         start = time.perf_counter()
-        _, log = reward.train_reward_model(rm, tok, pairs, epochs=epochs, batch_size=t.batch_size,
-                                           learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
-                                           balance_criteria=t.balance_criteria, group_by_length=grouped)
+        reward.train_reward_model(rm, tok, pairs, epochs=epochs, batch_size=t.batch_size,
+                                  learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
+                                  balance_criteria=t.balance_criteria, group_by_length=grouped)
         return time.perf_counter() - start
 
     before, after = side(False), side(True)

@@ -419,6 +419,11 @@ def pair_accuracy(rm: RewardModel, tokenizer, pairs: pd.DataFrame, max_length: i
     return out
 
 
+def pair_lengths(pairs: pd.DataFrame) -> np.ndarray:
+    """Each pair's length in characters, the prompt and the longer answer: the width its batch pads to."""
+    return (pairs["prompt"].str.len() + np.maximum(pairs["chosen"].str.len(), pairs["rejected"].str.len())).to_numpy()
+
+
 def epoch_batches(order: list[int], batch_size: int, rng: random.Random,
                   lengths: np.ndarray | None = None, mega_batches: int = 50) -> list[list[int]]:
     """One epoch's batches of the row indices in ``order`` (shuffled in place with ``rng``).
@@ -523,8 +528,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
                  val, tr, " (best)" if improved else "")
         return since_best >= patience
 
-    lengths = (data["prompt"].str.len() + np.maximum(data["chosen"].str.len(), data["rejected"].str.len())
-               ).to_numpy() if group_by_length else None
+    lengths = pair_lengths(data) if group_by_length else None
     stop = False
     while step < total and not stop:
         for batch in epoch_batches(order, batch_size, rng, lengths):

@@ -39,8 +39,8 @@ class RMTrainParams(Params):
     # the comparison models (the other backbone, the distributional and the Russian-only model) train on at
     # most this many pairs per criterion (None: as many as the multi-head model), to keep the stage's time
     secondary_max_pairs_per_criterion: int | None = Field(gt=0)
-    # and early-stop on at most this many validation pairs (None: validation_pairs): an evaluation scores each
-    # pair's two answers, so with few training steps a large validation sample costs more than the training
+    # and early-stop on at most this many validation pairs (None: validation_pairs, the base default); both budgets
+    # are capped at the multi-head model's own
     secondary_validation_pairs: int | None = Field(gt=0)
     balance_criteria: bool  # each criterion weighs the same in a batch's loss
     group_by_length: bool  # batches of pairs of similar length (less padding); off: uniformly random batches
