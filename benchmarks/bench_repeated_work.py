@@ -23,6 +23,11 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
    uniformly random batches, each padded to its longest pair (before), against length-grouped batches (after;
    ``reward_modeling.train.group_by_length``). Both sides start from the same weights and seed; the check column
    gives the share of padding in the batches each side saw.
+8. **Reward-model batches by prompt** (``reward_modeling.train.batching: prompts``). The same first steps with
+   random pairs (two sequences scored per pair) against the pairs of a few prompts per batch, each distinct answer
+   scored once; then the whole multi-head training with prompt batches (the env's epochs and early stopping), and
+   its test accuracy and AUC per head beside those of the env's trained reward model (the earlier run's, trained
+   with the env's own batching). The check column gives the sequences scored per step and both models' test figures.
 """
 
 from __future__ import annotations
@@ -289,6 +294,83 @@ def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, 
             before, after, f"padding share of the batches (characters): {pad[False]:.2f} before, {pad[True]:.2f} after")
 
 
+def bench_rm_prompt_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
+    """Seconds of the first ``steps`` steps with random pairs against prompt batches; then a whole training with prompt
+    batches, tested beside the env's trained multi-head model."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from ru_rlhf.metrics import pairwise_metrics
+    from ru_rlhf.models import reward
+    from ru_rlhf.models.policy import format_prompt, load_policy, load_tokenizer
+    from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs, _validation_pairs
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+    from ru_rlhf.vocabulary import CRITERIA
+
+    p = RewardParams.of(params["reward_modeling"])
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    backbone = reward.backbone_of(load_policy(data / "06_models" / "sft_policy"))
+    all_pairs = pd.read_parquet(data / "03_primary" / "preference_pairs.parquet")
+    pairs, val = _training_pairs(all_pairs, p), _validation_pairs(all_pairs, p)
+    t = p.train
+    lengths = reward.pair_lengths(pairs) if t.group_by_length else None
+    groups = list(pairs.groupby("prompt", sort=False).indices.values())
+    seqs = {}
+
+    def fresh():
+        torch.manual_seed(p.seed)
+        rm = reward.RewardModel(copy.deepcopy(backbone), CRITERIA, "multi_head", p.n_bins, p.weights,
+                                pooling=p.pooling, max_length=t.max_length, match_feature=p.match_feature)
+        rm.encoder.config.use_cache = False
+        return rm
+
+    def train(batching: str, epochs: float, validation=None):
+        start = time.perf_counter()
+        rm, log = reward.train_reward_model(
+            fresh(), tok, pairs, epochs=epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+            max_length=t.max_length, seed=p.seed, balance_criteria=t.balance_criteria,
+            group_by_length=t.group_by_length, batching=batching, validation=validation,
+            evals_per_epoch=t.evals_per_epoch, patience=t.patience)
+        return rm, log, time.perf_counter() - start
+
+    for batching in ("pairs", "prompts"):
+        batches = (reward.prompt_batches(groups, t.batch_size, random.Random(p.seed), lengths) if batching == "prompts"
+                   else reward.epoch_batches(list(range(len(pairs))), t.batch_size, random.Random(p.seed), lengths))
+        seqs[batching] = np.mean([len(set(zip(pairs["prompt"].iloc[b], pairs["chosen"].iloc[b]))
+                                      | set(zip(pairs["prompt"].iloc[b], pairs["rejected"].iloc[b])))
+                                  if batching == "prompts" else 2 * len(b) for b in batches[:steps]])
+    epochs = steps * t.batch_size / len(pairs)
+    before = train("pairs", epochs)[2]
+    after = train("prompts", epochs)[2]
+    rm_prompts, log, full = train("prompts", t.epochs, val)
+    rm_env = reward.load_reward_model(data / "06_models" / "reward_model")[0]
+    test = all_pairs[(all_pairs["split"] == "test") & all_pairs["criterion"].isin(CRITERIA)].reset_index(drop=True)
+    prompts = test["prompt"].map(format_prompt).tolist()
+
+    def figures(rm) -> str:
+        sc = reward.score(rm, tok, prompts * 2, test["chosen"].tolist() + test["rejected"].tolist(),
+                          max_length=t.max_length)
+        n, out = len(test), []
+        for h in CRITERIA:
+            sel = (test["criterion"] == h).to_numpy()
+            m = pairwise_metrics(sc[h].to_numpy()[:n][sel] - sc[h].to_numpy()[n:][sel], test["gold_margin"][sel])
+            out.append(f"{h} " + " / ".join("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("accuracy", "auc")))
+        return ", ".join(out)
+
+    evals = log[log["kind"] == "eval"]
+    best = evals[evals["best"]].iloc[0]
+    check = (f"sequences scored per step: {seqs['pairs']:.1f} (pairs), {seqs['prompts']:.1f} (prompts). Whole "
+             f"training with prompt batches ({t.epochs} epochs at most, early stopping on {len(val)} validation "
+             f"pairs): {full:.0f} s, {int((log['kind'] == 'step').sum())} steps, best state at step "
+             f"{int(best['step'])} (validation {best['validation_accuracy']:.3f}); test accuracy / AUC (gold): "
+             f"prompt batches {figures(rm_prompts)}; the env's trained model ({t.batching} batches) "
+             f"{figures(rm_env)}")
+    return (f"multi-head reward model, first {steps} steps of {t.batch_size} pairs, random pairs (before) against "
+            f"prompt batches (after)", before, after, check)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="base")
@@ -297,7 +379,7 @@ def main() -> None:
     ap.add_argument("--rm-steps", type=int, default=60)
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
-                                                 "figures,rm (default: all)")
+                                                 "figures,rm,rm_prompts (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
@@ -307,7 +389,8 @@ def main() -> None:
     benches = {"mlflow": lambda: bench_mlflow(args.env, params), "cem": lambda: bench_cem_probe(data, params),
                "norm": lambda: bench_reference_answers(data, params, args.norm_prompts),
                "dpo": lambda: bench_dpo(data, params, args.dpo_pairs), "projection": bench_projection,
-               "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps)}
+               "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps),
+               "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps)}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:

@@ -24,6 +24,40 @@ TEST_DATA = Path(os.environ.get("RU_RLHF_DATA_PARENT") or tempfile.mkdtemp(prefi
 os.environ["RU_RLHF_DATA_PARENT"] = str(TEST_DATA)
 EXTERNAL = TEST_DATA / "data" / "external"
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker, and every process it starts (`kedro run`,
+# `accelerate launch`), uses its share of the cores: torch's OpenMP threads spin while they wait, so two workers of
+# two threads each on two cores would take turns instead of running side by side.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
+# Tests that share an expensive session fixture run on one worker, so the fixture is built once (`--dist loadgroup`);
+# every other test runs on the worker its module is sent to, so a module's fixtures are built once too.
+SHARED_FIXTURES = ("smoke_run", "app_data_root", "local_models", "alignment_run", "world_tables")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the node ids
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark each test with its xdist group: the first shared session fixture it uses, else its module."""
+    for item in items:
+        group = next((f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
+
+
+def pytest_configure(config) -> None:
+    """With several workers, create the project's MLflow store and experiment once, before any worker's `kedro run`
+    does: two runs creating a fresh SQLite store (or the experiment) at the same moment race each other."""
+    if getattr(config, "workerinput", None) is not None or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if not config.getoption("numprocesses", None):
+        return
+    import mlflow
+
+    (PROJECT_ROOT / "mlruns").mkdir(exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}")
+    if client.get_experiment_by_name("ru_rlhf") is None:  # as kedro-mlflow creates it (conf/base/mlflow.yml)
+        client.create_experiment("ru_rlhf", artifact_location=(PROJECT_ROOT / "mlruns" / "artifacts").as_uri())
+
 
 def pytest_sessionfinish(session, exitstatus) -> None:
     """Remove the session's data folder (keep it with RU_RLHF_KEEP_TEST_DATA=1, or by setting

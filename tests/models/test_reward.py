@@ -14,11 +14,13 @@ from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
 from ru_rlhf.models.reward import (
     RewardModel,
     bradley_terry_loss,
+    distinct_sequences,
     distributional_loss,
     epoch_batches,
     load_reward_model,
     pair_accuracy,
     preference_probability,
+    prompt_batches,
     score,
     train_reward_model,
 )
@@ -107,6 +109,58 @@ def test_length_grouped_batches_cover_every_row_once_and_pad_less():
     assert padded(grouped) < 0.5 * padded(plain)
     # a different draw gives a different order of batches (the epoch is still shuffled)
     assert epoch_batches(list(range(200)), 8, random.Random(4), lengths, mega_batches=5) != grouped
+
+
+def test_prompt_batches_keep_each_prompts_pairs_together_and_cover_every_row_once():
+    """With ``batching="prompts"`` a batch holds the pairs of consecutive prompts: every row comes once an epoch, and
+    no prompt is split over more batches than its rows force."""
+    import random
+
+    groups = [list(range(g * 15, g * 15 + 15)) for g in range(10)]  # 10 prompts of 15 pairs (6 answers: C(6,2))
+    batches = prompt_batches(groups, 32, random.Random(3))
+    assert sorted(i for b in batches for i in b) == list(range(150))
+    assert [len(b) for b in sorted(batches, key=len, reverse=True)][:4] == [32, 32, 32, 32]
+    prompt_of = {i: g for g, rows in enumerate(groups) for i in rows}
+    # 32 consecutive rows of 15-row prompts touch at most 4 prompts; a random draw of 32 of the 150 touches nearly all 10
+    assert max(len({prompt_of[i] for i in b}) for b in batches) <= 4
+    lengths = np.array([(7 * i) % 97 + 1 for i in range(150)])
+    grouped = prompt_batches(groups, 32, random.Random(3), lengths, mega_batches=2)
+    assert sorted(i for b in grouped for i in b) == list(range(150))
+    assert prompt_batches(groups, 32, random.Random(4)) != batches
+
+
+def test_distinct_sequences_score_each_answer_once():
+    prompts, chosen, rejected = ["p", "p", "p", "q"], ["a", "a", "b", "a"], ["b", "c", "c", "b"]
+    seq_p, seq_a, c_at, r_at = distinct_sequences(prompts, chosen, rejected)
+    assert list(zip(seq_p, seq_a)) == [("p", "a"), ("p", "b"), ("q", "a"), ("p", "c"), ("q", "b")]
+    assert [seq_a[i] for i in c_at] == chosen and [seq_a[i] for i in r_at] == rejected
+    assert [seq_p[i] for i in c_at] == prompts and [seq_p[i] for i in r_at] == prompts
+
+
+def test_prompt_batching_learns_the_same_preference_from_fewer_sequences(tiny_rm_parts, monkeypatch):
+    """Six answers per prompt, every pair of them ordered by a cue («спасибо» > neutral > rude): batching by prompt
+    scores 6 sequences per prompt instead of 2 per pair, and still ranks the answers on held-out pairs."""
+    from ru_rlhf.models import reward as reward_module
+
+    tok, size = tiny_rm_parts
+    answers = ["Спасибо за вопрос!", "Спасибо, отвечу.", "Ответ такой.", "Скажу так.", "Вопрос глупый.",
+               "Глупый вопрос, уходи."]
+    rows = [{"prompt": f"Вопрос {k}", "chosen": answers[i], "rejected": answers[j], "criterion": "harmlessness"}
+            for k in range(8) for i in range(6) for j in range(i + 1, 6) if i // 2 != j // 2]
+    pairs = pd.DataFrame(rows)  # 8 prompts x 12 pairs
+    encoded = []
+    real_encode = reward_module.encode
+    monkeypatch.setattr(reward_module, "encode", lambda tok_, p, r, m, plan=None: (
+        encoded.append(len(p)), real_encode(tok_, p, r, m, plan))[1])
+    rm = RewardModel(load_encoder(size=size, tokenizer=tok, seed=2))
+    rm, log = train_reward_model(rm, tok, pairs, epochs=6, batch_size=24, learning_rate=3e-3, max_length=32,
+                                 batching="prompts")
+    steps = int((log["kind"] == "step").sum())
+    assert steps == 6 * 4 and sum(encoded) <= steps * 18 < steps * 48  # 24 pairs of 2-3 prompts: at most 18 answers
+    s = score(rm, tok, ["Вопрос 9"] * 3, [answers[1], answers[3], answers[5]])
+    assert s.loc[0, "harmlessness"] > s.loc[1, "harmlessness"] > s.loc[2, "harmlessness"]
+    with pytest.raises(ValueError, match="batching"):
+        train_reward_model(rm, tok, pairs, epochs=1, batching="prompt")
 
 
 def test_pairwise_metrics_and_ece_on_synthetic_data():

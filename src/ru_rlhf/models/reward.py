@@ -446,13 +446,54 @@ def epoch_batches(order: list[int], batch_size: int, rng: random.Random,
     return batches
 
 
+def prompt_batches(groups: list[list[int]], batch_size: int, rng: random.Random,
+                   lengths: np.ndarray | None = None, mega_batches: int = 50) -> list[list[int]]:
+    """One epoch's batches of row indices with each prompt's pairs side by side (``groups``: the rows of each
+    prompt), for :func:`train_reward_model`'s ``batching="prompts"``.
+
+    The prompts are shuffled (and the pairs within each), their rows laid end to end and cut into batches of
+    ``batch_size`` pairs, and the batches shuffled: a batch holds the pairs of a few prompts, whose answers recur
+    across those pairs, so each distinct (prompt, answer) is scored once for all its pairs (InstructGPT, Ouyang et
+    al. 2022, §3.5: all of a prompt's comparisons in one batch element). With ``lengths`` (one per row) the prompts
+    are first sorted by their longest pair within mega-batches of about ``mega_batches`` batches, as
+    :func:`epoch_batches` sorts pairs. Written out for the reasons :func:`epoch_batches` gives.
+    """
+    groups = [list(g) for g in groups]
+    rng.shuffle(groups)
+    for g in groups:
+        rng.shuffle(g)
+    if lengths is not None:
+        size, sorted_groups, mega, rows = batch_size * mega_batches, [], [], 0
+        for g in groups:
+            mega.append(g)
+            rows += len(g)
+            if rows >= size:
+                sorted_groups += sorted(mega, key=lambda x: -int(lengths[x].max()))
+                mega, rows = [], 0
+        groups = sorted_groups + sorted(mega, key=lambda x: -int(lengths[x].max()))
+    order = [i for g in groups for i in g]
+    batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def distinct_sequences(prompts: list[str], chosen: list[str], rejected: list[str]
+                       ) -> tuple[list[str], list[str], list[int], list[int]]:
+    """The distinct (prompt, answer) sequences of a batch of pairs, in first-seen order, and each pair's chosen and
+    rejected positions among them: a batch of a few prompts' pairs scores each answer once."""
+    seen: dict[tuple[str, str], int] = {}
+    chosen_at = [seen.setdefault((p, c), len(seen)) for p, c in zip(prompts, chosen)]
+    rejected_at = [seen.setdefault((p, r), len(seen)) for p, r in zip(prompts, rejected)]
+    return [p for p, _ in seen], [a for _, a in seen], chosen_at, rejected_at
+
+
 def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epochs: float = 2.0, batch_size: int = 32,
                        learning_rate: float = 2e-4, max_length: int = 256, seed: int = 0,
                        checkpoint_dir: str | Path | None = None, save_steps: int = 500,
                        desc: str = "reward model", validation: pd.DataFrame | None = None,
                        evals_per_epoch: int = 1, patience: int = 2, train_eval_pairs: int = 600,
                        debias_weight: float = 1.0, balance_criteria: bool = False,
-                       group_by_length: bool = False) -> tuple[RewardModel, pd.DataFrame]:
+                       group_by_length: bool = False, batching: str = "pairs") -> tuple[RewardModel, pd.DataFrame]:
     """Train on ``pairs`` (``prompt, chosen, rejected, criterion``), each pair on its criterion's head.
 
     With ``validation`` pairs the model is evaluated ``evals_per_epoch`` times an epoch (per-head accuracy
@@ -465,6 +506,10 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     :func:`decorrelation_penalty` of the quality heads against :func:`bias_features`.
 
     ``group_by_length``: batches of pairs of similar length (:func:`epoch_batches`), so less of each batch is padding.
+
+    ``batching``: ``"pairs"``, each batch a random draw of pairs, two sequences scored per pair; ``"prompts"``, each
+    batch the pairs of a few prompts (:func:`prompt_batches`), each distinct (prompt, answer) scored once for all its
+    pairs (:func:`distinct_sequences`): the same pairs per step from fewer sequences.
 
     Under ``accelerate launch`` with N processes every rank draws the same shuffled order (same
     seed) and takes every N-th pair of each global batch of ``batch_size``; DDP averages the
@@ -528,33 +573,44 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
                  val, tr, " (best)" if improved else "")
         return since_best >= patience
 
+    if batching not in ("pairs", "prompts"):
+        raise ValueError(f"batching={batching!r}: expected 'pairs' or 'prompts'")
     lengths = pair_lengths(data) if group_by_length else None
+    groups = list(data.groupby("prompt", sort=False).indices.values()) if batching == "prompts" else None
     stop = False
     while step < total and not stop:
-        for batch in epoch_batches(order, batch_size, rng, lengths):
+        batches = (prompt_batches(groups, batch_size, rng, lengths) if groups is not None
+                   else epoch_batches(order, batch_size, rng, lengths))
+        for batch in batches:
             if step >= total:
                 break
             if len(batch) < world:  # a tail too short to give every rank a pair (only with several ranks)
                 continue
             rows = data.iloc[batch[rank::world]]
             n = len(rows)
-            enc = encode(tokenizer, list(rows["prompt"]) * 2, list(rows["chosen"]) + list(rows["rejected"]),
-                         max_length)
+            if groups is not None:  # each distinct (prompt, answer) once
+                seq_prompts, seq_answers, c_at, r_at = distinct_sequences(
+                    list(rows["prompt"]), list(rows["chosen"]), list(rows["rejected"]))
+            else:  # the chosen answers, then the rejected ones
+                seq_prompts, seq_answers = list(rows["prompt"]) * 2, list(rows["chosen"]) + list(rows["rejected"])
+                c_at, r_at = list(range(n)), list(range(n, 2 * n))
+            enc = encode(tokenizer, seq_prompts, seq_answers, max_length)
             train_model.train()
             out = train_model(**model_inputs(enc, device))
+            ci, ri = torch.tensor(c_at, device=device), torch.tensor(r_at, device=device)
             idx = torch.tensor([head_of[c] for c in rows["criterion"]], device=device)
             if rm.kind == "multi_head" and rm.bias_head:
-                b = out["bias"].unsqueeze(-1)
-                loss = bradley_terry_loss(out["scores"][:n] + b[:n], out["scores"][n:] + b[n:], idx, balance_criteria)
-                feats = bias_features(list(rows["chosen"]) + list(rows["rejected"])).to(device)
+                sb = out["scores"] + out["bias"].unsqueeze(-1)
+                loss = bradley_terry_loss(sb[ci], sb[ri], idx, balance_criteria)
+                feats = bias_features(seq_answers).to(device)
                 loss = loss + debias_weight * decorrelation_penalty(out["scores"], feats)
             elif rm.kind == "multi_head":
-                loss = bradley_terry_loss(out["scores"][:n], out["scores"][n:], idx, balance_criteria)
+                loss = bradley_terry_loss(out["scores"][ci], out["scores"][ri], idx, balance_criteria)
             else:
-                loss = distributional_loss(out["probs"][:n], out["probs"][n:], idx, balance_criteria)
+                loss = distributional_loss(out["probs"][ci], out["probs"][ri], idx, balance_criteria)
             with torch.no_grad():
                 s = out["scores"].detach()
-                batch_acc = (s[:n].gather(-1, idx.unsqueeze(-1)) > s[n:].gather(-1, idx.unsqueeze(-1))).float().mean()
+                batch_acc = (s[ci].gather(-1, idx.unsqueeze(-1)) > s[ri].gather(-1, idx.unsqueeze(-1))).float().mean()
                 shown = torch.stack([loss.detach(), batch_acc])
                 if acc is not None:  # every rank logs and checks the mean over all ranks
                     shown = acc.reduce(shown, reduction="mean")

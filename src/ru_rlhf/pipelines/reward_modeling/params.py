@@ -44,6 +44,9 @@ class RMTrainParams(Params):
     secondary_validation_pairs: int | None = Field(gt=0)
     balance_criteria: bool  # each criterion weighs the same in a batch's loss
     group_by_length: bool  # batches of pairs of similar length (less padding); off: uniformly random batches
+    # pairs: each batch a random draw of pairs (two sequences scored per pair); prompts: each batch the pairs of a few
+    # prompts, each distinct answer scored once for all its pairs (InstructGPT's batching)
+    batching: Literal["pairs", "prompts"]
     save_steps: int = Field(gt=0)
     evals_per_epoch: int = Field(gt=0)
     patience: int = Field(gt=0)  # evaluations without a better validation accuracy
