@@ -294,9 +294,9 @@ def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, 
             before, after, f"padding share of the batches (characters): {pad[False]:.2f} before, {pad[True]:.2f} after")
 
 
-def bench_rm_prompt_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
-    """Seconds of the first ``steps`` steps with random pairs against prompt batches; then a whole training with prompt
-    batches, tested beside the env's trained multi-head model."""
+def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = True) -> tuple[str, float, float, str]:
+    """Seconds of the first ``steps`` steps with random pairs against prompt batches; then (``whole``) a whole training
+    with prompt batches, tested beside the env's trained multi-head model."""
     import random
 
     import numpy as np
@@ -344,6 +344,11 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int) -> tuple[str, 
     epochs = steps * t.batch_size / len(pairs)
     before = train("pairs", epochs)[2]
     after = train("prompts", epochs)[2]
+    what = (f"multi-head reward model, first {steps} steps of {t.batch_size} pairs, random pairs (before) against "
+            f"prompt batches (after)")
+    per_step = f"sequences scored per step: {seqs['pairs']:.1f} (pairs), {seqs['prompts']:.1f} (prompts)"
+    if not whole:
+        return what, before, after, per_step + "; the whole training with prompt batches was not run (--rm-steps-only)"
     rm_prompts, log, full = train("prompts", t.epochs, val)
     rm_env = reward.load_reward_model(data / "06_models" / "reward_model")[0]
     test = all_pairs[(all_pairs["split"] == "test") & all_pairs["criterion"].isin(CRITERIA)].reset_index(drop=True)
@@ -361,14 +366,13 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int) -> tuple[str, 
 
     evals = log[log["kind"] == "eval"]
     best = evals[evals["best"]].iloc[0]
-    check = (f"sequences scored per step: {seqs['pairs']:.1f} (pairs), {seqs['prompts']:.1f} (prompts). Whole "
+    check = (f"{per_step}. Whole "
              f"training with prompt batches ({t.epochs} epochs at most, early stopping on {len(val)} validation "
              f"pairs): {full:.0f} s, {int((log['kind'] == 'step').sum())} steps, best state at step "
              f"{int(best['step'])} (validation {best['validation_accuracy']:.3f}); test accuracy / AUC (gold): "
              f"prompt batches {figures(rm_prompts)}; the env's trained model ({t.batching} batches) "
              f"{figures(rm_env)}")
-    return (f"multi-head reward model, first {steps} steps of {t.batch_size} pairs, random pairs (before) against "
-            f"prompt batches (after)", before, after, check)
+    return what, before, after, check
 
 
 def main() -> None:
@@ -377,6 +381,8 @@ def main() -> None:
     ap.add_argument("--dpo-pairs", type=int, default=256)
     ap.add_argument("--norm-prompts", type=int, default=400)
     ap.add_argument("--rm-steps", type=int, default=60)
+    ap.add_argument("--rm-steps-only", action="store_true",
+                    help="rm_prompts: only the first --rm-steps steps of each side, not the whole training")
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
                                                  "figures,rm,rm_prompts (default: all)")
@@ -390,7 +396,7 @@ def main() -> None:
                "norm": lambda: bench_reference_answers(data, params, args.norm_prompts),
                "dpo": lambda: bench_dpo(data, params, args.dpo_pairs), "projection": bench_projection,
                "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps),
-               "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps)}
+               "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps, not args.rm_steps_only)}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:

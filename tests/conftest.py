@@ -30,6 +30,8 @@ EXTERNAL = TEST_DATA / "data" / "external"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+    if "torch" in sys.modules:  # a plugin imported it before this file: it has read its thread count already
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Tests that share an expensive session fixture run on one worker, so the fixture is built once (`--dist loadgroup`);
 # every other test runs on the worker its module is sent to, so a module's fixtures are built once too.
