@@ -52,6 +52,9 @@ def main() -> None:
     if args.profile:
         pyspy = Path(sys.executable).with_name("py-spy")
         cmd = [str(pyspy), "record", "--rate", "20", "--format", "raw", "--output", str(raw), "--", *cmd]
+    # the commit the run's code comes from: checked out now, before the run (a later checkout must not rename it)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
@@ -87,8 +90,6 @@ def main() -> None:
     if args.profile and raw.exists():
         md += "\n\n" + profile_by_node(raw, nodes)
     print(md)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     notes = (f"One `kedro run --env {args.env}` from an empty data root (`RU_RLHF_DATA_ROOT`), commit {commit}, "
              "MLflow tracking on (the default), on this machine with nothing else running. Wall time and peak RSS "
              "of the whole process tree: the benchmark's own clock and 0.2 s RSS samples. The stages' and nodes' "
