@@ -254,16 +254,27 @@ def bench_figures(n: int = 12) -> tuple[str, float, float, str]:
             "both sides run the same checks; after: one draw per figure")
 
 
+def _fresh_multi_head(backbone, p):
+    """The multi-head reward model as train_multi_head_rm builds it: a copy of ``backbone``, heads seeded."""
+    import torch
+
+    from ru_rlhf.models import reward
+    from ru_rlhf.vocabulary import CRITERIA
+
+    torch.manual_seed(p.seed)
+    rm = reward.RewardModel(copy.deepcopy(backbone), CRITERIA, "multi_head", p.n_bins, p.weights, pooling=p.pooling,
+                            max_length=p.train.max_length, match_feature=p.match_feature)
+    rm.encoder.config.use_cache = False
+    return rm
+
+
 def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
     import random
-
-    import torch
 
     from ru_rlhf.models import reward
     from ru_rlhf.models.policy import load_policy, load_tokenizer
     from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs
     from ru_rlhf.pipelines.reward_modeling.params import RewardParams
-    from ru_rlhf.vocabulary import CRITERIA
 
     p = RewardParams.of(params["reward_modeling"])
     tok = load_tokenizer(data / "06_models" / "tokenizer")
@@ -279,10 +290,7 @@ def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, 
                                        lengths if grouped else None)[:steps]
         widths = [int(lengths[b].max()) * len(b) for b in batches]
         pad[grouped] = 1 - sum(int(lengths[b].sum()) for b in batches) / sum(widths)
-        torch.manual_seed(p.seed)
-        rm = reward.RewardModel(copy.deepcopy(backbone), CRITERIA, "multi_head", p.n_bins, p.weights,
-                                pooling=p.pooling, max_length=t.max_length, match_feature=p.match_feature)
-        rm.encoder.config.use_cache = False
+        rm = _fresh_multi_head(backbone, p)
         start = time.perf_counter()
         reward.train_reward_model(rm, tok, pairs, epochs=epochs, batch_size=t.batch_size,
                                   learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
@@ -300,12 +308,11 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = 
     import random
 
     import numpy as np
-    import torch
 
     from ru_rlhf.metrics import pairwise_metrics
     from ru_rlhf.models import reward
-    from ru_rlhf.models.policy import format_prompt, load_policy, load_tokenizer
-    from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs, _validation_pairs
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.pipelines.reward_modeling.nodes import _score_pairs, _training_pairs, _validation_pairs
     from ru_rlhf.pipelines.reward_modeling.params import RewardParams
     from ru_rlhf.vocabulary import CRITERIA
 
@@ -319,17 +326,10 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = 
     groups = list(pairs.groupby("prompt", sort=False).indices.values())
     seqs = {}
 
-    def fresh():
-        torch.manual_seed(p.seed)
-        rm = reward.RewardModel(copy.deepcopy(backbone), CRITERIA, "multi_head", p.n_bins, p.weights,
-                                pooling=p.pooling, max_length=t.max_length, match_feature=p.match_feature)
-        rm.encoder.config.use_cache = False
-        return rm
-
     def train(batching: str, epochs: float, validation=None):
         start = time.perf_counter()
         rm, log = reward.train_reward_model(
-            fresh(), tok, pairs, epochs=epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+            _fresh_multi_head(backbone, p), tok, pairs, epochs=epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
             max_length=t.max_length, seed=p.seed, balance_criteria=t.balance_criteria,
             group_by_length=t.group_by_length, batching=batching, validation=validation,
             evals_per_epoch=t.evals_per_epoch, patience=t.patience)
@@ -338,8 +338,8 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = 
     for batching in ("pairs", "prompts"):
         batches = (reward.prompt_batches(groups, t.batch_size, random.Random(p.seed), lengths) if batching == "prompts"
                    else reward.epoch_batches(list(range(len(pairs))), t.batch_size, random.Random(p.seed), lengths))
-        seqs[batching] = np.mean([len(set(zip(pairs["prompt"].iloc[b], pairs["chosen"].iloc[b]))
-                                      | set(zip(pairs["prompt"].iloc[b], pairs["rejected"].iloc[b])))
+        seqs[batching] = np.mean([len(reward.distinct_sequences(*(pairs[c].iloc[b].tolist() for c in
+                                                                   ("prompt", "chosen", "rejected")))[0])
                                   if batching == "prompts" else 2 * len(b) for b in batches[:steps]])
     epochs = steps * t.batch_size / len(pairs)
     before = train("pairs", epochs)[2]
@@ -351,16 +351,13 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = 
         return what, before, after, per_step + "; the whole training with prompt batches was not run (--rm-steps-only)"
     rm_prompts, log, full = train("prompts", t.epochs, val)
     rm_env = reward.load_reward_model(data / "06_models" / "reward_model")[0]
-    test = all_pairs[(all_pairs["split"] == "test") & all_pairs["criterion"].isin(CRITERIA)].reset_index(drop=True)
-    prompts = test["prompt"].map(format_prompt).tolist()
+    test = all_pairs[(all_pairs["split"] == "test") & all_pairs["criterion"].isin(CRITERIA)]
 
-    def figures(rm) -> str:
-        sc = reward.score(rm, tok, prompts * 2, test["chosen"].tolist() + test["rejected"].tolist(),
-                          max_length=t.max_length)
-        n, out = len(test), []
+    def figures(rm) -> str:  # scored as validate_reward_models scores the test pairs
+        sc, out = _score_pairs((rm, tok), test, p), []
         for h in CRITERIA:
-            sel = (test["criterion"] == h).to_numpy()
-            m = pairwise_metrics(sc[h].to_numpy()[:n][sel] - sc[h].to_numpy()[n:][sel], test["gold_margin"][sel])
+            hp = sc[sc["criterion"] == h]
+            m = pairwise_metrics(hp[f"{h}_chosen"] - hp[f"{h}_rejected"], hp["gold_margin"])
             out.append(f"{h} " + " / ".join("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("accuracy", "auc")))
         return ", ".join(out)
 

@@ -54,11 +54,16 @@ def pytest_configure(config) -> None:
     if not config.getoption("numprocesses", None):
         return
     import mlflow
+    import yaml
 
+    conf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "mlflow.yml").read_text(encoding="utf-8"))
+    uri = conf["server"]["mlflow_tracking_uri"].replace("sqlite:///", f"sqlite:///{PROJECT_ROOT}/", 1)
+    experiment = conf["tracking"]["experiment"]
     (PROJECT_ROOT / "mlruns").mkdir(exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}")
-    if client.get_experiment_by_name("ru_rlhf") is None:  # as kedro-mlflow creates it (conf/base/mlflow.yml)
-        client.create_experiment("ru_rlhf", artifact_location=(PROJECT_ROOT / "mlruns" / "artifacts").as_uri())
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(experiment["name"]) is None:  # as kedro-mlflow creates it, paths from the root
+        location = PROJECT_ROOT / experiment["create_experiment_kwargs"]["artifact_location"]
+        client.create_experiment(experiment["name"], artifact_location=location.as_uri())
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
