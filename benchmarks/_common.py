@@ -6,10 +6,22 @@ import datetime as dt
 import os
 import platform
 import re
+import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "benchmarks.md"
+
+
+def timed(cmd: list[str], env: dict, cwd: Path = ROOT) -> float:
+    """Wall seconds of one command in a fresh process; a failing command stops the benchmark with its output."""
+    start = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return took
 
 
 def machine() -> str:

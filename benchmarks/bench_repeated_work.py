@@ -28,6 +28,9 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
    scored once; then the whole multi-head training with prompt batches (the env's epochs and early stopping), and
    its test accuracy and AUC per head beside those of the env's trained reward model (the earlier run's, trained
    with the env's own batching). The check column gives the sequences scored per step and both models' test figures.
+9. **Reward-model scoring** (``ru_rlhf.models.reward.score(distinct=...)``). The test pairs scored as
+   ``validate_reward_models`` scores them, and one early-stopping evaluation of the validation sample: every row of
+   the pairs' two sides (before) against each distinct (prompt, answer) once, its row repeated (after).
 """
 
 from __future__ import annotations
@@ -372,6 +375,56 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = 
     return what, before, after, check
 
 
+def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
+    """The test pairs scored by the env's multi-head reward model as ``validate_reward_models`` scores them, every
+    row (before) against each distinct (prompt, answer) once (after); the same for one early-stopping evaluation on the
+    validation sample."""
+    import numpy as np
+
+    from ru_rlhf.models import reward
+    from ru_rlhf.models.policy import format_prompt
+    from ru_rlhf.pipelines.reward_modeling.nodes import _validation_pairs
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+    from ru_rlhf.vocabulary import CRITERIA
+
+    p = RewardParams.of(params["reward_modeling"])
+    rm, tok = reward.load_reward_model(data / "06_models" / "reward_model")
+    all_pairs = pd.read_parquet(data / "03_primary" / "preference_pairs.parquet")
+    test = all_pairs[(all_pairs["split"] == "test") & all_pairs["criterion"].isin(CRITERIA)]
+    val = _validation_pairs(all_pairs, p)
+    prompts = test["prompt"].map(format_prompt).tolist() * 2
+    answers = test["chosen"].tolist() + test["rejected"].tolist()
+    times, scores, accs = {}, {}, {}
+    real = reward.score
+
+    def every_row(*args, **kwargs):  # pair_accuracy as it was: every row of the validation sample scored
+        return real(*args, **{**kwargs, "distinct": False})
+
+    for distinct in (False, True):
+        start = time.perf_counter()
+        scores[distinct] = reward.score(rm, tok, prompts, answers, max_length=p.train.max_length, distinct=distinct)
+        mid = time.perf_counter()
+        if distinct:
+            accs[distinct] = reward.pair_accuracy(rm, tok, val, p.train.max_length)
+        else:
+            reward.score = every_row
+            try:
+                accs[distinct] = reward.pair_accuracy(rm, tok, val, p.train.max_length)
+            finally:
+                reward.score = real
+        times[distinct] = (mid - start, time.perf_counter() - mid)
+    diff = float(np.abs(scores[True].to_numpy() - scores[False].to_numpy()).max())
+    n_distinct = len(set(zip(prompts, answers)))
+    n_val = len(set(zip(val["prompt"].tolist() * 2, val["chosen"].tolist() + val["rejected"].tolist())))
+    what = (f"reward-model scoring: the {len(test)} test pairs ({len(prompts)} rows) and one early-stopping "
+            f"evaluation on {len(val)} validation pairs, every row (before) against each distinct answer once (after)")
+    check = (f"test pairs {times[False][0]:.1f} -> {times[True][0]:.1f} s ({len(prompts)} -> {n_distinct} sequences), "
+             f"validation evaluation {times[False][1]:.1f} -> {times[True][1]:.1f} s ({2 * len(val)} -> {n_val}); "
+             f"largest score difference {diff:.1e}; validation accuracy per head "
+             + ", ".join(f"{h} {accs[False][h]:.4f} / {accs[True][h]:.4f}" for h in accs[False]))
+    return what, sum(times[False]), sum(times[True]), check
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="base")
@@ -382,7 +435,7 @@ def main() -> None:
                     help="rm_prompts: only the first --rm-steps steps of each side, not the whole training")
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
-                                                 "figures,rm,rm_prompts (default: all)")
+                                                 "figures,rm,rm_prompts,rm_scoring (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
@@ -393,7 +446,8 @@ def main() -> None:
                "norm": lambda: bench_reference_answers(data, params, args.norm_prompts),
                "dpo": lambda: bench_dpo(data, params, args.dpo_pairs), "projection": bench_projection,
                "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps),
-               "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps, not args.rm_steps_only)}
+               "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps, not args.rm_steps_only),
+               "rm_scoring": lambda: bench_rm_scoring(data, params)}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:

@@ -19,27 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, append_result  # noqa: E402
+from _common import append_result, timed  # noqa: E402
 
 IMPORTS = ("import torch, transformers, trl; from kedro.framework.project import configure_project; "
            "configure_project('ru_rlhf'); from ru_rlhf.pipeline_registry import register_pipelines; "
            "register_pipelines()")
-
-
-def timed(cmd: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if res.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return took
 
 
 def main() -> None:

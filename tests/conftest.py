@@ -35,15 +35,25 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Tests that share an expensive session fixture run on one worker, so the fixture is built once (`--dist loadgroup`);
 # every other test runs on the worker its module is sent to, so a module's fixtures are built once too.
-SHARED_FIXTURES = ("smoke_run", "app_data_root", "local_models", "alignment_run", "world_tables")
+SHARED_FIXTURES = ("smoke_run", "app_data_root", "local_run", "local_models", "alignment_run", "world_tables")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark each test with its xdist group: the first shared session fixture it uses, else its module."""
+    loadgroup = getattr(config.option, "loadgroup", False)  # set on xdist's workers under --dist loadgroup
     for item in items:
         group = next((f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())), None)
-        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
+        group = group or item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        if loadgroup and "@" not in item.nodeid:
+            # xdist 3.8 tells its scheduler the group by appending it to the test's id (``item._nodeid``), an
+            # attribute pytest 9.2 no longer reads (its ids are NodeId objects): without this, the groups were
+            # ignored, tests spread over both workers and each built the shared fixtures (two smoke runs, four
+            # local-model runs). The same suffix, set where pytest 9.2 keeps the id.
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 def pytest_configure(config) -> None:

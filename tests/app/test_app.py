@@ -3,6 +3,7 @@ and a real browser (Playwright driving Debian's Chromium) casting a vote."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -69,40 +70,9 @@ def test_empty_prompt_and_vote_without_serving_are_refused(running_app):
     assert service.store.count() == 0
 
 
-def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(running_app):
-    from gradio_client import Client
-
-    url, service = running_app
-    errors: list[BaseException] = []
-
-    def worker():
-        try:
-            # httpx's 5 s default is a latency limit, not what this test checks: on a shared 2-core machine
-            # 50 clients and the server in one process answer slower than that
-            client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
-            for _ in range(20):
-                status = _vote(client)
-                assert "Голос" in repr(status), status
-        except BaseException as err:  # noqa: BLE001 - collected and reported by the test
-            errors.append(err)
-
-    threads = [threading.Thread(target=worker) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
-    assert service.store.count() == 1000
-    votes = service.store.votes()
-    assert votes["token"].is_unique and votes["id"].tolist() == list(range(1, 1001))
-
-
-def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
-    from gradio_client import Client
-
-    from ru_rlhf.io.feedback_store import FeedbackStore
-
-    store_path = tmp_path / "votes.sqlite"
+@contextlib.contextmanager
+def _app_process(app_data_root, store_path):
+    """The app as its own process (``python -m ru_rlhf.app``), as it is deployed: its URL once it answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "ru_rlhf.app", "--data-root", str(app_data_root), "--store", str(store_path),
            "--port", str(port), "--max-new-tokens", "4"]
@@ -115,6 +85,53 @@ def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
+        yield url, server
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(app_data_root, tmp_path):
+    from gradio_client import Client
+
+    from ru_rlhf.io.feedback_store import FeedbackStore
+
+    errors: list[BaseException] = []
+    store_path = tmp_path / "votes.sqlite"
+
+    def worker(url):
+        try:
+            # httpx's 5 s default is a latency limit, not what this test checks: on a shared 2-core machine
+            # 50 clients answer slower than that
+            client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+            for _ in range(20):
+                status = _vote(client)
+                assert "Голос" in repr(status), status
+        except BaseException as err:  # noqa: BLE001 - collected and reported by the test
+            errors.append(err)
+
+    # the server in its own process (as deployed): in this one, 50 client threads would share its interpreter lock
+    with _app_process(app_data_root, store_path) as (url, _):
+        threads = [threading.Thread(target=worker, args=(url,)) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    store = FeedbackStore(store_path)
+    assert store.count() == 1000
+    votes = store.votes()
+    assert votes["token"].is_unique and votes["id"].tolist() == list(range(1, 1001))
+
+
+def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
+    from gradio_client import Client
+
+    from ru_rlhf.io.feedback_store import FeedbackStore
+
+    store_path = tmp_path / "votes.sqlite"
+    with _app_process(app_data_root, store_path) as (url, server):
         stop = threading.Event()
 
         def worker():
@@ -134,9 +151,6 @@ def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=10)
         stop.set()
-    finally:
-        if server.poll() is None:
-            server.kill()
     store = FeedbackStore(store_path)
     assert store.integrity() == "ok"
     votes = store.votes()  # every row decodes

@@ -137,6 +137,32 @@ def test_distinct_sequences_score_each_answer_once():
     assert [seq_p[i] for i in c_at] == prompts and [seq_p[i] for i in r_at] == prompts
 
 
+@pytest.mark.parametrize("kind", ["multi_head", "distributional"])
+def test_scoring_scores_each_distinct_answer_once_and_repeats_its_row(tiny_rm_parts, kind):
+    tok, size = tiny_rm_parts
+    rm = RewardModel(load_encoder(size=size, tokenizer=tok, seed=3), kind=kind)
+    # a pair set's two sides: 3 pairs of one prompt over 3 answers, a pair of another prompt sharing an answer text
+    prompts = ["Где открыли мост?"] * 3 + ["Что открыли?"]
+    chosen, rejected = ["В Казани.", "В Казани.", "Не знаю.", "В Казани."], ["Не знаю.", "Мост.", "Мост.", "Мост."]
+    seen = []
+    real_pooled = rm.pooled  # every path through the backbone (forward, and pooled=True) goes through it
+
+    def counting(*args, **kwargs):
+        seen.append(len(args[0] if args else kwargs["input_ids"]))
+        return real_pooled(*args, **kwargs)
+
+    rm.pooled = counting
+    every = score(rm, tok, prompts * 2, chosen + rejected, distinct=False, pooled=True)
+    assert sum(seen) == 8
+    seen.clear()
+    once = score(rm, tok, prompts * 2, chosen + rejected, pooled=True)
+    assert sum(seen) == 5  # (Где, Казани), (Где, Не знаю), (Где, Мост), (Что, Казани), (Что, Мост)
+    pd.testing.assert_frame_equal(once, every, atol=1e-5, check_exact=False)
+    assert np.allclose(once.attrs["pooled"], every.attrs["pooled"], atol=1e-5)
+    assert once.iloc[0].equals(once.iloc[1])  # the same answer to the same prompt: the same row
+    assert not once.iloc[0].equals(once.iloc[3])  # the same text to another prompt: scored on its own
+
+
 def test_prompt_batching_learns_the_same_preference_from_fewer_sequences(tiny_rm_parts, monkeypatch):
     """Six answers per prompt, every pair of them ordered by a cue («спасибо» > neutral > rude): batching by prompt
     scores 6 sequences per prompt instead of 2 per pair, and still ranks the answers on held-out pairs."""

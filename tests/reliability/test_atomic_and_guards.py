@@ -66,6 +66,39 @@ def test_json_report_is_replaced_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+def test_arrow_directory_is_replaced_whole_and_a_failed_save_keeps_the_previous_one(tmp_path, monkeypatch):
+    import datasets
+
+    from ru_rlhf.io.datasets import AtomicArrowDataset
+
+    ds = AtomicArrowDataset(path=str(tmp_path / "pairs"))
+    assert not ds.exists()
+    ds.save(datasets.Dataset.from_dict({"chosen": ["a", "b", "c"]}))
+    ds.save(datasets.Dataset.from_dict({"chosen": ["d"]}))
+    assert ds.exists() and ds.load().to_dict() == {"chosen": ["d"]}
+
+    def broken(self, path, **kw):  # starts the directory, then fails
+        Path(path).mkdir(parents=True)
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", broken)
+    with pytest.raises(Exception, match="disk full"):
+        ds.save(datasets.Dataset.from_dict({"chosen": ["e"]}))
+    monkeypatch.undo()
+    assert ds.load().to_dict() == {"chosen": ["d"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs"]
+    with pytest.raises(Exception, match="datasets.Dataset or DatasetDict, got <class 'list'>"):
+        ds.save(["not", "a", "dataset"])
+
+
+def test_the_catalog_datasets_do_not_import_transformers_pipelines():
+    # kedro_datasets.huggingface imports transformers.pipelines (3 s a process); the project's own Arrow dataset must not
+    code = "import sys, ru_rlhf.io.datasets; print('transformers.pipelines' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_a_model_killed_mid_save_leaves_nothing_loadable(tmp_path, tiny_policy):
     """SIGKILL while a model directory is being written: the target never appears half-written."""
     target = tmp_path / "policy"

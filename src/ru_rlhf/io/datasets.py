@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import AbstractVersionedDataset
 
 from ru_rlhf.io.readers import READERS, RECORD_FIELDS
 
@@ -635,8 +636,74 @@ class _StrictJSON:
         super().save(strict_json(data))
 
 
+class ArrowDataset(AbstractVersionedDataset):
+    """A Hugging Face ``datasets.Dataset`` (or ``DatasetDict``) as an Arrow directory: ``save_to_disk`` and
+    ``load_from_disk``, which is all kedro-datasets' ``huggingface.ArrowDataset`` does for a local or fsspec path.
+
+    Written here rather than imported because importing ``kedro_datasets.huggingface`` imports every one of its
+    datasets, among them the transformers pipeline dataset, and with it ``transformers.pipelines`` and the image and
+    audio processors: 3.2 s in every process that builds the catalog, for a module this project never uses
+    (``docs/benchmarks.md``, start-up).
+    """
+
+    def __init__(self, *, path: str, load_args: dict | None = None, save_args: dict | None = None,
+                 credentials: dict | None = None, fs_args: dict | None = None, metadata: dict | None = None) -> None:
+        from pathlib import PurePosixPath
+
+        import fsspec
+        from kedro.io.core import get_protocol_and_path
+
+        protocol, resolved = get_protocol_and_path(str(path))
+        self._protocol = protocol
+        fs_args = dict(fs_args or {})
+        if protocol == "file":
+            fs_args.setdefault("auto_mkdir", True)
+        self._fs = fsspec.filesystem(protocol, **(credentials or {}), **fs_args)
+        self._storage_options = {**(credentials or {}), **fs_args} or None
+        self._load_args = dict(load_args or {})
+        self._save_args = dict(save_args or {})
+        self.metadata = metadata
+        super().__init__(filepath=PurePosixPath(resolved), version=None, exists_function=self._fs.exists,
+                         glob_function=self._fs.glob)
+
+    def load(self):
+        from datasets import load_from_disk
+        from kedro.io.core import get_filepath_str
+
+        return load_from_disk(get_filepath_str(self._get_load_path(), self._protocol),
+                              storage_options=self._storage_options, **self._load_args)
+
+    def save(self, data) -> None:
+        from datasets import Dataset, DatasetDict
+        from kedro.io.core import get_filepath_str
+
+        if not isinstance(data, (Dataset, DatasetDict)):
+            raise DatasetError(f"{type(self).__name__} saves a datasets.Dataset or DatasetDict, got {type(data)}")
+        data.save_to_disk(get_filepath_str(self._get_save_path(), self._protocol),
+                          storage_options=self._storage_options, **self._save_args)
+        self._invalidate_cache()
+
+    def _exists(self) -> bool:
+        from kedro.io.core import get_filepath_str
+
+        path = get_filepath_str(self._get_load_path(), self._protocol)
+        return self._fs.isdir(path) and (self._fs.exists(f"{path}/dataset_dict.json")
+                                         or self._fs.exists(f"{path}/dataset_info.json"))
+
+    def _describe(self) -> dict:
+        return {"path": str(self._filepath), "protocol": self._protocol}
+
+    def _release(self) -> None:
+        super()._release()
+        self._invalidate_cache()
+
+    def _invalidate_cache(self) -> None:
+        from kedro.io.core import get_filepath_str
+
+        self._fs.invalidate_cache(get_filepath_str(self._filepath, self._protocol))
+
+
 def _load_atomic_classes() -> dict[str, type]:
-    from kedro_datasets.huggingface import ArrowDataset
     from kedro_datasets.json import JSONDataset
     from kedro_datasets.matplotlib import MatplotlibDataset
     from kedro_datasets.pandas import CSVDataset, ParquetDataset
@@ -653,7 +720,7 @@ def _load_atomic_classes() -> dict[str, type]:
         "AtomicTextDataset": _atomic(TextDataset, "text.TextDataset, saved atomically."),
         "AtomicMatplotlibDataset": _atomic(MatplotlibDataset, "matplotlib.MatplotlibDataset, saved atomically, its "
                                            "figures checked for report readiness.", _CheckedFigure),
-        "AtomicArrowDataset": _atomic(ArrowDataset, "huggingface.ArrowDataset (a directory), saved atomically."),
+        "AtomicArrowDataset": _atomic(ArrowDataset, "An Arrow directory (datasets' save_to_disk), saved atomically."),
         "AtomicPickleDataset": _atomic(PickleDataset, "pickle.PickleDataset (scikit-learn models), saved atomically."),
     }
 

@@ -256,6 +256,14 @@ def pair_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
     return before, between, after
 
 
+def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Each text's token ids (no special tokens), each distinct text tokenised once: a pair set repeats its prompt in
+    every pair and its answers in several."""
+    distinct = list(dict.fromkeys(texts))
+    ids = dict(zip(distinct, tokenizer(distinct, add_special_tokens=False, verbose=False)["input_ids"])) if distinct else {}
+    return [ids[t] for t in texts]
+
+
 def truncation_plan(tokenizer, prompts: list[str], responses: list[str], max_length: int) -> list[dict]:
     """How each (prompt, response) fits ``max_length`` tokens, special tokens included.
 
@@ -273,8 +281,7 @@ def truncation_plan(tokenizer, prompts: list[str], responses: list[str], max_len
     budget = max_length - len(before) - len(between) - len(after)
     if budget < 2:
         raise ValueError(f"max_length={max_length} leaves no room for a prompt and a response")
-    p_ids = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
-    r_ids = tokenizer(list(responses), add_special_tokens=False, verbose=False)["input_ids"]
+    p_ids, r_ids = _token_ids(tokenizer, prompts), _token_ids(tokenizer, responses)
     plan = []
     for p, r in zip(p_ids, r_ids):
         r_keep = min(len(r), max(budget - len(p), budget // 2))
@@ -324,12 +331,28 @@ def model_inputs(enc: dict, device) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
-          max_length: int | None = None, weights: dict[str, float] | None = None, pooled: bool = False) -> pd.DataFrame:
+          max_length: int | None = None, weights: dict[str, float] | None = None, pooled: bool = False,
+          distinct: bool = True) -> pd.DataFrame:
     """Per-head scores and the scalar reward of each (prompt, response); optionally the pooled states.
 
     ``max_length`` defaults to the window the model was trained with. Rows are batched by length (less
     padding) and returned in the order given; inputs go to the model's device.
+
+    ``distinct``: each distinct (prompt, response) is scored once and its row repeated wherever it occurs. Pairs
+    repeat their answers (a prompt's 6 candidates make up to 15 pairs per criterion, 45 in all, from 6 answers), so
+    scoring a pair set's chosen and rejected sides scored each answer many times over. ``False`` scores every row
+    as given (the same values, up to float rounding of a differently padded batch).
     """
+    if distinct:
+        at: dict[tuple[str, str], int] = {}
+        where = [at.setdefault(key, len(at)) for key in zip(prompts, responses)]
+        if len(at) < len(where):
+            once = score(rm, tokenizer, [k[0] for k in at], [k[1] for k in at], batch_size=batch_size,
+                         max_length=max_length, weights=weights, pooled=pooled, distinct=False)
+            out = once.iloc[where].reset_index(drop=True)
+            if pooled:
+                out.attrs["pooled"] = once.attrs["pooled"][where] if once.attrs.get("pooled") is not None else None
+            return out
     rm.eval()
     plan = truncation_plan(tokenizer, prompts, responses, max_length or rm.max_length)
     order = sorted(range(len(plan)), key=lambda i: len(plan[i]["prompt_ids"]) + len(plan[i]["response_ids"]))
