@@ -46,10 +46,10 @@ browser:
 	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "note: /usr/bin/chromium missing and apt unavailable; browser tests will skip"; fi
 
-# TEST_WORKERS=auto: one pytest-xdist worker per core; tests that share an expensive fixture run on one worker
-# (tests/conftest.py), and each worker's torch uses its share of the cores. The default, 0, runs the suite in this
-# process, as CI does until a whole CI run with workers has been measured and passed (docs/benchmarks.md).
-TEST_WORKERS ?= 0
+# One pytest-xdist worker per core (TEST_WORKERS=auto, the default); tests that share an expensive fixture run on
+# one worker (tests/conftest.py), and each worker's torch uses its share of the cores. TEST_WORKERS=0 runs the suite
+# in this one process (slower; for debugging with pdb).
+TEST_WORKERS ?= auto
 test: install browser
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
