@@ -169,3 +169,26 @@ def test_the_mlflow_hook_logs_each_parameter_once_in_one_batch_per_node(monkeypa
     hook.before_node_run(None, None, {"params:sft": stage, "params:rm": {"seed": 2, "note": "x" * 7000}}, False)
     assert batches == [{"sft.seed": 1, "sft.train.lr": 0.1, "sft.train.steps": 3}, {"rm.seed": 2}]
     assert singles == ["rm.note"]  # too long for MLflow: kedro-mlflow's strategy (truncated) for that one
+
+
+@pytest.mark.parametrize("ending", ["after_pipeline_run", "on_pipeline_error"])
+def test_objects_alive_at_the_start_of_a_run_are_frozen_until_its_end(ending):
+    import gc
+
+    from ru_rlhf.hooks import GcFreezeHook
+
+    hook, catalog = GcFreezeHook(), DataCatalog({})
+    assert gc.get_freeze_count() == 0
+    hook.before_pipeline_run({}, None, catalog)
+    try:
+        assert gc.get_freeze_count() > 1000  # the imported libraries' objects, out of every collection's walk
+        made_during_the_run = [[]]
+        made_during_the_run[0].append(made_during_the_run)  # a cycle: only the collector can free it
+        del made_during_the_run
+        assert gc.collect() >= 2  # objects made during the run are still collected
+    finally:
+        if ending == "after_pipeline_run":
+            hook.after_pipeline_run({}, None, None, catalog)
+        else:
+            hook.on_pipeline_error(RuntimeError("x"), {}, None, catalog)
+    assert gc.get_freeze_count() == 0

@@ -6,14 +6,22 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 import os
 from pathlib import Path
 
-from ru_rlhf.hooks import CarbonHook, MissingInputsHook, NodeTimingHook, ParametersHook, RunSummaryHook  # noqa: E402
+from ru_rlhf.hooks import (  # noqa: E402
+    CarbonHook,
+    GcFreezeHook,
+    MissingInputsHook,
+    NodeTimingHook,
+    ParametersHook,
+    RunSummaryHook,
+)
 from ru_rlhf.logs import quiet_library_warnings  # noqa: E402
 from ru_rlhf.tracking import ReportTrackingHook  # noqa: E402
 
 quiet_library_warnings()
 # pluggy runs the last registered first: ParametersHook runs first of these, so bad parameters stop a run before
 # anything else looks at it (only the MLflow hook, appended below, runs before it, as kedro-mlflow's always did)
-HOOKS = (MissingInputsHook(), ReportTrackingHook(), NodeTimingHook(), CarbonHook(), RunSummaryHook(), ParametersHook())
+HOOKS = (GcFreezeHook(), MissingInputsHook(), ReportTrackingHook(), NodeTimingHook(), CarbonHook(), RunSummaryHook(),
+         ParametersHook())
 
 # MLflow tracking: kedro-mlflow's hook, as ru_rlhf.tracking.ProjectMlflowHook (the same records, each parameter
 # logged once per run instead of before every node). kedro-mlflow's own entry-point hook is therefore always
