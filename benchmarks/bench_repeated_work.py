@@ -31,6 +31,8 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
 9. **Reward-model scoring** (``ru_rlhf.models.reward.score(distinct=...)``). The test pairs scored as
    ``validate_reward_models`` scores them, and one early-stopping evaluation of the validation sample: every row of
    the pairs' two sides (before) against each distinct (prompt, answer) once, its row repeated (after).
+10. **The garbage collector** (``ru_rlhf.hooks.GcFreezeHook``). The multi-head reward model's first training steps
+    with the process's objects walked by every collection against frozen out of them (``gc.freeze``), alternating.
 """
 
 from __future__ import annotations
@@ -375,6 +377,59 @@ def bench_rm_prompt_batches(data: Path, params: dict, steps: int, whole: bool = 
     return what, before, after, check
 
 
+def bench_gc_freeze(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
+    """The multi-head reward model's first ``steps`` training steps with every object of this process (the imported
+    libraries, as in a `kedro run`) walked by each collection (before) and frozen out of it (after, ``gc.freeze``, as
+    ``ru_rlhf.hooks.GcFreezeHook`` does), alternating twice; the garbage collector's own pauses timed by gc.callbacks."""
+    import gc
+
+    from ru_rlhf.models import reward
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs
+    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
+
+    p = RewardParams.of(params["reward_modeling"])
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    backbone = reward.backbone_of(load_policy(data / "06_models" / "sft_policy"))
+    pairs = _training_pairs(pd.read_parquet(data / "03_primary" / "preference_pairs.parquet"), p)
+    t = p.train
+    epochs = steps * t.batch_size / len(pairs)
+    pause = {"start": 0.0, "total": 0.0, "full": 0}
+
+    def timer(phase, info):
+        if phase == "start":
+            pause["start"] = time.perf_counter()
+        else:
+            pause["total"] += time.perf_counter() - pause["start"]
+            pause["full"] += info["generation"] == 2
+
+    times: dict[bool, list] = {False: [], True: []}
+    gc.callbacks.append(timer)
+    try:
+        for _ in range(2):
+            for frozen in (False, True):
+                gc.collect()
+                gc.freeze() if frozen else gc.unfreeze()
+                rm = _fresh_multi_head(backbone, p)
+                pause.update(total=0.0, full=0)
+                start = time.perf_counter()
+                reward.train_reward_model(rm, tok, pairs, epochs=epochs, batch_size=t.batch_size,
+                                          learning_rate=t.learning_rate, max_length=t.max_length, seed=p.seed,
+                                          balance_criteria=t.balance_criteria, group_by_length=t.group_by_length,
+                                          batching=t.batching)
+                times[frozen].append((time.perf_counter() - start, pause["total"], pause["full"],
+                                      gc.get_freeze_count()))
+    finally:
+        gc.callbacks.remove(timer)
+        gc.unfreeze()
+    before, after = (min(x[0] for x in times[k]) for k in (False, True))
+    runs = "; ".join(f"{'frozen' if k else 'not frozen'}: " + ", ".join(
+        f"{w:.1f} s (collector {g:.1f} s, {n} full collections)" for w, g, n, _ in times[k]) for k in (False, True))
+    what = (f"multi-head reward model, first {steps} steps: the process's objects walked by every collection (before) "
+            f"against frozen out of them (after, gc.freeze; {times[True][0][3]} objects frozen)")
+    return what, before, after, f"each side twice, alternating, the fastest given; {runs}"
+
+
 def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
     """The test pairs scored by the env's multi-head reward model as ``validate_reward_models`` scores them, every
     row (before) against each distinct (prompt, answer) once (after); the same for one early-stopping evaluation on the
@@ -435,7 +490,7 @@ def main() -> None:
                     help="rm_prompts: only the first --rm-steps steps of each side, not the whole training")
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
-                                                 "figures,rm,rm_prompts,rm_scoring (default: all)")
+                                                 "figures,rm,rm_prompts,rm_scoring,gc (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
@@ -447,7 +502,8 @@ def main() -> None:
                "dpo": lambda: bench_dpo(data, params, args.dpo_pairs), "projection": bench_projection,
                "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps),
                "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps, not args.rm_steps_only),
-               "rm_scoring": lambda: bench_rm_scoring(data, params)}
+               "rm_scoring": lambda: bench_rm_scoring(data, params),
+               "gc": lambda: bench_gc_freeze(data, params, args.rm_steps)}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:
