@@ -273,9 +273,9 @@ def _fresh_multi_head(backbone, p):
     return rm
 
 
-def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
-    import random
-
+def _rm_training_inputs(data: Path, params: dict):
+    """The env's reward-model parameters, the policy tokenizer, the SFT policy's backbone and the training pairs, as
+    train_multi_head_rm reads them from an earlier run's data root."""
     from ru_rlhf.models import reward
     from ru_rlhf.models.policy import load_policy, load_tokenizer
     from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs
@@ -284,7 +284,15 @@ def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, 
     p = RewardParams.of(params["reward_modeling"])
     tok = load_tokenizer(data / "06_models" / "tokenizer")
     backbone = reward.backbone_of(load_policy(data / "06_models" / "sft_policy"))
-    pairs = _training_pairs(pd.read_parquet(data / "03_primary" / "preference_pairs.parquet"), p)
+    return p, tok, backbone, _training_pairs(pd.read_parquet(data / "03_primary" / "preference_pairs.parquet"), p)
+
+
+def bench_rm_batches(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
+    import random
+
+    from ru_rlhf.models import reward
+
+    p, tok, backbone, pairs = _rm_training_inputs(data, params)
     t = p.train
     epochs = steps * t.batch_size / len(pairs)
     lengths = reward.pair_lengths(pairs)
@@ -384,14 +392,8 @@ def bench_gc_freeze(data: Path, params: dict, steps: int) -> tuple[str, float, f
     import gc
 
     from ru_rlhf.models import reward
-    from ru_rlhf.models.policy import load_policy, load_tokenizer
-    from ru_rlhf.pipelines.reward_modeling.nodes import _training_pairs
-    from ru_rlhf.pipelines.reward_modeling.params import RewardParams
 
-    p = RewardParams.of(params["reward_modeling"])
-    tok = load_tokenizer(data / "06_models" / "tokenizer")
-    backbone = reward.backbone_of(load_policy(data / "06_models" / "sft_policy"))
-    pairs = _training_pairs(pd.read_parquet(data / "03_primary" / "preference_pairs.parquet"), p)
+    p, tok, backbone, pairs = _rm_training_inputs(data, params)
     t = p.train
     epochs = steps * t.batch_size / len(pairs)
     pause = {"start": 0.0, "total": 0.0, "full": 0}
