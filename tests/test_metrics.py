@@ -70,3 +70,23 @@ def test_ngram_shift_is_zero_for_the_same_texts_and_names_the_changes():
     assert diff["jsd"] == pytest.approx(1.0)
     assert diff["increased"][0][0] in {"мост открыли", "открыли в", "в казани"}
     assert {g for g, _ in diff["decreased"]} == {"рад помочь", "помочь вам"}
+
+
+def test_bertscore_loads_the_encoder_from_a_path_holding_t5(tmp_path, small_world):
+    # bert-score loads any model name containing "t5" as a T5 encoder: a data root such as /tmp/smoke_run-x1t5ab
+    # failed the evaluation stage with a T5 config error
+    from ru_rlhf.metrics import bertscore_f1
+    from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
+
+    tok = train_wordpiece_tokenizer(small_world[0]["text"].tolist(), vocab_size=500, model_max_length=128)
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "max_position_embeddings": 128}
+    encoder = load_encoder(size=size, tokenizer=tok, seed=1)
+    paths = [tmp_path / "plain" / "encoder", tmp_path / "run-x1t5ab" / "encoder"]
+    for path in paths:
+        encoder.save_pretrained(path)
+        tok.save_pretrained(path)
+    cands, refs = ["В Казани открыли мост.", ""], ["Мост открыли в Казани.", "Мост."]
+    plain, t5 = (bertscore_f1(cands, refs, str(p), num_layers=2) for p in paths)
+    assert plain[1] == t5[1] == 0.0 and 0 < plain[0] <= 1
+    assert t5[0] == pytest.approx(plain[0], abs=1e-6)

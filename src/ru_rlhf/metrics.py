@@ -216,6 +216,29 @@ def benjamini_hochberg(p_values) -> list[float]:
     return out.tolist()
 
 
+def _bertscore_model_path(model_path) -> tuple[str, str | None]:
+    """A path bert-score loads as the encoder it is: bert-score 0.3.13 chooses the model class from the name it is
+    given, and loads any name containing ``t5`` as a T5 encoder (and one starting with ``scibert`` from its own
+    cache). A data root such as ``/tmp/smoke_run-x1t5ab`` then failed the run. Such a path is linked, as ``encoder``,
+    from a fresh temporary folder whose path has neither; returns the path and that folder (None: not needed)."""
+    import tempfile
+    from pathlib import Path
+
+    path = str(model_path)
+    if "t5" not in path and not path.startswith("scibert"):
+        return path, None
+    for _ in range(50):
+        folder = tempfile.mkdtemp(prefix="ru_rlhf_bertscore_")
+        if "t5" not in folder:
+            break
+        Path(folder).rmdir()
+    else:
+        raise RuntimeError(f"bert-score would load {path} as a T5 model (its name holds 't5'), and every temporary "
+                           f"folder's does too: set TMPDIR to a folder whose path holds no 't5'")
+    (Path(folder) / "encoder").symlink_to(Path(path).resolve(), target_is_directory=True)
+    return str(Path(folder) / "encoder"), folder
+
+
 def bertscore_f1(candidates: list[str], references: list[str], model_path: str, num_layers: int,
                  batch_size: int = 64) -> list[float]:
     """BERTScore F1 of each candidate against its reference, with a local encoder directory.
@@ -239,12 +262,17 @@ def bertscore_f1(candidates: list[str], references: list[str], model_path: str, 
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+        path, link_dir = _bertscore_model_path(model_path)
         try:
-            _, _, f1 = score([candidates[i] for i in idx], [references[i] for i in idx], model_type=str(model_path),
+            _, _, f1 = score([candidates[i] for i in idx], [references[i] for i in idx], model_type=path,
                              num_layers=num_layers, batch_size=batch_size, lang=None, verbose=False, device=device)
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
+            if link_dir is not None:
+                import shutil
+
+                shutil.rmtree(link_dir, ignore_errors=True)
         for i, v in zip(idx, f1.tolist()):
             out[i] = float(v)
     return out
