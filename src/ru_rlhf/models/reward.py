@@ -349,9 +349,10 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
         if len(at) < len(where):
             once = score(rm, tokenizer, [k[0] for k in at], [k[1] for k in at], batch_size=batch_size,
                          max_length=max_length, weights=weights, pooled=pooled, distinct=False)
+            states = once.attrs.pop("pooled", None)  # taken off first: pandas would copy it into the repeated rows
             out = once.iloc[where].reset_index(drop=True)
             if pooled:
-                out.attrs["pooled"] = once.attrs["pooled"][where] if once.attrs.get("pooled") is not None else None
+                out.attrs["pooled"] = states[where] if states is not None else None
             return out
     rm.eval()
     plan = truncation_plan(tokenizer, prompts, responses, max_length or rm.max_length)
