@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.app.conftest import MODEL_IDS, free_port
+from tests.app.conftest import MODEL_IDS, app_client, free_port
 from tests.conftest import launch_chromium, require_chromium
 
 HIDDEN = re.compile(r"\b(sft|dpo|ipo|ppo|reinforce|grpo|rloo|cem)\b|06_models|policies/", re.IGNORECASE)
@@ -40,12 +40,10 @@ def _vote(client) -> str:
 
 
 def test_nothing_served_names_a_model(running_app):
-    from gradio_client import Client
-
     url, service = running_app
     payloads = [httpx.get(url, timeout=30).text, httpx.get(f"{url}/config", timeout=30).text,
                 httpx.get(f"{url}/gradio_api/info", timeout=30).text]
-    client = Client(url, verbose=False)
+    client = app_client(url)
     served = client.predict("Что нового в Казани?", api_name="/serve")
     payloads.append(repr(served))
     payloads.append(repr(client.predict(*RATINGS, "A", "", api_name="/vote")))
@@ -59,10 +57,8 @@ def test_nothing_served_names_a_model(running_app):
 
 
 def test_empty_prompt_and_vote_without_serving_are_refused(running_app):
-    from gradio_client import Client
-
     url, service = running_app
-    client = Client(url, verbose=False)
+    client = app_client(url)
     out = client.predict("   ", api_name="/serve")
     assert "пуст" in repr(out) or "empty" in repr(out)
     status = client.predict(*RATINGS, "A", "", api_name="/vote")
@@ -93,8 +89,6 @@ def _app_process(app_data_root, store_path):
 
 
 def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(app_data_root, tmp_path):
-    from gradio_client import Client
-
     from ru_rlhf.io.feedback_store import FeedbackStore
 
     errors: list[BaseException] = []
@@ -104,7 +98,7 @@ def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(app_data_root, tm
         try:
             # httpx's 5 s default is a latency limit, not what this test checks: on a shared 2-core machine
             # 50 clients answer slower than that
-            client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+            client = app_client(url, httpx_kwargs={"timeout": 120})
             for _ in range(20):
                 status = _vote(client)
                 assert "Голос" in repr(status), status
@@ -126,8 +120,6 @@ def test_fifty_concurrent_clients_make_exactly_a_thousand_rows(app_data_root, tm
 
 
 def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
-    from gradio_client import Client
-
     from ru_rlhf.io.feedback_store import FeedbackStore
 
     store_path = tmp_path / "votes.sqlite"
@@ -136,7 +128,7 @@ def test_sigkill_during_writes_leaves_no_torn_rows(app_data_root, tmp_path):
 
         def worker():
             try:
-                client = Client(url, verbose=False)
+                client = app_client(url)
                 while not stop.is_set():
                     _vote(client)
             except Exception:  # noqa: BLE001 - the server is killed under them: this client's work ends
@@ -198,8 +190,6 @@ def test_a_person_votes_in_a_real_browser(running_app, tmp_path):
 
 def test_login_with_users_from_the_credentials_file(service, tmp_path):
     """`--auth`: users come from conf/local/credentials.yml; without a login the API refuses."""
-    from gradio_client import Client
-
     from ru_rlhf.app.__main__ import _credentials
     from ru_rlhf.app.ui import build_app
 
@@ -213,7 +203,7 @@ def test_login_with_users_from_the_credentials_file(service, tmp_path):
     url = f"http://127.0.0.1:{port}"
     try:
         assert httpx.get(f"{url}/config", timeout=30).status_code in (401, 403)  # no login, no app
-        client = Client(url, auth=("alice", "secret1"), verbose=False)
+        client = app_client(url, auth=("alice", "secret1"))
         client.predict("Что нового в Казани?", api_name="/serve")
         status = client.predict(*RATINGS, "C", "", api_name="/vote")
         assert "Голос" in repr(status)

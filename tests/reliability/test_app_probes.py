@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from ru_rlhf.text import same_text
-from tests.app.conftest import app_data_root, free_port, service  # noqa: F401 - fixtures used below
+from tests.app.conftest import app_client, app_data_root, free_port, service  # noqa: F401 - fixtures used below
 from tests.conftest import launch_chromium, require_chromium
 
 PROMPT = "Ответь на вопрос по тексту.\nТекст: В Казани открыли мост.\nВопрос: Что открыли?"
@@ -264,15 +264,13 @@ def test_a_store_replaced_while_running_refuses_votes_for_its_lost_pages(service
 
 
 def test_the_running_app_answers_a_deleted_store_with_a_line_not_a_blank_error(service):  # noqa: F811
-    from gradio_client import Client
-
     from ru_rlhf.app.ui import build_app
 
     port = free_port()
     demo = build_app(service)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        client = app_client(f"http://127.0.0.1:{port}")
         client.predict(PROMPT, api_name="/serve")
         for f in service.store.path.parent.glob("votes.sqlite*"):
             f.unlink()
