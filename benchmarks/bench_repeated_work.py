@@ -33,12 +33,17 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
    the pairs' two sides (before) against each distinct (prompt, answer) once, its row repeated (after).
 10. **The garbage collector** (``ru_rlhf.hooks.GcFreezeHook``). The multi-head reward model's first training steps
     with the process's objects walked by every collection against frozen out of them (``gc.freeze``), alternating.
+11. **REINFORCE's forward passes** (``make_rollout(keep_graph=True)``). The env's REINFORCE, its first steps on the
+    SFT policy with the env's reward model: the update's own forward pass of the rollout batch (before) against a
+    backward pass through the rollout's forward pass (after), alternating twice. The check column compares both
+    sides' step logs and final weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -482,6 +487,58 @@ def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
     return what, sum(times[False]), sum(times[True]), check
 
 
+def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
+    """The env's REINFORCE for ``steps`` steps (no evaluation), its update running the rollout batch's forward pass
+    again (before) against back-propagating through the rollout's own (after), alternating twice."""
+    import torch
+
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.models.reward import load_reward_model, score_prompts
+    from ru_rlhf.rl import loop, reinforce
+    from ru_rlhf.rl.params import RLParams
+
+    prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
+    c = params["alignment"]["common"]
+    train_prompts = prompts[prompts["role"] == "train"].reset_index(drop=True)
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
+    rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
+    spec = params["alignment"]["reinforce"]["train"]
+    cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=c["seed"])
+    cfg = dataclasses.replace(cfg, steps=steps)
+
+    def reward(ps, rs):
+        return torch.tensor(score_prompts(rm, rm_tok, ps, rs)["scalar"].to_numpy())
+
+    # the reference answers of the reward normalisation sampled once, before either side is timed (as in a
+    # `kedro run`, where the first RL run samples them for the others): both sides then only score them
+    warm = loop._Run(cfg, model=None, opt=None, acc=None, evaluate=None, checkpoint_dir=None)
+    warm.fit_reward_norm(ref, tok, list(train_prompts[["prompt_id", "prompt"]].itertuples(index=False)), reward)
+    times: dict[bool, list] = {False: [], True: []}
+    out = {}
+    for _ in range(2):
+        for kept in (False, True):
+            reinforce.ReinforceUpdate.uses_rollout_graph = kept
+            start = time.perf_counter()
+            out[kept] = loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
+            times[kept].append(time.perf_counter() - start)
+    reinforce.ReinforceUpdate.uses_rollout_graph = True
+    cols = ["reward", "kl", "entropy", "loss"]
+    log_diff = float((out[True][1][cols] - out[False][1][cols]).abs().max().max())
+    w_diff = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), out[False][0].parameters()))
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), sft.parameters()))
+    before, after = min(times[False]), min(times[True])
+    what = (f"REINFORCE (the env's, {cfg.batch_size} rollouts a step), {steps} steps without evaluation: the update's "
+            "own forward pass of the batch (before) against back-propagating through the rollout's (after)")
+    check = ("each side twice, alternating, the fastest given: "
+             + "; ".join(f"{'after' if k else 'before'} " + ", ".join(f"{t:.1f}" for t in times[k]) + " s"
+                         for k in (False, True))
+             + f"; the reference answers' scoring included on both sides; largest difference of the step logs "
+             f"({', '.join(cols)}) {log_diff:.1e}, of the final weights {w_diff:.1e} (the weights moved "
+             f"{moved:.1e} from SFT)")
+    return what, before, after, check
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="base")
@@ -490,9 +547,10 @@ def main() -> None:
     ap.add_argument("--rm-steps", type=int, default=60)
     ap.add_argument("--rm-steps-only", action="store_true",
                     help="rm_prompts: only the first --rm-steps steps of each side, not the whole training")
+    ap.add_argument("--reinforce-steps", type=int, default=8)
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
-                                                 "figures,rm,rm_prompts,rm_scoring,gc (default: all)")
+                                                 "figures,rm,rm_prompts,rm_scoring,gc,reinforce (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
@@ -505,7 +563,8 @@ def main() -> None:
                "figures": bench_figures, "rm": lambda: bench_rm_batches(data, params, args.rm_steps),
                "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps, not args.rm_steps_only),
                "rm_scoring": lambda: bench_rm_scoring(data, params),
-               "gc": lambda: bench_gc_freeze(data, params, args.rm_steps)}
+               "gc": lambda: bench_gc_freeze(data, params, args.rm_steps),
+               "reinforce": lambda: bench_reinforce_graph(data, params, args.reinforce_steps)}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:

@@ -256,3 +256,35 @@ def test_the_resume_fingerprint_includes_the_reward():
     prints = {k: _fingerprint(cfg, records, "d", rm, None, v) for k, v in ids.items()}
     assert prints["rm"] == prints["rm again"]
     assert len({prints[k] for k in ("rm", "other rm", "other heads", "gold")}) == 4
+
+
+def test_reinforce_back_propagates_through_the_rollouts_forward_pass(tiny_policy, tiny_tokenizer, monkeypatch):
+    """REINFORCE's one gradient step per rollout uses the rollout's own forward pass (its graph kept) instead of
+    running it again: one forward pass fewer per step, and the same training: the same log, the same weights."""
+    import copy
+
+    from ru_rlhf.rl import reinforce, rollout
+
+    prompts = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(8)],
+                            "prompt": [f"Вопрос номер {i}: что нового?" for i in range(8)]})
+
+    def reward_fn(ps, responses):
+        return torch.tensor([float(len(r)) for r in responses])
+
+    cfg = rl_config("alignment.reinforce.train", steps=4, batch_size=8, learning_rate=1e-3, max_new_tokens=5,
+                    seed=0, reward_norm="batch", missing_eos_penalty=0.0)
+    forwards = []
+    real = rollout.rescore
+    monkeypatch.setattr(reinforce, "rescore", lambda *a, **k: forwards.append(1) or real(*a, **k))
+    kept, kept_log, _ = train(copy.deepcopy(tiny_policy), copy.deepcopy(tiny_policy), tiny_tokenizer, prompts,
+                              reward_fn, cfg, progress=False)
+    assert not forwards  # every step used the rollout's pass
+    monkeypatch.setattr(reinforce.ReinforceUpdate, "uses_rollout_graph", False)
+    again, again_log, _ = train(copy.deepcopy(tiny_policy), copy.deepcopy(tiny_policy), tiny_tokenizer, prompts,
+                                reward_fn, cfg, progress=False)
+    assert len(forwards) == 4  # one more forward pass per step
+    columns = ["reward", "kl", "entropy", "loss", "baseline", "approx_kl"]
+    pd.testing.assert_frame_equal(kept_log[columns], again_log[columns], rtol=1e-5, atol=1e-7)
+    assert any(float((a - b).abs().max()) > 0 for a, b in zip(kept.parameters(), tiny_policy.parameters()))
+    for a, b in zip(kept.parameters(), again.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -254,7 +254,9 @@ class _Run:
         r = make_rollout(self.model, ref_model, tokenizer, [b.prompt for b in batch], [b.prompt_id for b in batch],
                          reward_fn, seeds=[stable_seed(cfg.seed, step, b.prompt_id, *([self.rank] if self.rank else []))
                                            for b in batch],
-                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                         # not under DDP: the update's backward pass must run through the wrapped model
+                         keep_graph=acc is None and getattr(self.update, "uses_rollout_graph", False))
         raw_reward = float(r.scores.mean())  # the RM's own scale, before scaling or whitening
         check_finite(desc, step, reward=r.scores, kl=r.kl)
         r.scores = self.shape(r.scores, r.extra["ended"], r.prompt_ids)

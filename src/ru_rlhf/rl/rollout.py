@@ -109,6 +109,12 @@ def response_logits(model, input_ids, attention_mask, keep: int) -> torch.Tensor
                  logits_to_keep=keep).logits[:, -keep:, :]
 
 
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities of ``targets`` under the logits divided by ``temperature`` (the same numbers as
+    :func:`token_stats`' first result, without its entropy and KL)."""
+    return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
 def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
                 temperature: float = 1.0):
     """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position, all of
@@ -165,10 +171,16 @@ def build_sequences(tokenizer, prompts: list[str], response_ids: list[list[int]]
 @torch.no_grad()
 def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str], prompt_ids: list[str],
                  reward_fn: Callable[[list[str], list[str]], torch.Tensor], *, seeds: list[int],
-                 max_new_tokens: int, temperature: float = 1.0) -> Rollout:
+                 max_new_tokens: int, temperature: float = 1.0, keep_graph: bool = False) -> Rollout:
     """Sample one response per prompt from the policy at ``temperature`` (no nucleus cut) and score it (RM,
     log-probabilities and KL of the tempered distributions, values). ``extra["ended"]`` marks the responses that
-    emitted the end-of-sequence token within ``max_new_tokens``."""
+    emitted the end-of-sequence token within ``max_new_tokens``.
+
+    ``keep_graph``: the policy's forward pass keeps its autograd graph, and ``extra["logprobs_graph"]`` holds the
+    sampled tokens' log-probabilities with it (masked), for an update that takes one gradient step on exactly
+    these parameters (REINFORCE): it back-propagates through them instead of running the same forward pass again
+    (:func:`rescore`). Every other field is detached and the same as without it.
+    """
     texts, resp_ids = generate_batch(model.policy, tokenizer, [format_prompt(p) for p in prompts],
                                      temperatures=[temperature] * len(prompts), top_ps=[1.0] * len(prompts),
                                      seeds=seeds, max_new_tokens=max_new_tokens, return_ids=True)
@@ -179,13 +191,18 @@ def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str
     ids, attn, targets, mask = ids.to(device), attn.to(device), targets.to(device), mask.to(device)
     model.eval()
     # logits at position j predict token j+1: the response block's logits start one earlier
-    logits, values = model(ids, attn, keep=T + 1)
+    extra = {}
+    with torch.set_grad_enabled(keep_graph):
+        logits, values = model(ids, attn, keep=T + 1)
+        if keep_graph:
+            extra["logprobs_graph"] = token_logprobs(logits[:, :-1], targets, temperature) * mask
+    logits, values = logits.detach(), values.detach()
     ref_logits = response_logits(ref_model, ids, attn, keep=T + 1)
     logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1], temperature)
     ref_logp, _, _ = token_stats(ref_logits[:, :-1], targets, temperature=temperature)
     scores = reward_fn(prompts, texts).float().to(device)
     return Rollout(prompts, prompt_ids, texts, ids, attn, targets, mask, logp * mask, ref_logp * mask, kl * mask,
-                   entropy * mask, values[:, :-1] * mask, scores, extra={"ended": ended.to(device),
+                   entropy * mask, values[:, :-1] * mask, scores, extra={**extra, "ended": ended.to(device),
                                                                           "temperature": temperature})
 
 
