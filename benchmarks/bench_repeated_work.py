@@ -172,24 +172,21 @@ def bench_cem_probe(data: Path, params: dict) -> tuple[str, float, float, str]:
 
 
 def bench_reference_answers(data: Path, params: dict, n_prompts: int) -> tuple[str, float, float, str]:
-    import torch
-
     from ru_rlhf.models.policy import load_policy, load_tokenizer
-    from ru_rlhf.models.reward import load_reward_model, score_prompts
+    from ru_rlhf.models.reward import load_reward_model
     from ru_rlhf.rl import loop
     from ru_rlhf.rl.params import RLParams
+    from ru_rlhf.rl.runner import reward_fn
+    from ru_rlhf.scoring import rm_scorer
 
     prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
     train = prompts[prompts["role"] == "train"].head(n_prompts).reset_index(drop=True)
     records = list(train[["prompt_id", "prompt"]].itertuples(index=False))
     tok = load_tokenizer(data / "06_models" / "tokenizer")
     ref = load_policy(data / "06_models" / "reference_policy")
-    rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
+    reward = reward_fn(rm_scorer(load_reward_model(data / "06_models" / "reward_model")))  # as run_rl's
     ppo = params["alignment"]["ppo"]["train"]
     cfg = RLParams.of({k: v for k, v in ppo.items() if k not in ("method", "reward")}).config(seed=params["alignment"]["common"]["seed"])
-
-    def reward(ps, rs):
-        return torch.tensor(score_prompts(rm, rm_tok, ps, rs)["scalar"].to_numpy())
 
     def two_runs(share: bool) -> tuple[float, list]:
         loop._REFERENCE_ANSWERS.clear()
@@ -490,25 +487,23 @@ def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
 def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
     """The env's REINFORCE for ``steps`` steps (no evaluation), its update running the rollout batch's forward pass
     again (before) against back-propagating through the rollout's own (after), alternating twice."""
-    import torch
 
     from ru_rlhf.models.policy import load_policy, load_tokenizer
-    from ru_rlhf.models.reward import load_reward_model, score_prompts
+    from ru_rlhf.models.reward import load_reward_model
     from ru_rlhf.rl import loop, reinforce
     from ru_rlhf.rl.params import RLParams
+    from ru_rlhf.rl.runner import reward_fn
+    from ru_rlhf.scoring import rm_scorer
 
     prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
     c = params["alignment"]["common"]
     train_prompts = prompts[prompts["role"] == "train"].reset_index(drop=True)
     tok = load_tokenizer(data / "06_models" / "tokenizer")
     sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
-    rm, rm_tok = load_reward_model(data / "06_models" / "reward_model")
+    reward = reward_fn(rm_scorer(load_reward_model(data / "06_models" / "reward_model")))  # as run_rl's
     spec = params["alignment"]["reinforce"]["train"]
     cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=c["seed"])
     cfg = dataclasses.replace(cfg, steps=steps)
-
-    def reward(ps, rs):
-        return torch.tensor(score_prompts(rm, rm_tok, ps, rs)["scalar"].to_numpy())
 
     # the reference answers of the reward normalisation sampled once, before either side is timed (as in a
     # `kedro run`, where the first RL run samples them for the others): both sides then only score them
@@ -516,13 +511,15 @@ def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, fl
     warm.fit_reward_norm(ref, tok, list(train_prompts[["prompt_id", "prompt"]].itertuples(index=False)), reward)
     times: dict[bool, list] = {False: [], True: []}
     out = {}
-    for _ in range(2):
-        for kept in (False, True):
-            reinforce.ReinforceUpdate.uses_rollout_graph = kept
-            start = time.perf_counter()
-            out[kept] = loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
-            times[kept].append(time.perf_counter() - start)
-    reinforce.ReinforceUpdate.uses_rollout_graph = True
+    try:
+        for _ in range(2):
+            for kept in (False, True):
+                reinforce.ReinforceUpdate.uses_rollout_graph = kept
+                start = time.perf_counter()
+                out[kept] = loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
+                times[kept].append(time.perf_counter() - start)
+    finally:
+        reinforce.ReinforceUpdate.uses_rollout_graph = True
     cols = ["reward", "kl", "entropy", "loss"]
     log_diff = float((out[True][1][cols] - out[False][1][cols]).abs().max().max())
     w_diff = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), out[False][0].parameters()))

@@ -74,10 +74,13 @@ class Update(Protocol):
     """An algorithm's optimisation step on one rollout; returns the step's log entries (``loss`` among them).
 
     ``baseline`` is what it carries from step to step (REINFORCE's moving average; None for PPO, whose
-    value head is its baseline); the resume state saves and restores it.
+    value head is its baseline); the resume state saves and restores it. ``uses_rollout_graph``: its first
+    gradient step is on the rollout's own parameters, so it back-propagates through the rollout's forward pass
+    (``Rollout.extra["logprobs_graph"]``, from ``make_rollout(keep_graph=True)``) instead of running it again.
     """
 
     baseline: float | None
+    uses_rollout_graph: bool
 
     def __call__(self, model: PolicyWithValue, opt, r: Rollout, kl_coef: float, acc=None) -> dict: ...
 
@@ -256,7 +259,7 @@ class _Run:
                                            for b in batch],
                          max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                          # not under DDP: the update's backward pass must run through the wrapped model
-                         keep_graph=acc is None and getattr(self.update, "uses_rollout_graph", False))
+                         keep_graph=acc is None and self.update.uses_rollout_graph)
         raw_reward = float(r.scores.mean())  # the RM's own scale, before scaling or whitening
         check_finite(desc, step, reward=r.scores, kl=r.kl)
         r.scores = self.shape(r.scores, r.extra["ended"], r.prompt_ids)

@@ -58,6 +58,7 @@ class PPOUpdate:
     ``vf_coef`` × the clipped value loss."""
 
     baseline = None  # the value head is PPO's baseline
+    uses_rollout_graph = False  # it rescores minibatches, most of them after an update: the rollout's pass is stale
 
     def __init__(self, cfg: PPOConfig):
         self.cfg = cfg

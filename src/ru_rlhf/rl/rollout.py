@@ -109,12 +109,6 @@ def response_logits(model, input_ids, attention_mask, keep: int) -> torch.Tensor
                  logits_to_keep=keep).logits[:, -keep:, :]
 
 
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Log-probabilities of ``targets`` under the logits divided by ``temperature`` (the same numbers as
-    :func:`token_stats`' first result, without its entropy and KL)."""
-    return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
 def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
                 temperature: float = 1.0):
     """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position, all of
@@ -191,14 +185,13 @@ def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str
     ids, attn, targets, mask = ids.to(device), attn.to(device), targets.to(device), mask.to(device)
     model.eval()
     # logits at position j predict token j+1: the response block's logits start one earlier
-    extra = {}
+    ref_logits = response_logits(ref_model, ids, attn, keep=T + 1)
     with torch.set_grad_enabled(keep_graph):
         logits, values = model(ids, attn, keep=T + 1)
-        if keep_graph:
-            extra["logprobs_graph"] = token_logprobs(logits[:, :-1], targets, temperature) * mask
-    logits, values = logits.detach(), values.detach()
-    ref_logits = response_logits(ref_model, ids, attn, keep=T + 1)
-    logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1], temperature)
+        logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1], temperature)
+        extra = {"logprobs_graph": logp * mask} if keep_graph else {}
+    # the graph stays with logprobs_graph alone: the entropy's and KL's parts of it are released here
+    logp, entropy, kl, values = logp.detach(), entropy.detach(), kl.detach(), values.detach()
     ref_logp, _, _ = token_stats(ref_logits[:, :-1], targets, temperature=temperature)
     scores = reward_fn(prompts, texts).float().to(device)
     return Rollout(prompts, prompt_ids, texts, ids, attn, targets, mask, logp * mask, ref_logp * mask, kl * mask,
