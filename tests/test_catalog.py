@@ -10,7 +10,7 @@ import importlib
 import pytest
 from kedro.pipeline import Pipeline
 
-ENVS = ["base", "smoke", "external", "hub", "local_models", "ru_detox", "custom"]
+ENVS = ["base", "smoke", "full", "external", "hub", "local_models", "ru_detox", "custom"]
 
 
 @pytest.fixture(scope="module")

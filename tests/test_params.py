@@ -12,7 +12,7 @@ from ru_rlhf.hooks import check_stage_parameters, stage_parameter_models
 from ru_rlhf.params import ParameterError
 from tests.params_helpers import env_parameters
 
-ENVS = ["base", "smoke", "external", "hub", "local_models", "ru_detox", "custom"]
+ENVS = ["base", "smoke", "full", "external", "hub", "local_models", "ru_detox", "custom"]
 MISSING = object()  # a BAD value: the key is left out
 
 

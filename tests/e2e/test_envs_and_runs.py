@@ -11,9 +11,10 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from tests.conftest import EXTERNAL, run_kedro
+from tests.params_helpers import env_parameters
 
 
-@pytest.mark.parametrize("env", ["base", "smoke", "external", "hub", "local_models", "ru_detox", "custom"])
+@pytest.mark.parametrize("env", ["base", "smoke", "full", "external", "hub", "local_models", "ru_detox", "custom"])
 def test_every_env_loads(project_root, env):
     bootstrap_project(project_root)
     with KedroSession.create(project_path=project_root, env=env) as session:
@@ -24,6 +25,13 @@ def test_every_env_loads(project_root, env):
         if env == "smoke":
             assert params["ingestion"]["prompts"]["per_task"] == 30
             assert params["ingestion"]["prompts"]["max_items_per_doc"]["qa"] == 3
+        comparisons = [params["reward_modeling"][k] for k in ("compare_backbone", "distributional", "cross_lingual")]
+        # the reward-model comparisons and CoH's guard grid: out of the default run (#28), in the full env
+        assert comparisons == ([True] * 3 if env == "full" else [False] * 3), comparisons
+        assert len(params["alignment"]["coh"]["train"]["grid"]) == (4 if env == "full" else 1)
+        if env == "full":
+            assert "/data/full/" in str(ctx.catalog.get("documents")._filepath)
+            assert params["reward_modeling"]["train"] == env_parameters("base")["reward_modeling"]["train"]
         if env == "hub":  # the pipelines' own keys name the hub models (loaded by the same loaders)
             assert params["sft"]["policy"]["name_or_path"] == "ai-forever/rugpt3small_based_on_gpt2"
             assert params["sft"]["policy"]["device"] == "auto" and params["sft"]["policy"]["dtype"] == "auto"
@@ -113,7 +121,9 @@ def test_smoke_run_of_the_whole_default_pipeline(smoke_run):
     cand = pd.read_json(root / "03_primary" / "candidates.jsonl", lines=True)
     assert len(cand) == 90 and cand["responses"].map(len).eq(6).all()
     metrics = json.loads((reports / "reward_model" / "metrics.json").read_text(encoding="utf-8"))
-    assert {"multi_head", "distributional", "calibration"} <= set(metrics)
+    assert {"multi_head", "calibration"} <= set(metrics)
+    # the comparison models are out of the default graph's run (base's switches; the full env trains them)
+    assert "distributional" not in metrics and len(metrics["not_trained"]) == 3, metrics.get("not_trained")
     summary = json.loads((reports / "alignment_summary.json").read_text(encoding="utf-8"))
     for method in ("dpo", "ipo", "coh", "ppo", "reinforce", "grpo", "rloo", "cem"):
         assert {"gold_gain", "kl"} <= set(summary[method])

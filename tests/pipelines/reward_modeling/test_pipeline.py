@@ -26,6 +26,8 @@ def reward_run(world_tables, variant_candidates, tmp_path_factory):
         dict(zip(prompts["doc_id"], prompts["split"]))).fillna("train"))
     params = base_params("reward_modeling", {
         "seed": 1, "checkpoint_dir": str(tmp_path_factory.mktemp("rm")), "pooling": "response", "match_feature": True,
+        # the comparison models (off in base, on in the full env) are what this slice checks beside the default's
+        "compare_backbone": True, "distributional": True, "cross_lingual": True,
         "encoder": {"size": TINY, "vocab_size": 600, "mlm_epochs": 1, "max_length": 128},
         "train": {"epochs": 1, "batch_size": 16, "max_length": 128, "max_pairs_per_criterion": 150,
                   "validation_pairs": 60, "balance_criteria": True},

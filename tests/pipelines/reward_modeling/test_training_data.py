@@ -68,3 +68,34 @@ def test_comparison_models_stay_within_both_budgets():
     assert (_secondary(small).train.max_pairs_per_criterion, _secondary(small).train.validation_pairs) == (200, 100)
     off = _params({"train": {"secondary_max_pairs_per_criterion": None, "secondary_validation_pairs": None}})
     assert _secondary(off) == off
+
+
+def test_the_default_run_trains_no_comparison_model_and_the_report_names_each_one_left_out():
+    """Base switches the three comparison models off (#28): each node returns its marker without training (no
+    encoder or policy is touched: they are None here), and the report lists them; the full env trains them."""
+    from ru_rlhf.io.datasets import NotTrained
+    from ru_rlhf.pipelines.reward_modeling.nodes import (
+        train_distributional_rm,
+        train_other_backbone_rm,
+        train_russian_only_rm,
+    )
+
+    params = base_params("reward_modeling")
+    logs = []
+    for node, switch in ((train_other_backbone_rm, "compare_backbone"), (train_distributional_rm, "distributional"),
+                         (train_russian_only_rm, "cross_lingual")):
+        model, log = node(_pairs(), None, None, None, params)
+        assert isinstance(model, NotTrained) and f"reward_modeling.{switch} is false" in model.reason
+        logs.append(log)
+    pairs = _pairs()
+    data = _training_pairs(pairs, _params({}))
+    mh_log = pd.DataFrame({"step": [1, 2], "loss": [0.7, 0.6], "accuracy": [0.5, 0.6]})
+    m = reward_metrics_report({"multi_head": {}}, {}, mh_log, logs[1], logs[0], data, pairs, {}, {})
+    assert set(m["training"]) == {"multi_head", "data"}
+    assert m["not_trained"] == ["distributional (reward_modeling.distributional)",
+                                "other backbone (reward_modeling.compare_backbone)",
+                                "Russian-only (reward_modeling.cross_lingual)"]
+    # with the comparisons' results in the validation, nothing is listed
+    full = reward_metrics_report({"multi_head": {}, "distributional": {}, "multi_head_bert": {}, "cross_lingual": {}},
+                                 {}, mh_log, mh_log, mh_log, data, pairs, {}, {})
+    assert full["not_trained"] == [] and {"distributional", "multi_head_bert"} <= set(full["training"])

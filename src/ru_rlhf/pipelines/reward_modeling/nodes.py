@@ -185,8 +185,12 @@ def train_other_backbone_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tok
 
 
 def train_distributional_rm(pairs: pd.DataFrame, encoder, sft_policy, policy_tokenizer, params: dict):
-    """The distributional reward model: 10 rating bins per criterion, −log P(chosen ≻ rejected)."""
+    """The distributional reward model: 10 rating bins per criterion, −log P(chosen ≻ rejected); ``NotTrained``
+    when ``distributional`` is off."""
     p = RewardParams.of(params)
+    if not p.distributional:
+        return NotTrained("reward_modeling.distributional is false"), pd.DataFrame(columns=["kind", "step", "loss",
+                                                                                          "model"])
     rm, history, _ = _train("distributional", pairs, _backbone(p, encoder, (sft_policy, policy_tokenizer)),
                             _secondary(p), "distributional")
     return rm, history
@@ -245,7 +249,9 @@ def validate_reward_models(multi_head, distributional, russian_only, other_backb
     metrics: dict[str, Any] = {"backbone": p.backbone, "pooling": p.pooling, "max_length": p.train.max_length}
     ann_mean = annotations.pivot_table(index="response_id", columns="criterion", values="score", aggfunc="mean")
     scored_test = None
-    models = [("multi_head", multi_head), ("distributional", distributional)]
+    models = [("multi_head", multi_head)]
+    if distributional is not None and not isinstance(distributional, NotTrained):
+        models.append(("distributional", distributional))
     if other_backbone is not None and not isinstance(other_backbone, NotTrained):
         models.append((f"multi_head_{'bert' if p.backbone == 'policy' else 'policy'}", other_backbone))
     for name, model in models:
@@ -612,5 +618,17 @@ def reward_metrics_report(validation: dict, calibration: dict, mh_log: pd.DataFr
     other = [k for k in validation if k.startswith("multi_head_")]
     return {**validation, "baseline": baseline, "test_accuracy_over_baseline": over_baseline,
             "behaviour": {k: v for k, v in behaviour.items() if k != "hacking"}, "calibration": calibration,
-            "training": {"multi_head": _training_summary(mh_log), "distributional": _training_summary(dist_log),
-                         **({other[0]: _training_summary(other_log)} if other else {}), "data": data}}
+            "training": {"multi_head": _training_summary(mh_log),
+                         **({"distributional": _training_summary(dist_log)} if "distributional" in validation else {}),
+                         **({other[0]: _training_summary(other_log)} if other else {}), "data": data},
+            "not_trained": _not_trained(validation)}
+
+
+def _not_trained(validation: dict) -> list[str]:
+    """The comparison models the parameters switched off (the base env's default; the ``full`` env trains them)."""
+    out = [] if "distributional" in validation else ["distributional (reward_modeling.distributional)"]
+    if not any(k.startswith("multi_head_") for k in validation):
+        out.append("other backbone (reward_modeling.compare_backbone)")
+    if "cross_lingual" not in validation:
+        out.append("Russian-only (reward_modeling.cross_lingual)")
+    return out

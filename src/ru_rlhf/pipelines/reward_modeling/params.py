@@ -80,7 +80,9 @@ class RewardParams(Params):
     backbone: Literal["policy", "bert"]
     pooling: Literal["last", "mean", "response"]
     match_feature: bool  # DrQA's exact-match input feature on response tokens
-    compare_backbone: bool  # also train the multi-head model on the other backbone (report)
+    # the comparison models, for the report; each is off in base (the default run) and on in the `full` env
+    compare_backbone: bool  # also train the multi-head model on the other backbone
+    distributional: bool  # also train the distributional reward model (rating bins per criterion)
     encoder: EncoderParams
     train: RMTrainParams
     n_bins: int = Field(gt=1)  # rating bins per criterion of the distributional head
@@ -88,7 +90,7 @@ class RewardParams(Params):
     tradeoff: dict[str, dict[str, float]]
     behaviour: BehaviourParams
     debias: DebiasParams = Field(default_factory=DebiasParams)  # not in the YAML: off
-    cross_lingual: bool
+    cross_lingual: bool  # also train on Russian pairs only, evaluated on Tatar
     umap_points: int = Field(gt=0)
     # the 2-D map of the pooled states: UMAP, or PCA where UMAP's first call (numba compiling it, ~8 s) is too
     # dear for the run (the smoke env)
