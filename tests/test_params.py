@@ -24,6 +24,24 @@ def test_every_env_passes_its_parameter_models(env):
     check_stage_parameters(params, stages)  # raises on any unknown key or bad value
 
 
+def test_the_full_env_is_base_with_its_studies_switched_on():
+    """`full` differs from base only in the reward-model comparisons (on) and CoH's grid (the 4 settings, base's
+    one among them): the default run's other figures are the same run's."""
+    import json
+
+    base, full = env_parameters("base"), env_parameters("full")
+    rm, coh = full["reward_modeling"], full["alignment"]["coh"]["train"]
+    assert [rm[k] for k in ("compare_backbone", "distributional", "cross_lingual")] == [True] * 3
+    assert [base["reward_modeling"][k] for k in ("compare_backbone", "distributional", "cross_lingual")] == [False] * 3
+    grid = base["alignment"]["coh"]["train"]["grid"]
+    assert len(coh["grid"]) == 4 and len(grid) == 1 and grid[0] in coh["grid"]
+    for k in ("compare_backbone", "distributional", "cross_lingual"):
+        rm[k] = base["reward_modeling"][k]
+    coh["grid"] = grid
+    # paths under the env's own data root (data/full/ against data/, or each under RU_RLHF_DATA_PARENT)
+    assert json.loads(json.dumps(full).replace("data/full/", "data/")) == base
+
+
 def _models_of(annotation) -> list[tuple[str, type[BaseModel]]]:
     """The parameter models in a field's type, each with how a value holds it ("": itself, "*": a dict's values,
     "[]": a list's items)."""
@@ -82,6 +100,7 @@ BAD = [
     ("sft", ["seed"], MISSING, "sft.seed: Field required"),
     ("reward_modeling", ["train", "learning_rate"], -1.0, "reward_modeling.train.learning_rate"),
     ("reward_modeling", ["cross_lingual"], "sometimes", "reward_modeling.cross_lingual: Input should be a valid boolean"),
+    ("reward_modeling", ["distributional"], "sometimes", "reward_modeling.distributional: Input should be a valid boolean"),
     ("user_pairs", ["dpo", "beta"], 0, "user_pairs.dpo.beta: Input should be greater than 0"),
     ("user_pairs", ["rl", "minibatch_size"], MISSING, "user_pairs.rl: Value error, ppo needs minibatch_size"),
     ("alignment", ["ppo", "train", "minibatch_size"], 8, "alignment.ppo.train: Value error, minibatch_size 8 is larger "

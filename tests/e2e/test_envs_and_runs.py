@@ -11,7 +11,6 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from tests.conftest import EXTERNAL, run_kedro
-from tests.params_helpers import env_parameters
 
 
 @pytest.mark.parametrize("env", ["base", "smoke", "full", "external", "hub", "local_models", "ru_detox", "custom"])
@@ -31,7 +30,6 @@ def test_every_env_loads(project_root, env):
         assert len(params["alignment"]["coh"]["train"]["grid"]) == (4 if env == "full" else 1)
         if env == "full":
             assert "/data/full/" in str(ctx.catalog.get("documents")._filepath)
-            assert params["reward_modeling"]["train"] == env_parameters("base")["reward_modeling"]["train"]
         if env == "hub":  # the pipelines' own keys name the hub models (loaded by the same loaders)
             assert params["sft"]["policy"]["name_or_path"] == "ai-forever/rugpt3small_based_on_gpt2"
             assert params["sft"]["policy"]["device"] == "auto" and params["sft"]["policy"]["dtype"] == "auto"

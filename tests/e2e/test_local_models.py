@@ -52,9 +52,11 @@ def local_run(request, tmp_path_factory):
     """One `kedro run --env local_models` per policy architecture, into its own data root."""
     root = tmp_path_factory.mktemp(f"local_models_{request.param}")
     folders = _make_models(root / "01_raw" / "models")
-    args = ["run", "--env", "local_models"]
+    # the reward model on the BERT folder too (off in base for time, #28): the comparison runs a hub encoder's path
+    params = ["reward_modeling.compare_backbone=true"]
     if request.param != "qwen2":
-        args += ["--params", f"sft.policy.name_or_path={folders[request.param]}"]
+        params.append(f"sft.policy.name_or_path={folders[request.param]}")
+    args = ["run", "--env", "local_models", "--params", ",".join(params)]
     res = run_kedro(args, timeout=900, data_root=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return request.param, root
