@@ -97,9 +97,11 @@ def test_reference_answers_are_sampled_once_and_scored_by_each_run(tiny_policy, 
 def test_log_probabilities_are_of_the_tempered_logits():
     logits = torch.tensor([[[2.0, 0.0, 0.0]]])
     ref = torch.tensor([[[0.0, 0.0, 0.0]]])
-    logp, _, kl = token_stats(logits, torch.tensor([[0]]), ref, temperature=2.0)
+    logp, _, kl, ref_logp = token_stats(logits, torch.tensor([[0]]), ref, temperature=2.0)
     z = math.exp(1.0) + 2  # softmax of the logits halved: e¹, e⁰, e⁰
     assert logp.item() == pytest.approx(1.0 - math.log(z))
+    assert ref_logp.item() == pytest.approx(math.log(1 / 3))  # the reference's, uniform
+    assert token_stats(logits, torch.tensor([[0]]))[2:] == (None, None)
     p = torch.tensor([math.e, 1.0, 1.0]) / z
     assert kl.item() == pytest.approx(float((p * (p.log() - math.log(1 / 3))).sum()), rel=1e-5)
 

@@ -111,17 +111,19 @@ def response_logits(model, input_ids, attention_mask, keep: int) -> torch.Tensor
 
 def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
                 temperature: float = 1.0):
-    """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position, all of
-    the distributions the tokens were sampled from: the logits (the reference's too) divided by ``temperature``."""
+    """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position and the
+    reference's log-probabilities of ``targets``, all of the distributions the tokens were sampled from: the logits
+    (the reference's too) divided by ``temperature``. Without ``ref_logits`` the last two are None."""
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     p = logp_all.exp()
     entropy = -(p * logp_all).sum(-1)
-    kl = None
+    kl = ref_logp = None
     if ref_logits is not None:
         ref_all = torch.log_softmax(ref_logits.float() / temperature, dim=-1)
         kl = (p * (logp_all - ref_all)).sum(-1)
-    return logp, entropy, kl
+        ref_logp = ref_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return logp, entropy, kl, ref_logp
 
 
 @dataclass
@@ -188,11 +190,11 @@ def make_rollout(model: PolicyWithValue, ref_model, tokenizer, prompts: list[str
     ref_logits = response_logits(ref_model, ids, attn, keep=T + 1)
     with torch.set_grad_enabled(keep_graph):
         logits, values = model(ids, attn, keep=T + 1)
-        logp, entropy, kl = token_stats(logits[:, :-1], targets, ref_logits[:, :-1], temperature)
+        # the reference's log-softmax once, for the KL and its own log-probabilities
+        logp, entropy, kl, ref_logp = token_stats(logits[:, :-1], targets, ref_logits[:, :-1], temperature)
         extra = {"logprobs_graph": logp * mask} if keep_graph else {}
     # the graph stays with logprobs_graph alone: the entropy's and KL's parts of it are released here
     logp, entropy, kl, values = logp.detach(), entropy.detach(), kl.detach(), values.detach()
-    ref_logp, _, _ = token_stats(ref_logits[:, :-1], targets, temperature=temperature)
     scores = reward_fn(prompts, texts).float().to(device)
     return Rollout(prompts, prompt_ids, texts, ids, attn, targets, mask, logp * mask, ref_logp * mask, kl * mask,
                    entropy * mask, values[:, :-1] * mask, scores, extra={**extra, "ended": ended.to(device),
@@ -210,5 +212,5 @@ def rescore(model: PolicyWithValue, r: Rollout, idx: torch.Tensor):
     """The current model's log-probabilities, entropy and values of the rollout's rows ``idx`` (for an update)."""
     T = r.targets.shape[1]
     logits, values = model(r.input_ids[idx], r.attention_mask[idx], keep=T + 1)
-    logp, entropy, _ = token_stats(logits[:, :-1], r.targets[idx], temperature=r.extra.get("temperature", 1.0))
+    logp, entropy, _, _ = token_stats(logits[:, :-1], r.targets[idx], temperature=r.extra.get("temperature", 1.0))
     return logp, entropy, values[:, :-1]
