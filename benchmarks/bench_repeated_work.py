@@ -37,6 +37,11 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
     SFT policy with the env's reward model: the update's own forward pass of the rollout batch (before) against a
     backward pass through the rollout's forward pass (after), alternating twice. The check column compares both
     sides' step logs and final weights.
+12. **Sampling without a nucleus cut** (``ru_rlhf.models.generation.sampling._sample`` at ``top_p = 1``: the RL
+    rollouts, the reward normalisation's reference answers, best-of-n). The env's REINFORCE, its first steps on the
+    SFT policy: the sampler of ``--before`` (read from git), which sorted the whole vocabulary for every such row on
+    every step, against the working tree's, which finds the draw among the most likely tokens, alternating twice.
+    The check column counts the tokens on which the two sides' first rollouts differ.
 """
 
 from __future__ import annotations
@@ -536,6 +541,69 @@ def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, fl
     return what, before, after, check
 
 
+def bench_whole_sampling(data: Path, params: dict, steps: int, before_rev: str) -> tuple[str, float, float, str]:
+    """The env's REINFORCE for ``steps`` steps (no evaluation) with ``before_rev``'s sampler against this tree's."""
+    import importlib.util
+
+    from ru_rlhf.models.generation import batching, sampling
+    from ru_rlhf.models.policy import load_policy, load_tokenizer
+    from ru_rlhf.models.reward import load_reward_model
+    from ru_rlhf.rl import loop
+    from ru_rlhf.rl.params import RLParams
+    from ru_rlhf.rl.runner import reward_fn
+    from ru_rlhf.scoring import rm_scorer
+
+    src = subprocess.run(["git", "show", f"{before_rev}:src/ru_rlhf/models/generation/sampling.py"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sampling_before.py"
+        path.write_text(src)
+        spec = importlib.util.spec_from_file_location("sampling_before", path)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
+    c = params["alignment"]["common"]
+    train_prompts = prompts[prompts["role"] == "train"].reset_index(drop=True)
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
+    sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
+    reward = reward_fn(rm_scorer(load_reward_model(data / "06_models" / "reward_model")))
+    spec = params["alignment"]["reinforce"]["train"]
+    cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=c["seed"])
+    cfg = dataclasses.replace(cfg, steps=steps)
+    warm = loop._Run(cfg, model=None, opt=None, acc=None, evaluate=None, checkpoint_dir=None)
+    warm.fit_reward_norm(ref, tok, list(train_prompts[["prompt_id", "prompt"]].itertuples(index=False)), reward)
+    samplers = {"before": old._sample, "after": sampling._sample}
+    times: dict[str, list] = {k: [] for k in samplers}
+    try:
+        for _ in range(2):
+            for side, fn in samplers.items():
+                batching._sample = fn
+                start = time.perf_counter()
+                loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
+                times[side].append(time.perf_counter() - start)
+        # the first rollout batch of each side, token by token
+        batch = [loop.format_prompt(p) for p in train_prompts["prompt"].head(cfg.batch_size)]
+        seeds = list(range(len(batch)))
+        ids = {}
+        for side, fn in samplers.items():
+            batching._sample = fn
+            ids[side] = batching.generate_batch(sft, tok, batch, temperatures=[cfg.temperature] * len(batch),
+                                                top_ps=[1.0] * len(batch), seeds=seeds,
+                                                max_new_tokens=cfg.max_new_tokens, return_ids=True)[1]
+    finally:
+        batching._sample = sampling._sample
+    tokens = sum(len(r) for r in ids["before"])
+    differ = sum(a != b for ra, rb in zip(ids["before"], ids["after"]) for a, b in zip(ra, rb))
+    first = sum(ra != rb for ra, rb in zip(ids["before"], ids["after"]))
+    what = (f"REINFORCE (the env's, {cfg.batch_size} rollouts a step at top-p 1), {steps} steps without evaluation: "
+            f"the sampler of {before_rev} (the whole vocabulary sorted per row and step) against this tree's")
+    check = ("each side twice, alternating, the fastest given: "
+             + "; ".join(f"{k} " + ", ".join(f"{t:.1f}" for t in v) + " s" for k, v in times.items())
+             + f"; one rollout batch of {len(batch)} from the same seeds: {first} of {len(batch)} responses differ "
+               f"(same-position tokens differing: {differ} of {tokens} before's tokens)")
+    return what, min(times["before"]), min(times["after"]), check
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--env", default="base")
@@ -545,9 +613,10 @@ def main() -> None:
     ap.add_argument("--rm-steps-only", action="store_true",
                     help="rm_prompts: only the first --rm-steps steps of each side, not the whole training")
     ap.add_argument("--reinforce-steps", type=int, default=8)
+    ap.add_argument("--before", default="dcb2255", help="sampling: the revision whose sampler is 'before'")
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
-                                                 "figures,rm,rm_prompts,rm_scoring,gc,reinforce (default: all)")
+                                                 "figures,rm,rm_prompts,rm_scoring,gc,reinforce,sampling (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
@@ -561,7 +630,8 @@ def main() -> None:
                "rm_prompts": lambda: bench_rm_prompt_batches(data, params, args.rm_steps, not args.rm_steps_only),
                "rm_scoring": lambda: bench_rm_scoring(data, params),
                "gc": lambda: bench_gc_freeze(data, params, args.rm_steps),
-               "reinforce": lambda: bench_reinforce_graph(data, params, args.reinforce_steps)}
+               "reinforce": lambda: bench_reinforce_graph(data, params, args.reinforce_steps),
+               "sampling": lambda: bench_whole_sampling(data, params, args.reinforce_steps, args.before)}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:

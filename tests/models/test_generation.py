@@ -83,6 +83,31 @@ def test_partial_sort_gives_the_same_tokens_as_a_full_sort():
                        _sample(logits, mixed, top_p, u, top_k_first=500))
 
 
+def test_without_a_nucleus_cut_the_draw_is_found_among_the_top_tokens_as_a_full_sort_finds_it():
+    """top_p >= 1 (the RL rollouts): the draw is the inverse CDF over the whole vocabulary in descending order; the
+    rows whose draw falls inside the first top-k are resolved there, the others go wider, down to a full sort."""
+    torch.manual_seed(1)
+    logits = torch.randn(256, 500) * torch.linspace(0.3, 4.0, 256).unsqueeze(-1)
+    temp, one = torch.ones(256), torch.ones(256)
+    u = torch.rand(256)
+    u[:8] = torch.tensor([0.0, 1e-7, 0.5, 0.999, 0.9999, 0.99999, 1.0 - 1e-7, 0.999999])  # deep into the tail
+    full = _sample(logits, temp, one, u, top_k_first=500)
+    # by hand on the full sort: the first token whose cumulative mass reaches u times the row's total
+    probs = torch.softmax(logits, -1)
+    sp, order = probs.sort(-1, descending=True)
+    pos = torch.searchsorted(sp.cumsum(-1), (u * probs.sum(-1)).unsqueeze(-1)).clamp_max(499)
+    assert torch.equal(full, order.gather(-1, pos).squeeze(-1))
+    narrow = _sample(logits, temp, one, u, top_k_first=2)  # most rows beyond the first 2 tokens, some beyond 32
+    assert torch.equal(narrow, full)
+    inside = (u * probs.sum(-1)) <= sp[:, :2].sum(-1)
+    assert 0 < int(inside.sum()) < 256  # both kinds of row were exercised
+    # rows with and without the cut in one batch: each as it would be alone
+    mixed = torch.where(torch.arange(256) % 2 == 0, one, torch.full((256,), 0.9))
+    together = _sample(logits, temp, mixed, u, top_k_first=4)
+    assert torch.equal(together[0::2], full[0::2])
+    assert torch.equal(together[1::2], _sample(logits, temp, torch.full((256,), 0.9), u, top_k_first=500)[1::2])
+
+
 @pytest.mark.parametrize("fast_decode", [True, False])
 def test_dropping_ended_rows_does_not_change_outputs(tiny_policy, tiny_tokenizer, small_world, fast_decode):
     """Rows that end are dropped from the running batch (and its cache; in the Llama decoder also
