@@ -489,31 +489,39 @@ def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
     return what, sum(times[False]), sum(times[True]), check
 
 
-def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
-    """The env's REINFORCE for ``steps`` steps (no evaluation), its update running the rollout batch's forward pass
-    again (before) against back-propagating through the rollout's own (after), alternating twice."""
-
+def _reinforce_setup(data: Path, params: dict, steps: int):
+    """The env's REINFORCE as run_rl sets it up, for ``steps`` steps: the training prompts, tokenizer, SFT policy,
+    reference, reward function and config. The reward normalisation's reference answers are sampled here, once,
+    before anything is timed (as in a `kedro run`, where the first RL run samples them for the others): the timed
+    runs then only score them."""
     from ru_rlhf.models.policy import load_policy, load_tokenizer
     from ru_rlhf.models.reward import load_reward_model
-    from ru_rlhf.rl import loop, reinforce
+    from ru_rlhf.rl import loop
     from ru_rlhf.rl.params import RLParams
     from ru_rlhf.rl.runner import reward_fn
     from ru_rlhf.scoring import rm_scorer
 
     prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
-    c = params["alignment"]["common"]
     train_prompts = prompts[prompts["role"] == "train"].reset_index(drop=True)
     tok = load_tokenizer(data / "06_models" / "tokenizer")
     sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
     reward = reward_fn(rm_scorer(load_reward_model(data / "06_models" / "reward_model")))  # as run_rl's
     spec = params["alignment"]["reinforce"]["train"]
-    cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=c["seed"])
+    seed = params["alignment"]["common"]["seed"]
+    cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=seed)
     cfg = dataclasses.replace(cfg, steps=steps)
-
-    # the reference answers of the reward normalisation sampled once, before either side is timed (as in a
-    # `kedro run`, where the first RL run samples them for the others): both sides then only score them
     warm = loop._Run(cfg, model=None, opt=None, acc=None, evaluate=None, checkpoint_dir=None)
     warm.fit_reward_norm(ref, tok, list(train_prompts[["prompt_id", "prompt"]].itertuples(index=False)), reward)
+    return train_prompts, tok, sft, ref, reward, cfg
+
+
+def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
+    """The env's REINFORCE for ``steps`` steps (no evaluation), its update running the rollout batch's forward pass
+    again (before) against back-propagating through the rollout's own (after), alternating twice."""
+
+    from ru_rlhf.rl import loop, reinforce
+
+    train_prompts, tok, sft, ref, reward, cfg = _reinforce_setup(data, params, steps)
     times: dict[bool, list] = {False: [], True: []}
     out = {}
     try:
@@ -546,12 +554,8 @@ def bench_whole_sampling(data: Path, params: dict, steps: int, before_rev: str) 
     import importlib.util
 
     from ru_rlhf.models.generation import batching, sampling
-    from ru_rlhf.models.policy import load_policy, load_tokenizer
-    from ru_rlhf.models.reward import load_reward_model
+    from ru_rlhf.models.policy import format_prompt
     from ru_rlhf.rl import loop
-    from ru_rlhf.rl.params import RLParams
-    from ru_rlhf.rl.runner import reward_fn
-    from ru_rlhf.scoring import rm_scorer
 
     src = subprocess.run(["git", "show", f"{before_rev}:src/ru_rlhf/models/generation/sampling.py"], cwd=ROOT,
                          check=True, capture_output=True, text=True).stdout
@@ -561,17 +565,7 @@ def bench_whole_sampling(data: Path, params: dict, steps: int, before_rev: str) 
         spec = importlib.util.spec_from_file_location("sampling_before", path)
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
-    prompts = pd.read_parquet(data / "05_model_input" / "alignment_prompts.parquet")
-    c = params["alignment"]["common"]
-    train_prompts = prompts[prompts["role"] == "train"].reset_index(drop=True)
-    tok = load_tokenizer(data / "06_models" / "tokenizer")
-    sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
-    reward = reward_fn(rm_scorer(load_reward_model(data / "06_models" / "reward_model")))
-    spec = params["alignment"]["reinforce"]["train"]
-    cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=c["seed"])
-    cfg = dataclasses.replace(cfg, steps=steps)
-    warm = loop._Run(cfg, model=None, opt=None, acc=None, evaluate=None, checkpoint_dir=None)
-    warm.fit_reward_norm(ref, tok, list(train_prompts[["prompt_id", "prompt"]].itertuples(index=False)), reward)
+    train_prompts, tok, sft, ref, reward, cfg = _reinforce_setup(data, params, steps)
     samplers = {"before": old._sample, "after": sampling._sample}
     times: dict[str, list] = {k: [] for k in samplers}
     try:
@@ -582,7 +576,7 @@ def bench_whole_sampling(data: Path, params: dict, steps: int, before_rev: str) 
                 loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
                 times[side].append(time.perf_counter() - start)
         # the first rollout batch of each side, token by token
-        batch = [loop.format_prompt(p) for p in train_prompts["prompt"].head(cfg.batch_size)]
+        batch = [format_prompt(p) for p in train_prompts["prompt"].head(cfg.batch_size)]
         seeds = list(range(len(batch)))
         ids = {}
         for side, fn in samplers.items():

@@ -62,8 +62,8 @@ def _sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor
     target = u * probs.sum(-1) if n_whole else None  # the draw's place in a whole row's mass
 
     def pick(sorted_p: torch.Tensor, order: torch.Tensor, rows) -> tuple[torch.Tensor, torch.Tensor]:
-        """The draw of ``rows`` from their top tokens, and which of them need more tokens. Only the kind of row
-        present is computed (each costs a tenth of a nucleus step)."""
+        """The draw of ``rows`` from their top tokens, and which of them need more tokens. Only the kinds of row
+        present are computed: computing both for every row made a nucleus step 10 to 20 % slower."""
         if n_whole:
             picked, inside = _whole_pick(sorted_p, order, target[rows])
             if not mixed:
