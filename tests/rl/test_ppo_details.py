@@ -290,3 +290,64 @@ def test_reinforce_back_propagates_through_the_rollouts_forward_pass(tiny_policy
     assert any(float((a - b).abs().max()) > 0 for a, b in zip(kept.parameters(), tiny_policy.parameters()))
     for a, b in zip(kept.parameters(), again.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def fresh_compile_state(monkeypatch):
+    """token_stats' compiled function rebuilt in this test (and the module's state restored after it)."""
+    from ru_rlhf.rl import rollout
+
+    monkeypatch.setattr(rollout, "_compiled", {})
+    return rollout
+
+
+def test_compiled_token_stats_give_the_eager_numbers_and_gradients(fresh_compile_state, monkeypatch):
+    rollout = fresh_compile_state
+    monkeypatch.setattr(rollout, "COMPILE_MIN_ELEMENTS", 0)  # compile even this small batch
+    monkeypatch.delenv("RU_RLHF_COMPILE", raising=False)
+    g = torch.Generator().manual_seed(0)
+    logits, ref = torch.randn(3, 5, 50, generator=g) * 3, torch.randn(3, 5, 50, generator=g) * 3
+    targets = torch.randint(0, 50, (3, 5), generator=g)
+    eager_in, compiled_in = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    eager = rollout._token_stats(eager_in, targets, ref, 0.7)
+    compiled = rollout.token_stats(compiled_in, targets, ref, 0.7)
+    assert rollout._compiled["fn"] is not None  # the compiled path ran, not the fallback
+    for a, b in zip(eager, compiled):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    (eager[0].sum() + eager[1].sum()).backward()
+    (compiled[0].sum() + compiled[1].sum()).backward()
+    assert torch.allclose(eager_in.grad, compiled_in.grad, atol=1e-5)
+
+
+def test_a_failing_compilation_falls_back_to_the_eager_function_once(fresh_compile_state, monkeypatch, caplog):
+    rollout = fresh_compile_state
+    monkeypatch.setattr(rollout, "COMPILE_MIN_ELEMENTS", 0)
+    monkeypatch.delenv("RU_RLHF_COMPILE", raising=False)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    logits, targets = torch.tensor([[[2.0, 0.0, 0.0]]]), torch.tensor([[0]])
+    with caplog.at_level("WARNING", logger="ru_rlhf.rl.rollout"):
+        first = rollout.token_stats(logits, targets)
+        second = rollout.token_stats(logits, targets)
+    assert calls == [1]  # tried once, then the eager function only
+    assert "no C++ compiler found" in caplog.text
+    expected = rollout._token_stats(logits, targets)
+    assert torch.equal(first[0], expected[0]) and torch.equal(second[1], expected[1])
+
+
+def test_compilation_can_be_switched_off_and_a_bad_switch_is_named(fresh_compile_state, monkeypatch):
+    rollout = fresh_compile_state
+    monkeypatch.setattr(rollout, "COMPILE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: pytest.fail("compiled although switched off"))
+    monkeypatch.setenv("RU_RLHF_COMPILE", "off")
+    rollout.token_stats(torch.zeros(1, 1, 3), torch.tensor([[0]]))
+    assert rollout._compiled["fn"] is None
+    rollout._compiled.clear()
+    monkeypatch.setenv("RU_RLHF_COMPILE", "sometimes")
+    with pytest.raises(ValueError, match="RU_RLHF_COMPILE"):
+        rollout.token_stats(torch.zeros(1, 1, 3), torch.tensor([[0]]))
