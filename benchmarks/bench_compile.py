@@ -173,7 +173,7 @@ def bench_token_stats(params: dict, repeats: int = 5, seed: int = 2024):
     one REINFORCE rollout batch's logits, without and with a gradient, eager against compiled (dynamic shapes)."""
     import torch
 
-    from ru_rlhf.rl.rollout import _token_stats as token_stats  # the eager function (token_stats compiles large ones)
+    from ru_rlhf.rl.rollout import token_stats
 
     a = params["alignment"]["reinforce"]["train"]
     rows, cols, vocab = a["batch_size"], a["max_new_tokens"], params["sft"]["tokenizer"]["vocab_size"]

@@ -42,6 +42,11 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
     SFT policy: the sampler of ``--before`` (read from git), which sorted the whole vocabulary for every such row on
     every step, against the working tree's, which finds the draw among the most likely tokens, alternating twice.
     The check column counts the tokens on which the two sides' first rollouts differ.
+13. **The token statistics compiled** (``ru_rlhf.rl.rollout.token_stats`` through ``torch.compile`` for large
+    batches, as commit 3d33980 did; rejected on this row, so the project computes them eagerly). The env's REINFORCE and PPO, their first steps on the SFT policy,
+    alternating twice. Each compiled side first compiles from an empty cache, timed apart (the check column), as a
+    `kedro run` does once for all its PPO and REINFORCE runs. The check column compares both sides' step logs and
+    final weights.
 """
 
 from __future__ import annotations
@@ -489,8 +494,8 @@ def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
     return what, sum(times[False]), sum(times[True]), check
 
 
-def _reinforce_setup(data: Path, params: dict, steps: int):
-    """The env's REINFORCE as run_rl sets it up, for ``steps`` steps: the training prompts, tokenizer, SFT policy,
+def _reinforce_setup(data: Path, params: dict, steps: int, method: str = "reinforce"):
+    """The env's REINFORCE (or another of its RL ``method``s) as run_rl sets it up, for ``steps`` steps: the training prompts, tokenizer, SFT policy,
     reference, reward function and config. The reward normalisation's reference answers are sampled here, once,
     before anything is timed (as in a `kedro run`, where the first RL run samples them for the others): the timed
     runs then only score them."""
@@ -506,7 +511,7 @@ def _reinforce_setup(data: Path, params: dict, steps: int):
     tok = load_tokenizer(data / "06_models" / "tokenizer")
     sft, ref = load_policy(data / "06_models" / "sft_policy"), load_policy(data / "06_models" / "reference_policy")
     reward = reward_fn(rm_scorer(load_reward_model(data / "06_models" / "reward_model")))  # as run_rl's
-    spec = params["alignment"]["reinforce"]["train"]
+    spec = params["alignment"][method]["train"]
     seed = params["alignment"]["common"]["seed"]
     cfg = RLParams.of({k: v for k, v in spec.items() if k not in ("method", "reward")}).config(seed=seed)
     cfg = dataclasses.replace(cfg, steps=steps)
@@ -547,6 +552,63 @@ def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, fl
              f"({', '.join(cols)}) {log_diff:.1e}, of the final weights {w_diff:.1e} (the weights moved "
              f"{moved:.1e} from SFT)")
     return what, before, after, check
+
+
+COMPILE_MIN_ELEMENTS = 1 << 23  # as commit 3d33980 had it: logits of at least this many elements compiled
+
+
+def bench_compiled_token_stats(data: Path, params: dict, steps: int, method: str) -> tuple[str, float, float, str]:
+    """The env's ``method`` (REINFORCE or PPO) for ``steps`` steps (no evaluation) with the token statistics eager
+    (before) against compiled for large batches (after: ``torch.compile`` of ``token_stats`` for logits of at least
+    ``COMPILE_MIN_ELEMENTS`` elements, as commit 3d33980 did), alternating twice. Each compiled side first compiles
+    from an empty cache on a batch of the run's size, with and without a gradient, timed apart (a `kedro run` would
+    pay that once, in its first PPO or REINFORCE run). Rejected on this measure: the project computes them eagerly."""
+    import torch
+
+    from ru_rlhf.rl import loop, rollout
+
+    train_prompts, tok, sft, ref, reward, cfg = _reinforce_setup(data, params, steps, method)
+    vocab = sft.config.vocab_size
+    eager = rollout.token_stats
+    times: dict[bool, list] = {False: [], True: []}
+    compile_s = []
+    out = {}
+    try:
+        for _ in range(2):
+            for compiled in (False, True):
+                rollout.token_stats = eager
+                if compiled:
+                    torch._dynamo.reset()
+                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
+                    fast = torch.compile(eager, dynamic=True)
+                    rollout.token_stats = lambda logits, *a, fast=fast, **k: (  # noqa: E731
+                        fast if logits.numel() >= COMPILE_MIN_ELEMENTS else eager)(logits, *a, **k)
+                    start = time.perf_counter()
+                    logits = torch.randn(cfg.batch_size, cfg.max_new_tokens, vocab)
+                    targets = torch.zeros(cfg.batch_size, cfg.max_new_tokens, dtype=torch.long)
+                    rollout.token_stats(logits, targets, logits, cfg.temperature)
+                    rollout.token_stats(logits.requires_grad_(True), targets, None, cfg.temperature)[0].sum().backward()
+                    compile_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                out[compiled] = loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
+                times[compiled].append(time.perf_counter() - start)
+    finally:
+        rollout.token_stats = eager
+    cols = [c for c in ("reward", "kl", "entropy", "loss") if c in out[True][1]]
+    log_diff = float((out[True][1][cols] - out[False][1][cols]).abs().max().max())
+    w_diff = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), out[False][0].parameters()))
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), sft.parameters()))
+    what = (f"{method.upper()} (the env's, {cfg.batch_size} rollouts a step), {steps} steps without evaluation: the "
+            f"token statistics eager (before) against torch.compile (after; logits of at least "
+            f"{COMPILE_MIN_ELEMENTS / 1e6:.1f} M elements), compilation done before the timed steps")
+    check = ("each side twice, alternating, the fastest given: "
+             + "; ".join(f"{'after' if k else 'before'} " + ", ".join(f"{t:.1f}" for t in times[k]) + " s"
+                         for k in (False, True))
+             + f"; compilation from an empty cache before each compiled side (not in its time): "
+             f"{', '.join(f'{t:.1f}' for t in compile_s)} s; largest difference of the step logs "
+             f"({', '.join(cols)}) {log_diff:.1e}, of the final weights {w_diff:.1e} (the weights moved {moved:.1e} "
+             f"from SFT)")
+    return what, min(times[False]), min(times[True]), check
 
 
 def bench_whole_sampling(data: Path, params: dict, steps: int, before_rev: str) -> tuple[str, float, float, str]:
@@ -610,7 +672,8 @@ def main() -> None:
     ap.add_argument("--before", default="dcb2255", help="sampling: the revision whose sampler is 'before'")
     ap.add_argument("--data-root", default=None, help="the earlier run's data root (default: the env's)")
     ap.add_argument("--only", default=None, help="comma-separated rows to run: mlflow,cem,norm,dpo,projection,"
-                                                 "figures,rm,rm_prompts,rm_scoring,gc,reinforce,sampling (default: all)")
+                                                 "figures,rm,rm_prompts,rm_scoring,gc,reinforce,sampling,"
+                                                 "compile_reinforce,compile_ppo (default: all)")
     args = ap.parse_args()
     os.environ.setdefault("TQDM_DISABLE", "1")
     data = Path(args.data_root) if args.data_root else ROOT / "data" / ("" if args.env == "base" else args.env)
@@ -625,7 +688,9 @@ def main() -> None:
                "rm_scoring": lambda: bench_rm_scoring(data, params),
                "gc": lambda: bench_gc_freeze(data, params, args.rm_steps),
                "reinforce": lambda: bench_reinforce_graph(data, params, args.reinforce_steps),
-               "sampling": lambda: bench_whole_sampling(data, params, args.reinforce_steps, args.before)}
+               "sampling": lambda: bench_whole_sampling(data, params, args.reinforce_steps, args.before),
+               "compile_reinforce": lambda: bench_compiled_token_stats(data, params, args.reinforce_steps, "reinforce"),
+               "compile_ppo": lambda: bench_compiled_token_stats(data, params, args.reinforce_steps, "ppo")}
     only = args.only.split(",") if args.only else list(benches)
     unknown = sorted(set(only) - set(benches))
     if unknown:

@@ -11,8 +11,6 @@ expectation is that KL.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,8 +19,6 @@ from torch import nn
 
 from ru_rlhf.models.generation import generate_batch, left_pad
 from ru_rlhf.models.policy import format_prompt
-
-log = logging.getLogger(__name__)
 
 
 def disable_dropout(model: nn.Module) -> nn.Module:
@@ -113,9 +109,11 @@ def response_logits(model, input_ids, attention_mask, keep: int) -> torch.Tensor
                  logits_to_keep=keep).logits[:, -keep:, :]
 
 
-def _token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
-                 temperature: float = 1.0):
-    """The arithmetic of :func:`token_stats` (eager; compiled there for large batches)."""
+def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
+                temperature: float = 1.0):
+    """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position and the
+    reference's log-probabilities of ``targets``, all of the distributions the tokens were sampled from: the logits
+    (the reference's too) divided by ``temperature``. Without ``ref_logits`` the last two are None."""
     logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     p = logp_all.exp()
@@ -126,45 +124,6 @@ def _token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.
         kl = (p * (logp_all - ref_all)).sum(-1)
         ref_logp = ref_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return logp, entropy, kl, ref_logp
-
-
-# torch.compile of the token statistics (#28): inductor fuses the log-softmaxes, the exponential, the entropy's and the
-# KL's products and sums over the vocabulary into one pass, where eager mode writes and reads several tensors of
-# positions x vocabulary. Measured on one base rollout batch of REINFORCE (128 x 48 positions x 8 000 tokens,
-# benchmarks/bench_compile.py): 0.45 -> 0.18 s without a gradient, 0.78 -> 0.30 s with one; the same log-probabilities,
-# entropy and KL within 4e-6. Compiling costs 6-11 s the first time in a process (from an empty cache), so smaller
-# tensors (the smoke env, the tests, a few rows) stay eager. RU_RLHF_COMPILE=off turns it off; a compilation that fails
-# (no C++ compiler, an unsupported device) falls back to the eager function with one warning.
-COMPILE_MIN_ELEMENTS = 1 << 23  # positions x vocabulary of the logits: PPO's minibatch of 32 x 48 x 8 000 is 12.3 M
-_compiled: dict[str, object] = {}
-
-
-def _compiled_token_stats():
-    """The compiled function, built once per process; None when compilation is off or has failed."""
-    if "fn" not in _compiled:
-        off = os.environ.get("RU_RLHF_COMPILE", "on").strip().lower()
-        if off not in ("on", "off", "1", "0", "true", "false", ""):
-            raise ValueError(f"RU_RLHF_COMPILE={off!r}: expected on or off")
-        _compiled["fn"] = None if off in ("off", "0", "false") else torch.compile(_token_stats, dynamic=True)
-    return _compiled["fn"]
-
-
-def token_stats(logits: torch.Tensor, targets: torch.Tensor, ref_logits: torch.Tensor | None = None,
-                temperature: float = 1.0):
-    """Log-probabilities of ``targets``, the entropy, and (with ``ref_logits``) the exact KL per position and the
-    reference's log-probabilities of ``targets``, all of the distributions the tokens were sampled from: the logits
-    (the reference's too) divided by ``temperature``. Without ``ref_logits`` the last two are None.
-
-    Logits of at least :data:`COMPILE_MIN_ELEMENTS` elements go through ``torch.compile`` (see above)."""
-    fn = _compiled_token_stats() if logits.numel() >= COMPILE_MIN_ELEMENTS else None
-    if fn is not None:
-        try:
-            return fn(logits, targets, ref_logits, float(temperature))
-        except Exception as err:  # noqa: BLE001 — any compiler failure: the eager function gives the same numbers
-            log.warning("token_stats: torch.compile failed (%s: %s); the eager function from now on",
-                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-            _compiled["fn"] = None
-    return _token_stats(logits, targets, ref_logits, temperature)
 
 
 @dataclass
