@@ -67,6 +67,20 @@ def _batches(n_rows: int, widths: list[int], vocab: int, seed: int) -> list[dict
     return out
 
 
+def _optimiser_step(loss_of, model, opt):
+    """One training step of ``loss_of(batch)``: backward, clipping at 1.0, the optimiser's step."""
+    import torch
+
+    def step(b: dict) -> float:
+        loss = loss_of(b)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        return float(loss.detach())
+    return step
+
+
 def _rm_step_factory(params: dict, seed: int):
     import torch
 
@@ -86,15 +100,10 @@ def _rm_step_factory(params: dict, seed: int):
         half = torch.arange(32)
         head = torch.arange(32) % len(CRITERIA)
 
-        def step(b: dict) -> float:
+        def loss_of(b: dict):
             out = model(**b)["scores"]
-            loss = bradley_terry_loss(out[half], out[half + 32], head, p.train.balance_criteria)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-            return float(loss)
-        return step
+            return bradley_terry_loss(out[half], out[half + 32], head, p.train.balance_criteria)
+        return _optimiser_step(loss_of, rm, opt)
 
     return build, 64, (64, 192)
 
@@ -117,14 +126,7 @@ def _policy_step_factory(params: dict, seed: int):
 
         fn = torch.compile(loss_of) if compiled else loss_of
 
-        def step(b: dict) -> float:
-            loss = fn(b["input_ids"], b["attention_mask"], b["response_mask"])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad()
-            return float(loss)
-        return step
+        return _optimiser_step(lambda b: fn(b["input_ids"], b["attention_mask"], b["response_mask"]), policy, opt)
 
     return build, 32, (96, 160)
 
