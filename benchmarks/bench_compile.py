@@ -2,8 +2,9 @@
 
     python benchmarks/bench_compile.py [--env base] [--steps 40] [--warmup 10]
 
-Two rows, each on a fresh model of the env's policy size (``sft.policy.size``, vocabulary ``sft.tokenizer.vocab_size``,
-random weights: only the arithmetic matters here) and the same seeded batches on both sides:
+Three rows; the first two each on a fresh model of the env's policy size (``sft.policy.size``, vocabulary
+``sft.tokenizer.vocab_size``, random weights: only the arithmetic matters here) and the same seeded batches on both
+sides:
 
 1. **The reward model's training step** (``ru_rlhf.models.reward.RewardModel`` on the policy's backbone, the env's
    pooling and match feature): forward, Bradley–Terry loss, backward, clipping, AdamW. 32 pairs a step (64 sequences),
@@ -17,10 +18,12 @@ random weights: only the arithmetic matters here) and the same seeded batches on
    rollout) and with one (as in PPO's update): a pure function of two logits tensors, the kind of memory-bound
    elementwise work inductor fuses into one pass.
 
-Each side runs ``--warmup`` steps (the compiled side compiles in them: the first width, then again once with dynamic
-shapes), then ``--steps`` steps timed; the sides alternate twice (eager, compiled, eager, compiled; dynamo's caches reset
-and inductor's on-disk cache new before each compiled side, so each compiles from scratch as a first run would), and the fastest of each side's timed steps is given. The check column gives the compiled
-side's extra warm-up time (mostly compilation) and how many steps its saving would need to pay for it.
+In rows 1 and 2 each side runs ``--warmup`` steps (the compiled side compiles in them: the first width, then again
+once with dynamic shapes), then ``--steps`` steps timed; the sides alternate twice (eager, compiled, eager, compiled;
+dynamo's caches reset and inductor's on-disk cache new before each compiled side), and the fastest of each side's
+timed steps is given. The check column gives the compiled side's extra warm-up time (mostly compilation; the smaller
+of the two) and how many steps its saving would need to pay for it. Row 3 gives the fastest of 5 calls each, after one
+compiling call.
 """
 
 from __future__ import annotations

@@ -43,10 +43,10 @@ alignment prompts) and writes one section to docs/benchmarks.md. Each row is one
     every step, against the working tree's, which finds the draw among the most likely tokens, alternating twice.
     The check column counts the tokens on which the two sides' first rollouts differ.
 13. **The token statistics compiled** (``ru_rlhf.rl.rollout.token_stats`` through ``torch.compile`` for large
-    batches, as commit 3d33980 did; rejected on this row, so the project computes them eagerly). The env's REINFORCE and PPO, their first steps on the SFT policy,
-    alternating twice. Each compiled side first compiles from an empty cache, timed apart (the check column), as a
-    `kedro run` does once for all its PPO and REINFORCE runs. The check column compares both sides' step logs and
-    final weights.
+    batches, as commit 3d33980 did; rejected on this row, so the project computes them eagerly). The env's REINFORCE
+    and PPO, their first steps on the SFT policy, alternating twice. Each compiled side first compiles from an empty
+    cache every graph the runs use, timed apart (the check column), as a `kedro run` does once for all its PPO and
+    REINFORCE runs. The check column compares both sides' step logs and final weights.
 """
 
 from __future__ import annotations
@@ -494,11 +494,11 @@ def bench_rm_scoring(data: Path, params: dict) -> tuple[str, float, float, str]:
     return what, sum(times[False]), sum(times[True]), check
 
 
-def _reinforce_setup(data: Path, params: dict, steps: int, method: str = "reinforce"):
-    """The env's REINFORCE (or another of its RL ``method``s) as run_rl sets it up, for ``steps`` steps: the training prompts, tokenizer, SFT policy,
-    reference, reward function and config. The reward normalisation's reference answers are sampled here, once,
-    before anything is timed (as in a `kedro run`, where the first RL run samples them for the others): the timed
-    runs then only score them."""
+def _rl_setup(data: Path, params: dict, steps: int, method: str = "reinforce"):
+    """The env's REINFORCE (or another of its RL ``method``s) as run_rl sets it up, for ``steps`` steps: the training
+    prompts, tokenizer, SFT policy, reference, reward function and config. The reward normalisation's reference
+    answers are sampled here, once, before anything is timed (as in a `kedro run`, where the first RL run samples them
+    for the others): the timed runs then only score them."""
     from ru_rlhf.models.policy import load_policy, load_tokenizer
     from ru_rlhf.models.reward import load_reward_model
     from ru_rlhf.rl import loop
@@ -520,13 +520,31 @@ def _reinforce_setup(data: Path, params: dict, steps: int, method: str = "reinfo
     return train_prompts, tok, sft, ref, reward, cfg
 
 
+def _sides_text(times: dict[bool, list]) -> str:
+    """Each side's run times, before then after."""
+    return "; ".join(f"{'after' if k else 'before'} " + ", ".join(f"{t:.1f}" for t in times[k]) + " s"
+                     for k in (False, True))
+
+
+def _run_difference(out: dict, sft) -> str:
+    """How far the two sides' ``loop.train`` results ``out[False]``, ``out[True]`` are apart: their step logs and
+    final weights, beside how far the weights moved from ``sft``."""
+    cols = [c for c in ("reward", "kl", "entropy", "loss") if c in out[True][1]]
+    log_diff = float((out[True][1][cols] - out[False][1][cols]).abs().max().max())
+    pairs = zip(out[True][0].parameters(), out[False][0].parameters())
+    w_diff = max(float((a - b).detach().abs().max()) for a, b in pairs)
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), sft.parameters()))
+    return (f"largest difference of the step logs ({', '.join(cols)}) {log_diff:.1e}, of the final weights "
+            f"{w_diff:.1e} (the weights moved {moved:.1e} from SFT)")
+
+
 def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, float, float, str]:
     """The env's REINFORCE for ``steps`` steps (no evaluation), its update running the rollout batch's forward pass
     again (before) against back-propagating through the rollout's own (after), alternating twice."""
 
     from ru_rlhf.rl import loop, reinforce
 
-    train_prompts, tok, sft, ref, reward, cfg = _reinforce_setup(data, params, steps)
+    train_prompts, tok, sft, ref, reward, cfg = _rl_setup(data, params, steps)
     times: dict[bool, list] = {False: [], True: []}
     out = {}
     try:
@@ -538,20 +556,11 @@ def bench_reinforce_graph(data: Path, params: dict, steps: int) -> tuple[str, fl
                 times[kept].append(time.perf_counter() - start)
     finally:
         reinforce.ReinforceUpdate.uses_rollout_graph = True
-    cols = ["reward", "kl", "entropy", "loss"]
-    log_diff = float((out[True][1][cols] - out[False][1][cols]).abs().max().max())
-    w_diff = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), out[False][0].parameters()))
-    moved = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), sft.parameters()))
-    before, after = min(times[False]), min(times[True])
     what = (f"REINFORCE (the env's, {cfg.batch_size} rollouts a step), {steps} steps without evaluation: the update's "
             "own forward pass of the batch (before) against back-propagating through the rollout's (after)")
-    check = ("each side twice, alternating, the fastest given: "
-             + "; ".join(f"{'after' if k else 'before'} " + ", ".join(f"{t:.1f}" for t in times[k]) + " s"
-                         for k in (False, True))
-             + f"; the reference answers' scoring included on both sides; largest difference of the step logs "
-             f"({', '.join(cols)}) {log_diff:.1e}, of the final weights {w_diff:.1e} (the weights moved "
-             f"{moved:.1e} from SFT)")
-    return what, before, after, check
+    check = (f"each side twice, alternating, the fastest given: {_sides_text(times)}; the reference answers' scoring "
+             f"included on both sides; {_run_difference(out, sft)}")
+    return what, min(times[False]), min(times[True]), check
 
 
 COMPILE_MIN_ELEMENTS = 1 << 23  # as commit 3d33980 had it: logits of at least this many elements compiled
@@ -567,7 +576,7 @@ def bench_compiled_token_stats(data: Path, params: dict, steps: int, method: str
 
     from ru_rlhf.rl import loop, rollout
 
-    train_prompts, tok, sft, ref, reward, cfg = _reinforce_setup(data, params, steps, method)
+    train_prompts, tok, sft, ref, reward, cfg = _rl_setup(data, params, steps, method)
     vocab = sft.config.vocab_size
     eager = rollout.token_stats
     times: dict[bool, list] = {False: [], True: []}
@@ -584,30 +593,27 @@ def bench_compiled_token_stats(data: Path, params: dict, steps: int, method: str
                     rollout.token_stats = lambda logits, *a, fast=fast, **k: (  # noqa: E731
                         fast if logits.numel() >= COMPILE_MIN_ELEMENTS else eager)(logits, *a, **k)
                     start = time.perf_counter()
-                    logits = torch.randn(cfg.batch_size, cfg.max_new_tokens, vocab)
                     targets = torch.zeros(cfg.batch_size, cfg.max_new_tokens, dtype=torch.long)
-                    rollout.token_stats(logits, targets, logits, cfg.temperature)
-                    rollout.token_stats(logits.requires_grad_(True), targets, None, cfg.temperature)[0].sum().backward()
+                    ref_logits = torch.randn(cfg.batch_size, cfg.max_new_tokens, vocab)
+                    # every graph the runs use: PPO's rollout (no gradient, with the reference), REINFORCE's
+                    # rollout (a gradient, with the reference), PPO's update (a gradient, no reference)
+                    for grad, ref_in in ((False, ref_logits), (True, ref_logits), (True, None)):
+                        logits = torch.randn(cfg.batch_size, cfg.max_new_tokens, vocab, requires_grad=grad)
+                        stats = rollout.token_stats(logits, targets, ref_in, cfg.temperature)
+                        if grad:
+                            stats[0].sum().backward()
                     compile_s.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 out[compiled] = loop.train(copy.deepcopy(sft), ref, tok, train_prompts, reward, cfg, progress=False)
                 times[compiled].append(time.perf_counter() - start)
     finally:
         rollout.token_stats = eager
-    cols = [c for c in ("reward", "kl", "entropy", "loss") if c in out[True][1]]
-    log_diff = float((out[True][1][cols] - out[False][1][cols]).abs().max().max())
-    w_diff = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), out[False][0].parameters()))
-    moved = max(float((a - b).detach().abs().max()) for a, b in zip(out[True][0].parameters(), sft.parameters()))
     what = (f"{method.upper()} (the env's, {cfg.batch_size} rollouts a step), {steps} steps without evaluation: the "
             f"token statistics eager (before) against torch.compile (after; logits of at least "
             f"{COMPILE_MIN_ELEMENTS / 1e6:.1f} M elements), compilation done before the timed steps")
-    check = ("each side twice, alternating, the fastest given: "
-             + "; ".join(f"{'after' if k else 'before'} " + ", ".join(f"{t:.1f}" for t in times[k]) + " s"
-                         for k in (False, True))
-             + f"; compilation from an empty cache before each compiled side (not in its time): "
-             f"{', '.join(f'{t:.1f}' for t in compile_s)} s; largest difference of the step logs "
-             f"({', '.join(cols)}) {log_diff:.1e}, of the final weights {w_diff:.1e} (the weights moved {moved:.1e} "
-             f"from SFT)")
+    check = (f"each side twice, alternating, the fastest given: {_sides_text(times)}; compilation from an empty "
+             f"cache before each compiled side (not in its time): {', '.join(f'{t:.1f}' for t in compile_s)} s; "
+             f"{_run_difference(out, sft)}")
     return what, min(times[False]), min(times[True]), check
 
 
@@ -627,7 +633,7 @@ def bench_whole_sampling(data: Path, params: dict, steps: int, before_rev: str) 
         spec = importlib.util.spec_from_file_location("sampling_before", path)
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
-    train_prompts, tok, sft, ref, reward, cfg = _reinforce_setup(data, params, steps)
+    train_prompts, tok, sft, ref, reward, cfg = _rl_setup(data, params, steps)
     samplers = {"before": old._sample, "after": sampling._sample}
     times: dict[str, list] = {k: [] for k in samplers}
     try:
