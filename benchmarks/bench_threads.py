@@ -56,7 +56,16 @@ def _spawn(args, threads: int, go: str) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--worker", "--threads", str(threads), "--steps", str(args.steps),
            "--method", args.method, "--env", args.env, "--data-root", str(args.data_root), "--go", go]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr (logs) to a file, not a pipe: a pipe nobody reads while the worker runs could fill and block it
+    err = tempfile.NamedTemporaryFile("w+", prefix="bench-threads-", suffix=".log", delete=False)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    proc.stderr_path = err.name
+    return proc
+
+
+def _stderr_tail(p: subprocess.Popen) -> str:
+    """The last lines a worker wrote to its stderr file."""
+    return Path(p.stderr_path).read_text(errors="replace")[-3000:]
 
 
 def _together(args, threads: list[int]) -> list[dict]:
@@ -68,14 +77,14 @@ def _together(args, threads: list[int]) -> list[dict]:
             if line.startswith("READY"):
                 break
         else:
-            raise SystemExit(f"a worker ended before it was ready:\n{p.stderr.read()[-3000:]}")
+            raise SystemExit(f"a worker ended before it was ready:\n{_stderr_tail(p)}")
     go.touch()
     out = []
     for p in procs:
-        rest, err = p.communicate()
+        rest, _ = p.communicate()
         line = next((x for x in rest.splitlines() if x.startswith("RESULT ")), None)
         if p.returncode or line is None:
-            raise SystemExit(f"a worker failed:\n{err[-3000:]}")
+            raise SystemExit(f"a worker failed:\n{_stderr_tail(p)}")
         out.append(json.loads(line[len("RESULT "):]))
     return out
 
