@@ -53,6 +53,7 @@ HEADER = ("# Benchmarks\n\nWritten by `make bench`. **Current figures** holds th
           "stage's and node's wall time, CPU time and peak memory) comes first.\n")
 CURRENT, HISTORY = "## Current figures", "## History"
 FIRST = "End to end, env base"
+SUMMARY = "Every change of #28 and its ratio"  # an undated, hand-kept index of the sections below; second in the file
 _SECTION = re.compile(r"^#{2,3} (?P<title>.+?)(?: \((?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d UTC)\))?$")
 
 
@@ -77,8 +78,10 @@ def render(sections: list[tuple[str, str, str]]) -> str:
     for sec in sections:
         if sec[0] not in latest or sec[1] >= latest[sec[0]][1]:
             latest[sec[0]] = sec
-    # the base env's end-to-end budget (per stage and node) opens the file; then the newest first
-    current = sorted(sorted(latest.values(), key=lambda s: s[1], reverse=True), key=lambda s: s[0] != FIRST)
+    # the base env's end-to-end budget (per stage and node) opens the file, the index of changes follows; then the
+    # newest first
+    current = sorted(sorted(latest.values(), key=lambda s: s[1], reverse=True),
+                     key=lambda s: (s[0] != FIRST, s[0] != SUMMARY))
     older = sorted((s for s in sections if s not in current), key=lambda s: s[1])
 
     def block(sec: tuple[str, str, str]) -> str:

@@ -75,3 +75,17 @@ def test_the_base_env_end_to_end_budget_opens_the_benchmarks_file_whatever_its_d
     heads = [line for line in bench.render(sections).splitlines() if line.startswith("### ")]
     assert heads == ["### End to end, env base (2026-11-21 10:00 UTC)", "### End to end, env smoke (2026-12-07 10:00 UTC)",
                      "### Gen (2026-12-06 10:00 UTC)", "### Note"]
+
+
+def test_the_index_of_changes_follows_the_base_budget_and_keeps_its_place_after_a_new_run():
+    sections = [("End to end, env base", "2026-11-21 10:00 UTC", "base\n"), ("Gen", "2026-12-06 10:00 UTC", "gen\n"),
+                (bench.SUMMARY, "", "index\n")]
+    text = bench.render(sections)
+    heads = [line for line in text.splitlines() if line.startswith("### ")]
+    assert heads == ["### End to end, env base (2026-11-21 10:00 UTC)", f"### {bench.SUMMARY}",
+                     "### Gen (2026-12-06 10:00 UTC)"]
+    again = bench.render([*bench._sections(text), ("Gen", "2026-12-07 10:00 UTC", "gen 2\n")])
+    heads = [line for line in again.splitlines() if line.startswith("### ")]
+    assert heads[:3] == ["### End to end, env base (2026-11-21 10:00 UTC)", f"### {bench.SUMMARY}",
+                         "### Gen (2026-12-07 10:00 UTC)"]
+    assert "index" in again
