@@ -1,10 +1,11 @@
 """torch.compile on CPU (#28, item 3): the training steps that dominate the base run, eager against compiled.
 
-    python benchmarks/bench_compile.py [--env base] [--steps 40] [--warmup 10]
+    python benchmarks/bench_compile.py [--env base] [--data-root DIR] [--steps 40] [--warmup 10]
 
-Three rows; the first two each on a fresh model of the env's policy size (``sft.policy.size``, vocabulary
-``sft.tokenizer.vocab_size``, random weights: only the arithmetic matters here) and the same seeded batches on both
-sides:
+Three rows; the first two each on a fresh model built as the sft pipeline builds one (``load_policy`` with the env's
+``sft.policy.size`` and the trained tokenizer of an earlier run under the data root: its vocabulary, 4 167 tokens on
+base, not the configured upper bound ``sft.tokenizer.vocab_size``; random weights: only the arithmetic matters here)
+and the same seeded batches on both sides:
 
 1. **The reward model's training step** (``ru_rlhf.models.reward.RewardModel`` on the policy's backbone, the env's
    pooling and match feature): forward, Bradley–Terry loss, backward, clipping, AdamW. 32 pairs a step (64 sequences),
@@ -37,16 +38,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import append_result  # noqa: E402
+from _common import ROOT, append_result  # noqa: E402
 from bench_repeated_work import _params  # noqa: E402
 
 
-def _policy(size: dict, vocab: int, seed: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _policy(size: dict, tok, seed: int):
+    from ru_rlhf.models.policy import load_policy
 
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=0, **size))
+    return load_policy(None, size=size, tokenizer=tok, seed=seed)
 
 
 def _batches(n_rows: int, widths: list[int], vocab: int, seed: int) -> list[dict]:
@@ -84,7 +83,7 @@ def _optimiser_step(loss_of, model, opt):
     return step
 
 
-def _rm_step_factory(params: dict, seed: int):
+def _rm_step_factory(params: dict, tok, seed: int):
     import torch
 
     from ru_rlhf.models.reward import RewardModel, bradley_terry_loss
@@ -92,10 +91,10 @@ def _rm_step_factory(params: dict, seed: int):
     from ru_rlhf.vocabulary import CRITERIA
 
     p = RewardParams.of(params["reward_modeling"])
-    size, vocab = params["sft"]["policy"]["size"], params["sft"]["tokenizer"]["vocab_size"]
+    size = params["sft"]["policy"]["size"]
 
     def build(compiled: bool):
-        rm = RewardModel(_policy(size, vocab, seed), CRITERIA, "multi_head", p.n_bins, p.weights, pooling=p.pooling,
+        rm = RewardModel(_policy(size, tok, seed), CRITERIA, "multi_head", p.n_bins, p.weights, pooling=p.pooling,
                          max_length=p.train.max_length, match_feature=p.match_feature)
         rm.encoder.config.use_cache = False
         opt = torch.optim.AdamW(rm.parameters(), lr=p.train.learning_rate, weight_decay=0.01)
@@ -111,13 +110,13 @@ def _rm_step_factory(params: dict, seed: int):
     return build, 64, (64, 192)
 
 
-def _policy_step_factory(params: dict, seed: int):
+def _policy_step_factory(params: dict, tok, seed: int):
     import torch
 
-    size, vocab = params["sft"]["policy"]["size"], params["sft"]["tokenizer"]["vocab_size"]
+    size = params["sft"]["policy"]["size"]
 
     def build(compiled: bool):
-        policy = _policy(size, vocab, seed)
+        policy = _policy(size, tok, seed)
         policy.config.use_cache = False
         opt = torch.optim.AdamW(policy.parameters(), lr=1e-5)
 
@@ -151,11 +150,11 @@ def _side(build, compiled: bool, batches: list[dict], warmup: int) -> tuple[floa
     return t1 - t0, time.perf_counter() - t1
 
 
-def bench(name: str, factory, params: dict, steps: int, warmup: int, seed: int = 2024):
-    build, rows, (lo, hi) = factory(params, seed)
+def bench(name: str, factory, params: dict, tok, steps: int, warmup: int, seed: int = 2024):
+    build, rows, (lo, hi) = factory(params, tok, seed)
     rng = random.Random(seed)
     widths = [rng.randrange(lo, hi + 1, 8) for _ in range(warmup + steps)]
-    batches = _batches(rows, widths, params["sft"]["tokenizer"]["vocab_size"], seed)
+    batches = _batches(rows, widths, len(tok), seed)
     runs: dict[bool, list] = {False: [], True: []}
     for _ in range(2):
         for compiled in (False, True):
@@ -173,7 +172,7 @@ def bench(name: str, factory, params: dict, steps: int, warmup: int, seed: int =
     return what, before, after, check
 
 
-def bench_token_stats(params: dict, repeats: int = 5, seed: int = 2024):
+def bench_token_stats(params: dict, tok, repeats: int = 5, seed: int = 2024):
     """``ru_rlhf.rl.rollout.token_stats`` (log-probabilities, entropy, KL to the reference over the whole vocabulary) on
     one REINFORCE rollout batch's logits, without and with a gradient, eager against compiled (dynamic shapes)."""
     import torch
@@ -181,7 +180,7 @@ def bench_token_stats(params: dict, repeats: int = 5, seed: int = 2024):
     from ru_rlhf.rl.rollout import token_stats
 
     a = params["alignment"]["reinforce"]["train"]
-    rows, cols, vocab = a["batch_size"], a["max_new_tokens"], params["sft"]["tokenizer"]["vocab_size"]
+    rows, cols, vocab = a["batch_size"], a["max_new_tokens"], len(tok)
     g = torch.Generator().manual_seed(seed)
     logits, ref = torch.randn(rows, cols, vocab, generator=g), torch.randn(rows, cols, vocab, generator=g)
     targets = torch.randint(0, vocab, (rows, cols), generator=g)
@@ -222,15 +221,22 @@ def main() -> None:
     ap.add_argument("--env", default="base")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--data-root", default=None, help="an earlier run's data root, for its trained tokenizer "
+                                                      "(default: RU_RLHF_DATA_ROOT, else data/)")
     ap.add_argument("--only", default=None, help="comma-separated rows: rm,policy,token_stats (default: all)")
     args = ap.parse_args()
     os.environ["RU_RLHF_MLFLOW"] = "off"
     params = _params(args.env)
+    from ru_rlhf.models.policy import load_tokenizer
+
+    data = Path(args.data_root or os.environ.get("RU_RLHF_DATA_ROOT", str(ROOT / "data")))
+    tok = load_tokenizer(data / "06_models" / "tokenizer")
     benches = {"rm": lambda: [bench("reward model's training step (64 sequences of 64-192 tokens)",
-                                    _rm_step_factory, params, args.steps, args.warmup)],
+                                    _rm_step_factory, params, tok, args.steps, args.warmup)],
                "policy": lambda: [bench("policy's training step (32 sequences of 96-160 tokens, logits over the "
-                                        "vocabulary)", _policy_step_factory, params, args.steps, args.warmup)],
-               "token_stats": lambda: bench_token_stats(params)}
+                                        "vocabulary)", _policy_step_factory, params, tok, args.steps,
+                                        args.warmup)],
+               "token_stats": lambda: bench_token_stats(params, tok)}
     only = args.only.split(",") if args.only else list(benches)
     if set(only) - set(benches):
         raise SystemExit(f"--only: unknown rows {sorted(set(only) - set(benches))}; known: {sorted(benches)}")
@@ -239,9 +245,9 @@ def main() -> None:
     md += [f"| {w} | {b:.2f} | {a:.2f} | {a / b:.3f} | {c} |" for w, b, a, c in rows]
     for w, b, a, c in rows:
         print(f"{w}: before {b:.2f} s, after {a:.2f} s, ratio {a / b:.3f}; {c}", flush=True)
-    notes = ("One process, nothing else running; the models are the env's size with random weights (the arithmetic "
-             "does not depend on the weights). Kept only where the ratio pays for the compilation within a node's "
-             "steps (#28); see the text below the table for the decision.")
+    notes = (f"One process, nothing else running; the models are the env's size with random weights (the arithmetic "
+             f"does not depend on the weights) and the vocabulary of the tokenizer under `{data}` ({len(tok)} tokens). Kept only where the ratio pays for the compilation within a node's "
+             f"steps (#28); see the text below the table for the decision.")
     title = f"torch.compile on CPU, env {args.env}" + (f", rows {args.only}" if args.only else "")
     append_result(title, [], notes, markdown="\n".join(md))
 

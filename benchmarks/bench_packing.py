@@ -15,7 +15,6 @@ pre-training and reading share the node ``sft.pretrain_policy``, whose time is s
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -55,6 +54,7 @@ def main() -> None:
     import bench_repeated_work as brw
 
     from ru_rlhf.models.policy import format_prompt, load_tokenizer
+    from ru_rlhf.models.training import stage_steps
     from ru_rlhf.pipelines.sft.nodes import reading_examples
     from ru_rlhf.pipelines.sft.params import SftParams
 
@@ -84,7 +84,7 @@ def main() -> None:
     node_s = dict(zip(timings["node"], timings["seconds"]))
     rows, tokens = [], {}
     for name, (stage, lens) in stages.items():
-        steps = stage.max_steps if stage.max_steps > 0 else math.ceil(len(lens) / stage.batch_size * stage.epochs)
+        steps = stage_steps(stage, len(lens))
         grouped, real = padding_share(lens, stage.batch_size, steps, True, p.seed)
         rand, _ = padding_share(lens, stage.batch_size, steps, False, p.seed)
         tokens[name] = real

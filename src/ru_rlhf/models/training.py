@@ -195,14 +195,19 @@ def history_table(log_history: list[dict], stage: str) -> pd.DataFrame:
     return df[keep].reset_index(drop=True)
 
 
+def stage_steps(stage_params: StageParams, n_rows: int) -> int:
+    """The optimiser steps a stage takes on ``n_rows`` examples: ``max_steps`` when set, else its epochs' batches."""
+    s = stage_params
+    return s.max_steps if s.max_steps > 0 else math.ceil(n_rows / s.batch_size * s.epochs)
+
+
 def _scheduler_kwargs(stage_params: StageParams, n_rows: int) -> dict:
     """The scheduler's keyword arguments; for ``warmup_stable_decay`` the decay length comes from
     ``lr_decay_share`` of all steps unless ``num_decay_steps`` is given (so it scales with the run)."""
     s = stage_params
     kwargs = dict(s.lr_scheduler_kwargs)
     if s.lr_scheduler == "warmup_stable_decay" and "num_decay_steps" not in kwargs:
-        total = s.max_steps if s.max_steps > 0 else math.ceil(n_rows / s.batch_size * s.epochs)
-        kwargs["num_decay_steps"] = max(1, round(s.lr_decay_share * total))
+        kwargs["num_decay_steps"] = max(1, round(s.lr_decay_share * stage_steps(s, n_rows)))
     return kwargs
 
 
