@@ -25,8 +25,8 @@ def test_every_env_passes_its_parameter_models(env):
 
 
 def test_the_full_env_is_base_with_its_studies_switched_on():
-    """`full` differs from base only in the reward-model comparisons (on) and CoH's grid (the 4 settings, base's
-    one among them): the default run's other figures are the same run's."""
+    """`full` differs from base only in the reward-model comparisons (on) and the CoH, DPO and IPO grids (4, 3 and 3
+    settings, base's one among them): the default run's other figures are the same run's."""
     import json
 
     base, full = env_parameters("base"), env_parameters("full")
@@ -38,6 +38,10 @@ def test_the_full_env_is_base_with_its_studies_switched_on():
     for k in ("compare_backbone", "distributional", "cross_lingual"):
         rm[k] = base["reward_modeling"][k]
     coh["grid"] = grid
+    for method, size in (("dpo", 3), ("ipo", 3)):
+        full_grid, base_grid = full["alignment"][method]["train"]["grid"], base["alignment"][method]["train"]["grid"]
+        assert len(full_grid) == size and len(base_grid) == 1 and base_grid[0] in full_grid
+        full["alignment"][method]["train"]["grid"] = base_grid
     # paths under the env's own data root (data/full/ against data/, or each under RU_RLHF_DATA_PARENT)
     assert json.loads(json.dumps(full).replace("data/full/", "data/")) == base
 

@@ -14,6 +14,7 @@ from ru_rlhf.models.encoder import load_encoder, train_wordpiece_tokenizer
 from ru_rlhf.models.reward import (
     RewardModel,
     bradley_terry_loss,
+    criterion_weights,
     distinct_sequences,
     distributional_loss,
     epoch_batches,
@@ -32,6 +33,19 @@ def test_bradley_terry_by_hand():
     head = torch.tensor([0, 1])  # pair 1 on helpfulness (2 vs 1), pair 2 on truthfulness (1 vs 3)
     expected = -(math.log(1 / (1 + math.exp(-1))) + math.log(1 / (1 + math.exp(2)))) / 2
     assert bradley_terry_loss(chosen, rejected, head).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_criterion_weights_give_each_criterion_the_same_share_of_the_epoch_by_hand():
+    crit = pd.Series(["helpfulness"] * 6 + ["truthfulness"] * 3 + ["harmlessness"])
+    w = criterion_weights(crit)
+    # 1 / (3 criteria x share): 1 / (3 x 0.6), 1 / (3 x 0.3), 1 / (3 x 0.1)
+    assert list(w.round(6)) == [round(1 / 1.8, 6)] * 6 + [round(1 / 0.9, 6)] * 3 + [round(1 / 0.3, 6)]
+    assert w.mean() == pytest.approx(1.0) and all(w[crit == c].sum() == pytest.approx(10 / 3) for c in set(crit))
+    # the weighted loss of two pairs, by hand: weights 0.5 and 1.5 on losses -log s(1) and -log s(-2)
+    chosen, rejected = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0], [0.0, 3.0, 0.0]])
+    expected = (0.5 * math.log(1 + math.exp(-1)) + 1.5 * math.log(1 + math.exp(2))) / 2
+    got = bradley_terry_loss(chosen, rejected, torch.tensor([0, 1]), weights=torch.tensor([0.5, 1.5]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_other_heads_are_masked():
@@ -187,6 +201,29 @@ def test_prompt_batching_learns_the_same_preference_from_fewer_sequences(tiny_rm
     assert s.loc[0, "harmlessness"] > s.loc[1, "harmlessness"] > s.loc[2, "harmlessness"]
     with pytest.raises(ValueError, match="batching"):
         train_reward_model(rm, tok, pairs, epochs=1, batching="prompt")
+    with pytest.raises(ValueError, match="balance_criteria"):
+        train_reward_model(rm, tok, pairs, epochs=1, balance_criteria="epochs")
+
+
+def test_epoch_balance_weighs_a_rare_criterion_as_much_as_a_common_one(tiny_rm_parts):
+    """A rare criterion (harmlessness: 1 pair in 8) whose cue only its own pairs teach: with ``balance_criteria=
+    "epoch"`` its pairs weigh 3.5x more, so its head learns the cue further than with the plain mean, same draws."""
+    tok, size = tiny_rm_parts
+    rows = []
+    for k in range(16):
+        rows += [{"prompt": f"Вопрос {k}", "chosen": f"Ответ {k} подробный.", "rejected": f"Ответ {k}.",
+                  "criterion": "helpfulness"}] * 7
+        rows.append({"prompt": f"Вопрос {k}", "chosen": "Спокойный ответ.", "rejected": "Грубый ответ, уходи.",
+                     "criterion": "harmlessness"})
+    pairs = pd.DataFrame(rows)
+    margins = {}
+    for balance in (False, "epoch"):
+        rm = RewardModel(load_encoder(size=size, tokenizer=tok, seed=2))
+        rm, _ = train_reward_model(rm, tok, pairs, epochs=2, batch_size=16, learning_rate=1e-3, max_length=32,
+                                   batching="prompts", balance_criteria=balance, seed=5)
+        s = score(rm, tok, ["Вопрос 99"] * 2, ["Спокойный ответ.", "Грубый ответ, уходи."])
+        margins[balance] = s.loc[0, "harmlessness"] - s.loc[1, "harmlessness"]
+    assert margins["epoch"] > margins[False] > 0
 
 
 def test_pairwise_metrics_and_ece_on_synthetic_data():
@@ -459,3 +496,43 @@ def test_padding_does_not_move_a_gpt2_backbone(small_world):
     both = score(rm, tok, prompts, responses, batch_size=2)
     alone = pd.concat([score(rm, tok, [p], [r], batch_size=1) for p, r in zip(prompts, responses)], ignore_index=True)
     np.testing.assert_allclose(both.to_numpy(), alone.to_numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["response", "last"])
+def test_shared_prefix_gives_the_whole_sequences_states_and_gradients(tiny_policy_parts, pooling):
+    """Each distinct prompt through the causal backbone once, its answers over its keys and values: the pooled states
+    and every parameter's gradient are those of the whole sequences (prompts of different lengths, answers of
+    different lengths, one prompt with three answers), with the match feature on."""
+    from ru_rlhf.models.reward import encode, encode_shared, model_inputs
+
+    policy, tok = tiny_policy_parts
+    rm = RewardModel(policy, pooling=pooling, match_feature=True)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        rm.match.weight.normal_()  # zero at the start; any learned value must act alike on both paths
+    assert rm.shares_prefix
+    prompts = ["Где открыли мост?"] * 3 + ["Прочитай текст: в Казани открыли новый мост через реку. Что открыли?"] * 2
+    answers = ["В Казани.", "Мост открыли в Казани, через реку.", "Не знаю.", "Мост.", "Новый мост через реку."]
+    shared = encode_shared(tok, prompts, answers, 256)
+    assert shared["prefix_ids"].shape[0] == 2 and shared["prefix_of"].tolist() == [0, 0, 0, 1, 1]
+    grads = []
+    for path in ("whole", "shared"):
+        rm.zero_grad()
+        out = (rm(**model_inputs(encode(tok, prompts, answers, 256), "cpu")) if path == "whole"
+               else rm(shared=shared))["scores"]
+        (out * torch.arange(1.0, 1 + out.numel()).view_as(out)).sum().backward()
+        grads.append((out.detach(), {n: p.grad.clone() for n, p in rm.named_parameters() if p.grad is not None}))
+    (whole, g_whole), (part, g_shared) = grads
+    assert torch.allclose(whole, part, atol=1e-5)
+    assert g_whole.keys() == g_shared.keys() and len(g_whole) > 5
+    assert all(torch.allclose(g_whole[n], g_shared[n], atol=1e-5) for n in g_whole)
+    rm.zero_grad(set_to_none=True)  # the policy is the module's fixture
+    # scoring batches a prompt's answers together and gives the whole sequences' scores (and pooled states)
+    rm.eval()
+    many_p, many_a = prompts * 3, [a + " " * k for k in range(3) for a in answers]  # 15 rows, 2 prompts
+    on = score(rm, tok, many_p, many_a, batch_size=4, pooled=True, distinct=False)
+    off = score(rm, tok, many_p, many_a, batch_size=4, pooled=True, distinct=False, shared_prefix=False)
+    pd.testing.assert_frame_equal(on, off, atol=1e-5, check_exact=False)
+    assert np.allclose(on.attrs["pooled"], off.attrs["pooled"], atol=1e-5)
+    # a bidirectional encoder (BERT) or pooling over the prompt too cannot share
+    assert not RewardModel(policy, pooling="mean").shares_prefix

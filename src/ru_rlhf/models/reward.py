@@ -62,6 +62,7 @@ class RewardModel(nn.Module):
         encoder = backbone_of(encoder)
         self.encoder, self.heads, self.kind, self.n_bins = encoder, tuple(heads), kind, n_bins
         self.pooling, self.max_length = pooling, int(max_length)
+        self.prefix_sharing = True  # a run-time switch, not saved (see shares_prefix)
         self.weights = dict(weights or {h: 1 / len(heads) for h in heads})
         self.norm_mean = {h: 0.0 for h in self.heads}  # per-head centre and spread for the scalar
         self.norm_std = {h: 1.0 for h in self.heads}
@@ -107,11 +108,58 @@ class RewardModel(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                response_mask: torch.Tensor | None = None, match: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether training and :func:`score` use :meth:`pooled_shared`, which gives what :meth:`pooled` gives for a
+        causal backbone (a prompt's states do not depend on the answer after it) pooled over the answer's own tokens
+        (``response`` or ``last``); ``prefix_sharing = False`` turns it off (:func:`train_reward_model`'s
+        ``shared_prefix``)."""
+        return (self.prefix_sharing and self.encoder.config.model_type in CAUSAL_BACKBONES
+                and self.pooling in ("response", "last"))
+
+    def pooled_shared(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, suffix_ids: torch.Tensor,
+                      suffix_mask: torch.Tensor, prefix_of: torch.Tensor,
+                      suffix_match: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`pooled` of sequences that share prompts, each prompt run through the backbone once
+        (:func:`encode_shared`): the distinct prompts (``prefix_ids``, left-padded), then every answer (``suffix_ids``,
+        right-padded, row ``i`` after prompt ``prefix_of[i]``) over its prompt's keys and values. The same states as
+        the whole sequences, for :attr:`shares_prefix` models (a test checks the values and the gradients); a pair
+        of answers to one prompt then costs its prompt once instead of twice.
+
+        Why our own: transformers shares a prefix's cache only for generation; here the prompt's pass keeps its graph,
+        so the answers' gradients reach the prompt's states as they do through whole sequences."""
+        emb = self.encoder.get_input_embeddings()
+        p_embeds = emb(prefix_ids)
+        s_embeds = emb(suffix_ids)
+        if self.match is not None:  # :meth:`pooled` adds the feature's 0 vector to every prompt token
+            p_embeds = p_embeds + self.match.weight[0]
+            s_embeds = s_embeds + self.match(suffix_match if suffix_match is not None else torch.zeros_like(suffix_ids))
+        p_positions = (prefix_mask.long().cumsum(-1) - 1).clamp_min(0)
+        out = self.encoder(inputs_embeds=p_embeds, attention_mask=prefix_mask, position_ids=p_positions, use_cache=True)
+        cache = out.past_key_values
+        for layer in cache.layers:  # each answer's rows of its prompt's keys and values (the graph kept)
+            layer.keys, layer.values = layer.keys[prefix_of], layer.values[prefix_of]
+        lengths = prefix_mask.long().sum(-1)[prefix_of]
+        s_positions = lengths.unsqueeze(-1) + torch.arange(suffix_ids.shape[1], device=suffix_ids.device)
+        mask = torch.cat([prefix_mask[prefix_of], suffix_mask], dim=-1)
+        hidden = self.encoder(inputs_embeds=s_embeds, attention_mask=mask, position_ids=s_positions,
+                              past_key_values=cache, use_cache=True).last_hidden_state
+        if self.pooling == "last":
+            pos = torch.arange(suffix_mask.shape[1], device=suffix_mask.device)
+            last = (suffix_mask.to(torch.long) * pos).argmax(-1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        m = suffix_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                response_mask: torch.Tensor | None = None, match: torch.Tensor | None = None,
+                shared: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """``scores``: [batch, heads]; for the distributional kind also ``probs``: [batch, heads, bins]; with a
-        bias head also ``bias``: [batch]."""
-        out = self.head(self.pooled(input_ids, attention_mask, response_mask, match))
+        bias head also ``bias``: [batch]. ``shared``: :func:`encode_shared`'s tensors instead of the whole
+        sequences (:meth:`pooled_shared`)."""
+        pooled = (self.pooled_shared(**shared) if shared is not None
+                  else self.pooled(input_ids, attention_mask, response_mask, match))
+        out = self.head(pooled)
         if self.kind == "multi_head":
             return {"scores": out[:, :-1], "bias": out[:, -1]} if self.bias_head else {"scores": out}
         probs = out.view(out.shape[0], len(self.heads), self.n_bins).softmax(-1)
@@ -146,6 +194,9 @@ class RewardModel(nn.Module):
 
 
 POOLINGS = ("mean", "last", "response")
+# causal backbones (a position sees only those before it), whose prompt states :meth:`RewardModel.pooled_shared` may
+# compute once for several answers: the default policy's and the local models' (Qwen2, GPT-2)
+CAUSAL_BACKBONES = ("llama", "qwen2", "gpt2", "mistral", "qwen3")
 
 
 def backbone_of(model):
@@ -182,14 +233,31 @@ def load_reward_model(path: str | Path, device: str | None = None,
 
 # --------------------------------------------------------------------------- losses
 def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, head_index: torch.Tensor,
-                       balanced: bool = False) -> torch.Tensor:
+                       balanced: bool = False, weights: torch.Tensor | None = None) -> torch.Tensor:
     """−log σ(r_c(chosen) − r_c(rejected)), each pair on its own criterion's head c (others masked).
 
-    ``balanced``: the mean over the criteria in the batch of each criterion's mean loss (:func:`balanced_mean`)."""
+    ``balanced``: the mean over the criteria in the batch of each criterion's mean loss (:func:`balanced_mean`);
+    ``weights`` (one per pair, e.g. :func:`criterion_weights`): the weighted mean instead."""
     idx = head_index.unsqueeze(-1)
     diff = s_chosen.gather(-1, idx).squeeze(-1) - s_rejected.gather(-1, idx).squeeze(-1)
-    per_pair = -F.logsigmoid(diff)
+    return _reduce(-F.logsigmoid(diff), head_index, balanced, weights)
+
+
+def _reduce(per_pair: torch.Tensor, head_index: torch.Tensor, balanced: bool,
+            weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is not None:
+        return (per_pair * weights).mean()
     return balanced_mean(per_pair, head_index) if balanced else per_pair.mean()
+
+
+def criterion_weights(criteria: pd.Series) -> pd.Series:
+    """One weight per pair, the inverse of its criterion's share of ``criteria`` over the number of criteria: each
+    criterion carries the same share of an epoch's loss (the weights' mean is 1). What ``balance_criteria="epoch"``
+    trains with: batches of a few prompts' pairs hold harmlessness pairs (5 % of the base run's, from 13 % of its
+    prompts) in only about a third of the batches, so :func:`balanced_mean` within each batch would weigh it there
+    alone."""
+    share = criteria.map(criteria.value_counts(normalize=True))
+    return 1.0 / (criteria.nunique() * share)
 
 
 def balanced_mean(per_pair: torch.Tensor, head_index: torch.Tensor) -> torch.Tensor:
@@ -206,12 +274,12 @@ def preference_probability(p_chosen: torch.Tensor, p_rejected: torch.Tensor) -> 
 
 
 def distributional_loss(p_chosen: torch.Tensor, p_rejected: torch.Tensor, head_index: torch.Tensor,
-                        balanced: bool = False) -> torch.Tensor:
+                        balanced: bool = False, weights: torch.Tensor | None = None) -> torch.Tensor:
     """−log P(chosen ≻ rejected) on each pair's own criterion (probs: [batch, heads, bins])."""
     idx = head_index.view(-1, 1, 1).expand(-1, 1, p_chosen.shape[-1])
     pc, pr = p_chosen.gather(1, idx).squeeze(1), p_rejected.gather(1, idx).squeeze(1)
     per_pair = -torch.log(preference_probability(pc, pr).clamp_min(1e-8))
-    return balanced_mean(per_pair, head_index) if balanced else per_pair.mean()
+    return _reduce(per_pair, head_index, balanced, weights)
 
 
 def decorrelation_penalty(scores: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -329,10 +397,46 @@ def model_inputs(enc: dict, device) -> dict[str, torch.Tensor]:
     return {k: enc[k].to(device) for k in ("input_ids", "attention_mask", "response_mask", "match")}
 
 
+def encode_shared(tokenizer, prompts: list[str], responses: list[str], max_length: int,
+                  plan: list[dict] | None = None) -> dict[str, torch.Tensor] | None:
+    """:func:`encode`'s rows split for :meth:`RewardModel.pooled_shared`: each distinct prompt once (the tokens
+    before the answer, as the window cut them; left-padded), and each row's answer and end tokens (right-padded)
+    with ``prefix_of``, its prompt's row. ``suffix_match`` is :func:`encode`'s ``match`` over the answer. None when
+    some row has no answer token (nothing to pool; :func:`encode` then)."""
+    plan = plan if plan is not None else truncation_plan(tokenizer, prompts, responses, max_length)
+    before, between, after = pair_template(tokenizer)
+    rows: dict[tuple[int, ...], int] = {}
+    prefix_of = [rows.setdefault(tuple(x["prompt_ids"]), len(rows)) for x in plan]
+    prefixes = [before + list(k) + between for k in rows]
+    suffixes = [x["response_ids"] + after for x in plan]
+    if any(not sfx for sfx in suffixes):
+        return None
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    p_width, s_width = max(len(x) for x in prefixes), max(len(x) for x in suffixes)
+    prefix_ids = torch.full((len(prefixes), p_width), pad, dtype=torch.long)
+    prefix_mask = torch.zeros((len(prefixes), p_width), dtype=torch.long)
+    for i, row in enumerate(prefixes):
+        prefix_ids[i, p_width - len(row):] = torch.tensor(row, dtype=torch.long)
+        prefix_mask[i, p_width - len(row):] = 1
+    suffix_ids = torch.full((len(suffixes), s_width), pad, dtype=torch.long)
+    suffix_mask = torch.zeros((len(suffixes), s_width), dtype=torch.long)
+    suffix_match = torch.zeros((len(suffixes), s_width), dtype=torch.long)
+    specials = set(before + between + after) | set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, (row, x) in enumerate(zip(suffixes, plan)):
+        suffix_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        suffix_mask[i, :len(row)] = 1
+        seen = set(x["prompt_ids"]) - specials
+        suffix_match[i, :len(x["response_ids"])] = torch.tensor([int(t in seen) for t in x["response_ids"]],
+                                                                dtype=torch.long)
+    return {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask, "suffix_ids": suffix_ids,
+            "suffix_mask": suffix_mask, "prefix_of": torch.tensor(prefix_of, dtype=torch.long),
+            "suffix_match": suffix_match}
+
+
 @torch.no_grad()
 def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
           max_length: int | None = None, weights: dict[str, float] | None = None, pooled: bool = False,
-          distinct: bool = True) -> pd.DataFrame:
+          distinct: bool = True, shared_prefix: bool = True) -> pd.DataFrame:
     """Per-head scores and the scalar reward of each (prompt, response); optionally the pooled states.
 
     ``max_length`` defaults to the window the model was trained with. Rows are batched by length (less
@@ -342,13 +446,18 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
     repeat their answers (a prompt's 6 candidates make up to 15 pairs per criterion, 45 in all, from 6 answers), so
     scoring a pair set's chosen and rejected sides scored each answer many times over. ``False`` scores every row
     as given (the same values, up to float rounding of a differently padded batch).
+
+    ``shared_prefix``: where the model :attr:`~RewardModel.shares_prefix`, the rows are batched by prompt and each
+    distinct prompt of a batch runs through the backbone once for all its answers (:meth:`RewardModel.pooled_shared`;
+    best-of-n's samples, GRPO's groups and a pair set's answers share prompts); the same values up to float rounding.
     """
     if distinct:
         at: dict[tuple[str, str], int] = {}
         where = [at.setdefault(key, len(at)) for key in zip(prompts, responses)]
         if len(at) < len(where):
             once = score(rm, tokenizer, [k[0] for k in at], [k[1] for k in at], batch_size=batch_size,
-                         max_length=max_length, weights=weights, pooled=pooled, distinct=False)
+                         max_length=max_length, weights=weights, pooled=pooled, distinct=False,
+                         shared_prefix=shared_prefix)
             states = once.attrs.pop("pooled", None)  # taken off first: pandas would copy it into the repeated rows
             out = once.iloc[where].reset_index(drop=True)
             if pooled:
@@ -356,15 +465,23 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
             return out
     rm.eval()
     plan = truncation_plan(tokenizer, prompts, responses, max_length or rm.max_length)
-    order = sorted(range(len(plan)), key=lambda i: len(plan[i]["prompt_ids"]) + len(plan[i]["response_ids"]))
+    share = shared_prefix and rm.shares_prefix
+    if share:  # a prompt's answers side by side, so that a batch runs each of its prompts once
+        order = sorted(range(len(plan)), key=lambda i: (len(plan[i]["prompt_ids"]), plan[i]["prompt_ids"],
+                                                        len(plan[i]["response_ids"])))
+    else:
+        order = sorted(range(len(plan)), key=lambda i: len(plan[i]["prompt_ids"]) + len(plan[i]["response_ids"]))
     device = next(rm.parameters()).device
     rows, states = [], []
     for b in range(0, len(order), batch_size):
         chunk = [plan[i] for i in order[b:b + batch_size]]
-        enc = encode(tokenizer, [], [], 0, plan=chunk)
-        inputs = model_inputs(enc, device)
+        shared = encode_shared(tokenizer, [], [], 0, plan=chunk) if share else None
+        if shared is not None:
+            inputs = {"shared": {k: v.to(device) for k, v in shared.items()}}
+        else:
+            inputs = model_inputs(encode(tokenizer, [], [], 0, plan=chunk), device)
         if pooled:
-            h = rm.pooled(**inputs)
+            h = rm.pooled_shared(**inputs["shared"]) if shared is not None else rm.pooled(**inputs)
             states.append(h.float().cpu())
             out = rm.head(h)[:, :len(rm.heads) * (rm.n_bins if rm.kind == "distributional" else 1)]
             s = out if rm.kind == "multi_head" else (
@@ -516,8 +633,9 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
                        checkpoint_dir: str | Path | None = None, save_steps: int = 500,
                        desc: str = "reward model", validation: pd.DataFrame | None = None,
                        evals_per_epoch: int = 1, patience: int = 2, train_eval_pairs: int = 600,
-                       debias_weight: float = 1.0, balance_criteria: bool = False,
-                       group_by_length: bool = False, batching: str = "pairs") -> tuple[RewardModel, pd.DataFrame]:
+                       debias_weight: float = 1.0, balance_criteria: bool | str = False,
+                       group_by_length: bool = False, batching: str = "pairs",
+                       shared_prefix: bool = True) -> tuple[RewardModel, pd.DataFrame]:
     """Train on ``pairs`` (``prompt, chosen, rejected, criterion``), each pair on its criterion's head.
 
     With ``validation`` pairs the model is evaluated ``evals_per_epoch`` times an epoch (per-head accuracy
@@ -525,7 +643,10 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     after ``patience`` evaluations without a better mean validation accuracy, and the best state is the
     one returned (``epochs`` is then an upper bound: early stopping on validation pairwise accuracy).
 
-    ``balance_criteria``: each batch's loss is the mean over its criteria of their mean loss (:func:`balanced_mean`).
+    ``balance_criteria``: True (or ``"batch"``), each batch's loss is the mean over its criteria of their mean loss
+    (:func:`balanced_mean`); ``"epoch"``, each pair weighted by :func:`criterion_weights`, so each criterion carries
+    the same share of the epoch's loss however the batches mix them (for ``batching="prompts"``); False (or
+    ``"none"``), the plain mean.
     A model with a bias head is trained on P(chosen ≻ rejected) = σ(Δr_c + Δbias) plus ``debias_weight`` ×
     :func:`decorrelation_penalty` of the quality heads against :func:`bias_features`.
 
@@ -534,6 +655,11 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
     ``batching``: ``"pairs"``, each batch a random draw of pairs, two sequences scored per pair; ``"prompts"``, each
     batch the pairs of a few prompts (:func:`prompt_batches`), each distinct (prompt, answer) scored once for all its
     pairs (:func:`distinct_sequences`): the same pairs per step from fewer sequences.
+
+    ``shared_prefix``: each distinct prompt of a batch runs through the backbone once for all its answers
+    (:meth:`RewardModel.pooled_shared`; the chosen and rejected answers of a pair share their prompt), where the model
+    :attr:`~RewardModel.shares_prefix`; the same loss as whole sequences, up to float rounding. It sets the model's
+    ``prefix_sharing``, so its evaluations score alike (:func:`score`), and the model returned keeps it.
 
     Under ``accelerate launch`` with N processes every rank draws the same shuffled order (same
     seed) and takes every N-th pair of each global batch of ``batch_size``; DDP averages the
@@ -599,6 +725,13 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
 
     if batching not in ("pairs", "prompts"):
         raise ValueError(f"batching={batching!r}: expected 'pairs' or 'prompts'")
+    balance = ("batch" if balance_criteria else "none") if isinstance(balance_criteria, bool) else balance_criteria
+    if balance not in ("batch", "epoch", "none"):
+        raise ValueError(f"balance_criteria={balance_criteria!r}: expected 'batch', 'epoch', 'none' or a bool")
+    rm.prefix_sharing = bool(shared_prefix)  # its evaluations too, and the model returned
+    share = rm.shares_prefix
+    pair_weight = (torch.tensor(criterion_weights(data["criterion"]).to_numpy(), dtype=torch.float32)
+                   if balance == "epoch" else None)
     lengths = pair_lengths(data) if group_by_length else None
     groups = list(data.groupby("prompt", sort=False).indices.values()) if batching == "prompts" else None
     stop = False
@@ -618,20 +751,24 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: pd.DataFrame, *, epoch
             else:  # the chosen answers, then the rejected ones
                 seq_prompts, seq_answers = list(rows["prompt"]) * 2, list(rows["chosen"]) + list(rows["rejected"])
                 c_at, r_at = list(range(n)), list(range(n, 2 * n))
-            enc = encode(tokenizer, seq_prompts, seq_answers, max_length)
+            shared = encode_shared(tokenizer, seq_prompts, seq_answers, max_length) if share else None
             train_model.train()
-            out = train_model(**model_inputs(enc, device))
+            if shared is not None:
+                out = train_model(shared={k: v.to(device) for k, v in shared.items()})
+            else:
+                out = train_model(**model_inputs(encode(tokenizer, seq_prompts, seq_answers, max_length), device))
             ci, ri = torch.tensor(c_at, device=device), torch.tensor(r_at, device=device)
             idx = torch.tensor([head_of[c] for c in rows["criterion"]], device=device)
+            balanced, w = balance == "batch", None if pair_weight is None else pair_weight[batch[rank::world]].to(device)
             if rm.kind == "multi_head" and rm.bias_head:
                 sb = out["scores"] + out["bias"].unsqueeze(-1)
-                loss = bradley_terry_loss(sb[ci], sb[ri], idx, balance_criteria)
+                loss = bradley_terry_loss(sb[ci], sb[ri], idx, balanced, w)
                 feats = bias_features(seq_answers).to(device)
                 loss = loss + debias_weight * decorrelation_penalty(out["scores"], feats)
             elif rm.kind == "multi_head":
-                loss = bradley_terry_loss(out["scores"][ci], out["scores"][ri], idx, balance_criteria)
+                loss = bradley_terry_loss(out["scores"][ci], out["scores"][ri], idx, balanced, w)
             else:
-                loss = distributional_loss(out["probs"][ci], out["probs"][ri], idx, balance_criteria)
+                loss = distributional_loss(out["probs"][ci], out["probs"][ri], idx, balanced, w)
             with torch.no_grad():
                 s = out["scores"].detach()
                 batch_acc = (s[ci].gather(-1, idx.unsqueeze(-1)) > s[ri].gather(-1, idx.unsqueeze(-1))).float().mean()

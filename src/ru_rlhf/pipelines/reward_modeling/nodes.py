@@ -141,7 +141,7 @@ def _train(kind: str, pairs: pd.DataFrame, backbone, p: RewardParams, name: str,
               "save_steps": t.save_steps, "desc": name, "validation": val if len(val) else None,
               "evals_per_epoch": t.evals_per_epoch, "patience": t.patience, "debias_weight": p.debias.weight,
               "balance_criteria": t.balance_criteria, "group_by_length": t.group_by_length,
-              "batching": t.batching}
+              "batching": t.batching, "shared_prefix": t.shared_prefix}
     rm, history = distributed.reward_model(rm, tok, data, p.distributed, **kwargs)  # here, or N processes
     norm = normalise_heads(rm, tok, data, p)
     log.info("%s: head normalisation %s", name, norm)

@@ -42,11 +42,16 @@ class RMTrainParams(Params):
     # and early-stop on at most this many validation pairs (None: validation_pairs, the base default); both budgets
     # are capped at the multi-head model's own
     secondary_validation_pairs: int | None = Field(gt=0)
-    balance_criteria: bool  # each criterion weighs the same in a batch's loss
+    # each criterion weighs the same: in a batch's loss (true, or batch), or over the epoch's (epoch: each pair
+    # weighted by the inverse of its criterion's share, for prompt batches that hold a rare criterion in few batches)
+    balance_criteria: bool | Literal["batch", "epoch", "none"]
     group_by_length: bool  # batches of pairs of similar length (less padding); off: uniformly random batches
     # pairs: each batch a random draw of pairs (two sequences scored per pair); prompts: each batch the pairs of a few
     # prompts, each distinct answer scored once for all its pairs (InstructGPT's batching)
     batching: Literal["pairs", "prompts"]
+    # each distinct prompt of a batch through the backbone once for all its answers (a causal backbone pooled over the
+    # answer: the same loss as whole sequences, up to float rounding); off, or another backbone: whole sequences
+    shared_prefix: bool
     save_steps: int = Field(gt=0)
     evals_per_epoch: int = Field(gt=0)
     patience: int = Field(gt=0)  # evaluations without a better validation accuracy
