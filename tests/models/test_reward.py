@@ -531,7 +531,9 @@ def test_shared_prefix_gives_the_whole_sequences_states_and_gradients(tiny_polic
     rm.eval()
     many_p, many_a = prompts * 3, [a + " " * k for k in range(3) for a in answers]  # 15 rows, 2 prompts
     on = score(rm, tok, many_p, many_a, batch_size=4, pooled=True, distinct=False)
-    off = score(rm, tok, many_p, many_a, batch_size=4, pooled=True, distinct=False, shared_prefix=False)
+    rm.prefix_sharing = False
+    assert not rm.shares_prefix
+    off = score(rm, tok, many_p, many_a, batch_size=4, pooled=True, distinct=False)
     pd.testing.assert_frame_equal(on, off, atol=1e-5, check_exact=False)
     assert np.allclose(on.attrs["pooled"], off.attrs["pooled"], atol=1e-5)
     # a bidirectional encoder (BERT) or pooling over the prompt too cannot share

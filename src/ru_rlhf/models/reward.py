@@ -195,8 +195,9 @@ class RewardModel(nn.Module):
 
 POOLINGS = ("mean", "last", "response")
 # causal backbones (a position sees only those before it), whose prompt states :meth:`RewardModel.pooled_shared` may
-# compute once for several answers: the default policy's and the local models' (Qwen2, GPT-2)
-CAUSAL_BACKBONES = ("llama", "qwen2", "gpt2", "mistral", "qwen3")
+# compute once for several answers: the default policy's and the local models' (Qwen2, GPT-2), each checked against
+# whole sequences; any other backbone scores whole sequences
+CAUSAL_BACKBONES = ("llama", "qwen2", "gpt2")
 
 
 def backbone_of(model):
@@ -359,6 +360,13 @@ def truncation_plan(tokenizer, prompts: list[str], responses: list[str], max_len
     return plan
 
 
+def _match_flags(row: dict, specials: set[int]) -> torch.Tensor:
+    """1 on each response token of a :func:`truncation_plan` row that also occurs in its prompt (special tokens
+    aside): the exact-match feature."""
+    seen = set(row["prompt_ids"]) - specials
+    return torch.tensor([int(t in seen) for t in row["response_ids"]], dtype=torch.long)
+
+
 def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int,
            plan: list[dict] | None = None) -> dict[str, torch.Tensor]:
     """Encode (prompt, response) pairs within ``max_length`` (see :func:`truncation_plan`), padded.
@@ -384,9 +392,7 @@ def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int,
         mask[i, off:off + len(row)] = 1
         start = off + len(before) + len(x["prompt_ids"]) + len(between)
         response_mask[i, start:off + len(row)] = 1  # the response and the special tokens after it
-        seen = set(x["prompt_ids"]) - specials
-        match[i, start:start + len(x["response_ids"])] = torch.tensor(
-            [int(t in seen) for t in x["response_ids"]], dtype=torch.long)
+        match[i, start:start + len(x["response_ids"])] = _match_flags(x, specials)
         starts.append(start)
     return {"input_ids": input_ids, "attention_mask": mask, "response_mask": response_mask, "match": match,
             "response_start": torch.tensor(starts, dtype=torch.long)}
@@ -425,9 +431,7 @@ def encode_shared(tokenizer, prompts: list[str], responses: list[str], max_lengt
     for i, (row, x) in enumerate(zip(suffixes, plan)):
         suffix_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         suffix_mask[i, :len(row)] = 1
-        seen = set(x["prompt_ids"]) - specials
-        suffix_match[i, :len(x["response_ids"])] = torch.tensor([int(t in seen) for t in x["response_ids"]],
-                                                                dtype=torch.long)
+        suffix_match[i, :len(x["response_ids"])] = _match_flags(x, specials)
     return {"prefix_ids": prefix_ids, "prefix_mask": prefix_mask, "suffix_ids": suffix_ids,
             "suffix_mask": suffix_mask, "prefix_of": torch.tensor(prefix_of, dtype=torch.long),
             "suffix_match": suffix_match}
@@ -436,7 +440,7 @@ def encode_shared(tokenizer, prompts: list[str], responses: list[str], max_lengt
 @torch.no_grad()
 def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 64,
           max_length: int | None = None, weights: dict[str, float] | None = None, pooled: bool = False,
-          distinct: bool = True, shared_prefix: bool = True) -> pd.DataFrame:
+          distinct: bool = True) -> pd.DataFrame:
     """Per-head scores and the scalar reward of each (prompt, response); optionally the pooled states.
 
     ``max_length`` defaults to the window the model was trained with. Rows are batched by length (less
@@ -447,17 +451,16 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
     scoring a pair set's chosen and rejected sides scored each answer many times over. ``False`` scores every row
     as given (the same values, up to float rounding of a differently padded batch).
 
-    ``shared_prefix``: where the model :attr:`~RewardModel.shares_prefix`, the rows are batched by prompt and each
-    distinct prompt of a batch runs through the backbone once for all its answers (:meth:`RewardModel.pooled_shared`;
-    best-of-n's samples, GRPO's groups and a pair set's answers share prompts); the same values up to float rounding.
+    Where the model :attr:`~RewardModel.shares_prefix`, the rows are batched by prompt and each distinct prompt of a
+    batch runs through the backbone once for all its answers (:meth:`RewardModel.pooled_shared`; best-of-n's samples,
+    GRPO's groups and a pair set's answers share prompts); the same values up to float rounding.
     """
     if distinct:
         at: dict[tuple[str, str], int] = {}
         where = [at.setdefault(key, len(at)) for key in zip(prompts, responses)]
         if len(at) < len(where):
             once = score(rm, tokenizer, [k[0] for k in at], [k[1] for k in at], batch_size=batch_size,
-                         max_length=max_length, weights=weights, pooled=pooled, distinct=False,
-                         shared_prefix=shared_prefix)
+                         max_length=max_length, weights=weights, pooled=pooled, distinct=False)
             states = once.attrs.pop("pooled", None)  # taken off first: pandas would copy it into the repeated rows
             out = once.iloc[where].reset_index(drop=True)
             if pooled:
@@ -465,7 +468,7 @@ def score(rm: RewardModel, tokenizer, prompts: list[str], responses: list[str], 
             return out
     rm.eval()
     plan = truncation_plan(tokenizer, prompts, responses, max_length or rm.max_length)
-    share = shared_prefix and rm.shares_prefix
+    share = rm.shares_prefix
     if share:  # a prompt's answers side by side, so that a batch runs each of its prompts once
         order = sorted(range(len(plan)), key=lambda i: (len(plan[i]["prompt_ids"]), plan[i]["prompt_ids"],
                                                         len(plan[i]["response_ids"])))
